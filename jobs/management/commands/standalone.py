@@ -1,0 +1,190 @@
+"""Run the whole system in one command: embedded Redis, web, worker and beat.
+
+For a laptop or a single small host. Production runs the roles as separate processes
+(see docs/operations.md); this command supervises them the same way: if one child dies,
+it stops the others and exits non-zero rather than limping on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from karmchari_site import embedded
+from karmchari_site.env import env_int
+
+
+class Command(BaseCommand):
+    help = "Start Karmchari: embedded Redis (if no REDIS_URL), web, worker and beat."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=None,
+            help="Web port on 127.0.0.1 (default: KARMCHARI_PORT or 8000).",
+        )
+        parser.add_argument(
+            "--host",
+            default=os.environ.get("KARMCHARI_HOST", "127.0.0.1"),
+            help="Address the web server binds to (default 127.0.0.1).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=env_int("KARMCHARI_WORKER_CONCURRENCY", 4, minimum=1),
+            help="Worker processes (default 4).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        port = options["port"] or env_int("KARMCHARI_PORT", 8000, minimum=1)
+        data_dir: Path = settings.DATA_DIR
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+        try:
+            if settings.EMBEDDED_REDIS:
+                if embedded.is_running(data_dir):
+                    raise CommandError(
+                        f"An embedded Redis already answers on "
+                        f"{embedded.socket_path(data_dir)}: is another standalone "
+                        "running with this KARMCHARI_DATA_DIR?"
+                    )
+                self.children.append(("redis", embedded.start(data_dir)))
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("collectstatic", interactive=False, verbosity=0)
+            self._ensure_admin()
+            self._start_roles(options["host"], port, options["concurrency"])
+            base = f"http://{options['host']}:{port}"
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Karmchari is up.\n  Admin:    {base}/admin/\n"
+                    f"  API docs: {base}/api/docs/\n  Data:     {data_dir}\n"
+                    "Press Ctrl-C to stop."
+                )
+            )
+            code = self._supervise()
+        finally:
+            self._stop_all()
+        if code:
+            sys.exit(code)
+
+    def _ensure_admin(self) -> None:
+        User = get_user_model()
+        if User.objects.filter(is_superuser=True).exists():
+            self.stdout.write("Log in with your existing admin account.")
+            return
+        username = os.environ.get("KARMCHARI_ADMIN_USER", "admin")
+        password = os.environ.get("KARMCHARI_ADMIN_PASSWORD") or secrets.token_urlsafe(
+            12
+        )
+        User.objects.create_superuser(username=username, email="", password=password)
+        shown = (
+            "(from KARMCHARI_ADMIN_PASSWORD)"
+            if os.environ.get("KARMCHARI_ADMIN_PASSWORD")
+            else password
+        )
+        self.stdout.write(
+            self.style.WARNING(
+                f"Created admin login: user {username!r}, password {shown}\n"
+                "This password is shown once; change it in the admin."
+            )
+        )
+
+    def _start_roles(self, host: str, port: int, concurrency: int) -> None:
+        python = sys.executable
+        env = {**os.environ, "KARMCHARI_DATA_DIR": str(settings.DATA_DIR)}
+        roles = {
+            "web": [
+                python,
+                "-m",
+                "uvicorn",
+                "karmchari_site.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            "worker": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "karmchari_site",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"karmchari-{port}@%h",
+            ],
+            "beat": [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "karmchari_site",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--scheduler",
+                "jobs.scheduler:JobScheduler",
+                "--pidfile=",
+            ],
+        }
+        for name, command in roles.items():
+            self.children.append((name, subprocess.Popen(command, env=env)))
+
+    def _supervise(self) -> int:
+        while not self.stopping:
+            for name, child in self.children:
+                code = child.poll()
+                if code is not None:
+                    self.stderr.write(
+                        f"{name} (pid {child.pid}) exited with code {code}; "
+                        "stopping everything."
+                    )
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _stop_all(self) -> None:
+        # Redis last: the others flush to it while they stop.
+        roles = [c for c in self.children if c[0] != "redis"]
+        redis = [c for c in self.children if c[0] == "redis"]
+        for group in (roles, redis):
+            for _, child in group:
+                if child.poll() is None:
+                    child.terminate()
+            deadline = time.monotonic() + 15
+            for name, child in group:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self.stderr.write(f"{name} did not stop in time; killing it.")
+                    child.kill()
+                    child.wait()

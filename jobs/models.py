@@ -1,0 +1,335 @@
+"""The job domain: App groups Jobs; Schedules fire them; Executions are the runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from agents.models import Agent
+
+# App names become URL segments in the JobStreamer compat API (/{app}/jobs), so names
+# of top-level routes are refused.
+RESERVED_APP_NAMES = (
+    "admin",
+    "api",
+    "static",
+    "media",
+    "apps",
+    "agents",
+    "agent",
+    "registerJob",
+    "jobState",
+    "metrics",
+    "ping",
+)
+
+slug_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z",
+    "Use letters, digits, '.', '_' or '-', starting with a letter or digit.",
+)
+
+
+class App(models.Model):
+    name = models.CharField(max_length=100, unique=True, validators=[slug_validator])
+    description = models.TextField(blank=True)
+    meta = models.JSONField(
+        default=dict, blank=True, help_text="Free-form data, e.g. a classpath."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(name__in=RESERVED_APP_NAMES),
+                name="jobs_app_name_not_reserved",
+                violation_error_message="This name is reserved for a route.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Job(models.Model):
+    class Kind(models.TextChoices):
+        SHELL = "shell"
+        HTTP = "http"
+        TASK = "task"
+        EXTERNAL = "external"
+
+    class OverlapPolicy(models.TextChoices):
+        SKIP = "skip", "Skip the new run"
+        BUFFER_ONE = "buffer_one", "Buffer one"
+        BUFFER_ALL = "buffer_all", "Buffer all"
+        CANCEL_OTHER = "cancel_other", "Cancel the running one"
+        TERMINATE_OTHER = "terminate_other", "Terminate the running one"
+        ALLOW_ALL = "allow_all", "Allow all"
+
+    app = models.ForeignKey(App, models.PROTECT, related_name="jobs")
+    name = models.CharField(max_length=200, validators=[slug_validator])
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.SHELL)
+    spec = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What to run, by kind: shell {command, cwd, env}.",
+    )
+    enabled = models.BooleanField(default=True)
+    owner = models.CharField(max_length=200, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    queue = models.CharField(
+        max_length=100, default="celery", help_text="Celery queue that runs this job."
+    )
+    timeout = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds before the run is stopped."
+    )
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    retry_backoff = models.PositiveIntegerField(
+        default=10, help_text="Seconds before the first retry; doubles each attempt."
+    )
+    overlap_policy = models.CharField(
+        max_length=20, choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP
+    )
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    parents = models.ManyToManyField(
+        "self", symmetrical=False, related_name="children", blank=True
+    )
+
+    # Denormalised stats, written only with F() expressions by services.
+    success_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    last_attempted_at = models.DateTimeField(null=True, blank=True)
+    duration_total = models.FloatField(
+        default=0.0, help_text="Seconds, summed over finished runs."
+    )
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["app__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "name"], name="jobs_job_unique_name_per_app"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_concurrent__isnull=True) | Q(max_concurrent__gte=1),
+                name="jobs_job_max_concurrent_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def average_duration(self) -> float | None:
+        runs = self.success_count + self.error_count
+        return self.duration_total / runs if runs else None
+
+
+class Schedule(models.Model):
+    class Kind(models.TextChoices):
+        CRON = "cron"
+        INTERVAL = "interval", "ISO 8601 repeating interval"
+        ONCE = "once", "One-shot"
+
+    class MisfirePolicy(models.TextChoices):
+        RUN_ONCE = "run_once", "Run the latest missed slot"
+        SKIP = "skip", "Skip missed slots"
+        RUN_ALL = "run_all", "Run every missed slot within the window"
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="schedules")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CRON)
+    expression = models.CharField(max_length=200)
+    timezone = models.CharField(max_length=64, default="UTC")
+    epsilon = models.DurationField(
+        null=True, blank=True, help_text="How late a slot may still start."
+    )
+    misfire_policy = models.CharField(
+        max_length=20, choices=MisfirePolicy.choices, default=MisfirePolicy.RUN_ONCE
+    )
+    jitter = models.DurationField(default=timedelta(0), blank=True)
+    start_at = models.DateTimeField(null=True, blank=True)
+    end_at = models.DateTimeField(null=True, blank=True)
+    repetitions_left = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Empty means unlimited."
+    )
+    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["next_run_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(start_at__isnull=True)
+                | Q(end_at__isnull=True)
+                | Q(end_at__gt=models.F("start_at")),
+                name="jobs_schedule_window_ordered",
+                violation_error_message="end_at must be after start_at.",
+            ),
+        ]
+        indexes = [
+            # The beat tick: enabled AND next_run_at <= now ORDER BY next_run_at.
+            models.Index(
+                fields=["next_run_at"],
+                name="jobs_schedule_due",
+                condition=Q(enabled=True, next_run_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.expression} ({self.timezone})"
+
+
+class ExecutionQuerySet(models.QuerySet["Execution"]):
+    def active(self) -> ExecutionQuerySet:
+        return self.filter(status__in=Execution.ACTIVE_STATUSES)
+
+    def finished(self) -> ExecutionQuerySet:
+        return self.filter(status__in=Execution.FINAL_STATUSES)
+
+
+class Execution(models.Model):
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule"
+        MANUAL = "manual"
+        API = "api", "API"
+        DEPENDENCY = "dependency"
+        RETRY = "retry"
+        COMPAT = "compat"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        PAUSED = "paused"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        KILLED = "killed"
+        TIMED_OUT = "timed_out", "Timed out"
+        LOST = "lost"
+        SKIPPED = "skipped"
+
+    class DesiredState(models.TextChoices):
+        RUN = "run"
+        PAUSE = "pause"
+        KILL = "kill"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.PAUSED)
+    FINAL_STATUSES = (
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.KILLED,
+        Status.TIMED_OUT,
+        Status.LOST,
+        Status.SKIPPED,
+    )
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="executions")
+    schedule = models.ForeignKey(
+        Schedule, models.SET_NULL, null=True, blank=True, related_name="executions"
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The schedule slot this run fills."
+    )
+    trigger = models.CharField(
+        max_length=20, choices=Trigger.choices, default=Trigger.API
+    )
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey(
+        "self", models.SET_NULL, null=True, blank=True, related_name="retries"
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING
+    )
+    desired_state = models.CharField(
+        max_length=10, choices=DesiredState.choices, default=DesiredState.RUN
+    )
+    agent = models.ForeignKey(
+        Agent, models.SET_NULL, null=True, blank=True, related_name="executions"
+    )
+    worker = models.CharField(
+        max_length=255, blank=True, help_text="Celery hostname that ran it."
+    )
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its task was last sent to the broker."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    paused_seconds = models.FloatField(default=0.0)
+    output = models.TextField(blank=True, help_text="Standard output (the tail).")
+    error = models.TextField(blank=True, help_text="Standard error (the tail).")
+    reason = models.TextField(
+        blank=True, help_text="Why it ended this way (timeout, skip, failure)."
+    )
+    external_id = models.CharField(max_length=64, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        get_latest_by = "created"
+        constraints = [
+            # Exactly-once firing: a second beat inserting the same slot is a no-op.
+            # Manual runs have no schedule; NULLs never collide.
+            models.UniqueConstraint(
+                fields=["schedule", "scheduled_for"], name="jobs_execution_unique_slot"
+            ),
+            models.CheckConstraint(
+                condition=Q(attempt__gte=1), name="jobs_execution_attempt_positive"
+            ),
+        ]
+        indexes = [
+            # Execution list, newest first, and the same per job (admin, API, stats).
+            models.Index(fields=["-created", "-id"], name="jobs_execution_newest"),
+            models.Index(fields=["job", "-created"], name="jobs_execution_job_newest"),
+            # Status filter on the execution list.
+            models.Index(fields=["status", "-created"], name="jobs_execution_status"),
+            # Outbox sweep: pending executions whose task was sent long ago (or never).
+            models.Index(
+                fields=["dispatched_at"],
+                name="jobs_execution_pending",
+                condition=Q(status="pending"),
+            ),
+            # Live view and overlap checks: what is running or paused now, per job.
+            models.Index(
+                fields=["job"],
+                name="jobs_execution_active",
+                condition=Q(status__in=["running", "paused"]),
+            ),
+            # Compat lookups by a seed system's id (e.g. Karmchari's md5).
+            models.Index(
+                fields=["external_id"],
+                name="jobs_execution_external_id",
+                condition=~Q(external_id=""),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds of wall time spent running, paused time excluded."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at
+        if end is None:
+            return None
+        return max(0.0, (end - self.started_at).total_seconds() - self.paused_seconds)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.request import Request
+
+
+class ModelPermissions(DjangoModelPermissions):
+    """Django model permissions, reads included, with per-action overrides.
+
+    A viewset may set `action_permissions = {"run": ["jobs.add_execution"]}` for verbs
+    whose permission is not the model's add/change/delete.
+    """
+
+    perms_map = {
+        **DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+    }
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        required = getattr(view, "action_permissions", {}).get(
+            getattr(view, "action", None)
+        )
+        if required is None:
+            return super().has_permission(request, view)
+        user = request.user
+        return bool(user and user.is_authenticated and user.has_perms(required))

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db.models import ProtectedError
+from django.db.models.query import QuerySet
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from jobs import services
+from jobs.filters import ExecutionFilter, JobFilter
+from jobs.models import App, Execution, Job
+from jobs.serializers import (
+    AppSerializer,
+    ExecutionDetailSerializer,
+    ExecutionSerializer,
+    JobSerializer,
+    RunSerializer,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, plus 409 for state conflicts and protected deletes."""
+    if isinstance(exc, services.Conflict):
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, ProtectedError):
+        names = sorted({str(obj) for obj in exc.protected_objects})[:10]
+        return Response(
+            {"detail": f"Still in use by: {', '.join(names)}. Delete those first."},
+            status=status.HTTP_409_CONFLICT,
+        )
+    return drf_exception_handler(exc, context)
+
+
+class AppViewSet(viewsets.ModelViewSet[App]):
+    queryset = App.objects.all()
+    serializer_class = AppSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "created"]
+
+    def perform_create(self, serializer: BaseSerializer[App]) -> None:
+        serializer.instance = services.app_create(**serializer.validated_data)
+
+    def perform_update(self, serializer: BaseSerializer[App]) -> None:
+        assert serializer.instance is not None
+        serializer.instance = services.app_update(
+            app=serializer.instance, **serializer.validated_data
+        )
+
+
+class JobViewSet(viewsets.ModelViewSet[Job]):
+    queryset = Job.objects.select_related("app")
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    search_fields = ["name", "description", "owner"]
+    ordering_fields = ["name", "created", "last_attempted_at"]
+    action_permissions = {
+        "run": ["jobs.add_execution"],
+        "enable": ["jobs.change_job"],
+        "disable": ["jobs.change_job"],
+    }
+
+    def perform_create(self, serializer: BaseSerializer[Job]) -> None:
+        serializer.instance = services.job_create(**serializer.validated_data)
+
+    def perform_update(self, serializer: BaseSerializer[Job]) -> None:
+        assert serializer.instance is not None
+        serializer.instance = services.job_update(
+            job=serializer.instance, **serializer.validated_data
+        )
+
+    @extend_schema(request=RunSerializer, responses={202: ExecutionSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request: Request, pk: str | None = None) -> Response:
+        """Run the job now; answers at once with the pending execution."""
+        job = self.get_object()
+        params = RunSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        execution = services.job_trigger(
+            job=job,
+            trigger=Execution.Trigger.API,
+            parameters=params.validated_data["parameters"],
+        )
+        return Response(
+            ExecutionSerializer(execution).data, status=status.HTTP_202_ACCEPTED
+        )
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def enable(self, request: Request, pk: str | None = None) -> Response:
+        job = services.job_update(job=self.get_object(), enabled=True)
+        return Response(self.get_serializer(job).data)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def disable(self, request: Request, pk: str | None = None) -> Response:
+        job = services.job_update(job=self.get_object(), enabled=False)
+        return Response(self.get_serializer(job).data)
+
+
+class ExecutionPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class ExecutionViewSet(viewsets.ReadOnlyModelViewSet[Execution]):
+    queryset = Execution.objects.select_related("job__app")
+    filterset_class = ExecutionFilter
+    pagination_class = ExecutionPagination
+    # Cursor pagination fixes the order (newest first); no ordering or search.
+    filter_backends = [DjangoFilterBackend]
+
+    def get_queryset(self) -> QuerySet[Execution]:
+        queryset = super().get_queryset()
+        if self.action == "list":
+            # The list never shows output; don't haul megabytes of it from the DB.
+            queryset = queryset.defer("output", "error")
+        return queryset
+
+    def get_serializer_class(self) -> type[BaseSerializer[Execution]]:
+        if self.action == "retrieve":
+            return ExecutionDetailSerializer
+        return ExecutionSerializer

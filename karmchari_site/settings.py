@@ -1,0 +1,278 @@
+"""Karmchari settings: one module, driven by the environment.
+
+Nothing set: SQLite and an embedded Redis in KARMCHARI_DATA_DIR (default ./data), so a
+fresh checkout runs with `make run`. DATABASE_URL, REDIS_URL and CELERY_BROKER_URL move
+it onto real servers. Every variable is listed in .env.example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
+
+from karmchari_site import embedded
+from karmchari_site.env import (
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+    env_url,
+)
+
+# Lets `admin.ModelAdmin[Job]` and friends be subscripted at run time, as mypy wants.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = env_path("KARMCHARI_DATA_DIR", BASE_DIR / "data")
+
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off: generate one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+        )
+    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "agents",
+    "jobs",
+    "compat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "karmchari_site.urls"
+WSGI_APPLICATION = "karmchari_site.wsgi.application"
+ASGI_APPLICATION = "karmchari_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+
+_DATABASE_SCHEMES = {"sqlite", "postgres", "postgresql", "pgsql"}
+DATABASE_URL = env_url(
+    "DATABASE_URL",
+    f"sqlite:///{DATA_DIR / 'karmchari.sqlite3'}",
+    schemes=_DATABASE_SCHEMES,
+)
+_database: dict[str, Any] = dict(dj_database_url.parse(DATABASE_URL, conn_max_age=60))
+_database["CONN_HEALTH_CHECKS"] = True
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one SQLite file in standalone mode: WAL lets readers
+    # run beside the writer, IMMEDIATE takes the write lock at BEGIN (no upgrade
+    # deadlock), and the busy timeout waits instead of failing with "locked".
+    _database["CONN_MAX_AGE"] = 0
+    _database["OPTIONS"] = {
+        "timeout": env_float("KARMCHARI_SQLITE_TIMEOUT", 20.0),
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # Integration tests run real worker processes against the test database, so it
+    # must be a file they can open too, not SQLite's default in-memory test database.
+    _database["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache, live state, broker ------------------------------------------------
+
+_REDIS_SCHEMES = {"redis", "rediss", "unix"}
+EMBEDDED_REDIS = not env_str("REDIS_URL")
+REDIS_URL = (
+    embedded.cache_url(DATA_DIR)
+    if EMBEDDED_REDIS
+    else env_url("REDIS_URL", "", schemes=_REDIS_SCHEMES)
+)
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("KARMCHARI_CACHE_PREFIX", "karmchari"),
+        "OPTIONS": {
+            "CLIENT_CLASS": "django_redis.client.DefaultClient",
+            "SOCKET_CONNECT_TIMEOUT": 2,
+            "SOCKET_TIMEOUT": 2,
+            # Redis is for speed: when it is down, pages fall back to the database.
+            "IGNORE_EXCEPTIONS": True,
+        },
+    }
+}
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+
+
+def _default_broker() -> str:
+    if EMBEDDED_REDIS:
+        return embedded.broker_url(DATA_DIR)
+    if REDIS_URL.startswith("unix://"):
+        return "redis+socket://" + REDIS_URL.removeprefix("unix://")
+    return REDIS_URL
+
+
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL",
+    _default_broker(),
+    schemes={"redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp"},
+)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+# One task at a time per process: jobs are long, and a prefetched message would wait
+# behind a running job instead of going to an idle worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Redis brokers redeliver an unacked message after the visibility timeout. Jobs may run
+# for hours; the claim in run_execution makes a redelivery a no-op anyway.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("KARMCHARI_VISIBILITY_TIMEOUT", 43200, minimum=60)
+}
+
+# --- Auth, API -----------------------------------------------------------------------
+
+_VALIDATORS = "django.contrib.auth.password_validation"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"{_VALIDATORS}.UserAttributeSimilarityValidator"},
+    {"NAME": f"{_VALIDATORS}.MinimumLengthValidator"},
+    {"NAME": f"{_VALIDATORS}.CommonPasswordValidator"},
+    {"NAME": f"{_VALIDATORS}.NumericPasswordValidator"},
+]
+
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header is what turns anonymous requests into
+    # 401 (not 403) without making browsers pop a basic-auth dialog.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ModelPermissions"],
+    "DEFAULT_FILTER_BACKENDS": [
+        "django_filters.rest_framework.DjangoFilterBackend",
+        "rest_framework.filters.OrderingFilter",
+        "rest_framework.filters.SearchFilter",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jobs.views.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Karmchari API",
+    "DESCRIPTION": "Jobs, schedules, executions and agents.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Karmchari -----------------------------------------------------------------------
+
+# Bytes of stdout and of stderr kept per execution (the tail; the head is dropped and
+# the cut is marked).
+KARMCHARI_OUTPUT_LIMIT = env_int("KARMCHARI_OUTPUT_LIMIT", 1_000_000, minimum=1024)
+# Seconds between SIGTERM and SIGKILL when a job times out or is killed.
+KARMCHARI_KILL_GRACE = env_float("KARMCHARI_KILL_GRACE", 10.0)
+KARMCHARI_DEFAULT_QUEUE = env_str("KARMCHARI_DEFAULT_QUEUE", "celery")
+# Environment variables a shell job inherits from the worker; the rest (database
+# passwords, SECRET_KEY...) stay out of the job's reach.
+KARMCHARI_SHELL_INHERIT_ENV = env_list(
+    "KARMCHARI_SHELL_INHERIT_ENV", ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"]
+)
+
+# --- Internationalisation, static files ----------------------------------------------
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env_path("STATIC_ROOT", DATA_DIR / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Production hardening (see docs/operations.md) -----------------------------------
+
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env_bool("KARMCHARI_BEHIND_TLS_PROXY", False)
+    else None
+)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}

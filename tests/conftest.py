@@ -1,0 +1,73 @@
+"""The shared world of the test suite: Redis, users, API clients and factories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from jobs.models import App, Execution, Job
+from karmchari_site import embedded
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server() -> Iterator[None]:
+    """The embedded Redis for this run (or the real one named by REDIS_URL)."""
+    process = None
+    if settings.EMBEDDED_REDIS and not embedded.is_running(settings.DATA_DIR):
+        process = embedded.start(settings.DATA_DIR)
+    cache.clear()
+    yield
+    if process is not None:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def api(admin_user: User) -> APIClient:
+    """An API client authenticated as a superuser, with a token."""
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=admin_user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def make_app(db: None) -> Callable[..., App]:
+    def make(name: str = "default", **fields: Any) -> App:
+        app, _ = App.objects.get_or_create(name=name, defaults=fields)
+        return app
+
+    return make
+
+
+@pytest.fixture
+def make_job(make_app: Callable[..., App]) -> Callable[..., Job]:
+    counter = iter(range(1, 1_000_000))
+
+    def make(command: str = "true", **fields: Any) -> Job:
+        fields.setdefault("app", make_app())
+        fields.setdefault("name", f"job-{next(counter)}")
+        fields.setdefault("spec", {"command": command})
+        return Job.objects.create(**fields)
+
+    return make
+
+
+@pytest.fixture
+def make_execution(make_job: Callable[..., Job]) -> Callable[..., Execution]:
+    def make(job: Job | None = None, **fields: Any) -> Execution:
+        return Execution.objects.create(job=job or make_job(), **fields)
+
+    return make

@@ -1,0 +1,98 @@
+"""Settings are read once per process, so each case imports them in a fresh one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json
+from django.conf import settings
+print(json.dumps({
+    "engine": settings.DATABASES["default"]["ENGINE"],
+    "db": str(settings.DATABASES["default"]["NAME"]),
+    "cache": settings.CACHES["default"]["LOCATION"],
+    "broker": settings.CELERY_BROKER_URL,
+    "embedded": settings.EMBEDDED_REDIS,
+}))
+"""
+
+
+def load(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "DEBUG", "SECRET_KEY"}
+    }
+    clean.update(
+        KARMCHARI_DATA_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="karmchari_site.settings",
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()\n" + PROBE],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_it_defaults_to_sqlite_and_embedded_redis(tmp_path: Path) -> None:
+    result = load(tmp_path)
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["engine"] == "django.db.backends.sqlite3"
+    assert values["db"] == str(tmp_path / "karmchari.sqlite3")
+    assert values["cache"] == f"unix://{tmp_path}/redis.sock?db=0"
+    assert values["broker"].startswith(f"redis+socket://{tmp_path}/redis.sock")
+    assert values["embedded"] is True
+
+
+def test_it_switches_to_real_servers(tmp_path: Path) -> None:
+    result = load(
+        tmp_path,
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/kc",
+        REDIS_URL="redis://127.0.0.1:6379/3",
+        CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//",
+    )
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["engine"] == "django.db.backends.postgresql"
+    assert values["cache"] == "redis://127.0.0.1:6379/3"
+    assert values["broker"] == "amqp://guest:guest@127.0.0.1:5672//"
+    assert values["embedded"] is False
+
+
+def test_it_uses_redis_url_as_the_default_broker(tmp_path: Path) -> None:
+    result = load(tmp_path, REDIS_URL="redis://127.0.0.1:6379/4")
+    assert json.loads(result.stdout)["broker"] == "redis://127.0.0.1:6379/4"
+
+
+def test_it_requires_a_secret_key_without_debug(tmp_path: Path) -> None:
+    result = load(tmp_path, DEBUG="0")
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY must be set when DEBUG is off" in (
+        result.stderr
+    )
+
+
+def test_it_fails_at_start_on_a_bad_database_url(tmp_path: Path) -> None:
+    result = load(tmp_path, DATABASE_URL="mysql://root@localhost/x")
+    assert result.returncode != 0
+    assert "DATABASE_URL='mysql://root@localhost/x' has an unsupported scheme" in (
+        result.stderr
+    )
+
+
+def test_it_fails_at_start_on_a_bad_boolean(tmp_path: Path) -> None:
+    result = load(tmp_path, DEBUG="perhaps")
+    assert result.returncode != 0
+    assert "DEBUG='perhaps' is not a boolean" in result.stderr

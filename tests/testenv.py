@@ -1,0 +1,14 @@
+"""Loaded with `-p tests.testenv` before pytest-django reads the settings.
+
+The test run gets a data directory of its own (SQLite file, embedded Redis socket), so
+it never touches ./data or a running `make run`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+if "KARMCHARI_DATA_DIR" not in os.environ:
+    os.environ["KARMCHARI_DATA_DIR"] = tempfile.mkdtemp(prefix="karmchari-test-")
+os.environ.setdefault("KARMCHARI_KILL_GRACE", "2")
