@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -26,6 +27,13 @@ RESERVED_APP_NAMES = (
     "ping",
 )
 
+
+def validate_not_reserved(name: str) -> None:
+    """The friendly twin of the jobs_app_name_not_reserved constraint."""
+    if name.lower() in {reserved.lower() for reserved in RESERVED_APP_NAMES}:
+        raise ValidationError(f"{name!r} is reserved for a route; choose another name.")
+
+
 slug_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z",
     "Use letters, digits, '.', '_' or '-', starting with a letter or digit.",
@@ -33,7 +41,9 @@ slug_validator = RegexValidator(
 
 
 class App(models.Model):
-    name = models.CharField(max_length=100, unique=True, validators=[slug_validator])
+    name = models.CharField(
+        max_length=100, unique=True, validators=[slug_validator, validate_not_reserved]
+    )
     description = models.TextField(blank=True)
     meta = models.JSONField(
         default=dict, blank=True, help_text="Free-form data, e.g. a classpath."

@@ -101,10 +101,9 @@ def execution_claim(*, execution_id: int, worker: str) -> Execution | None:
     ).update(status=Execution.Status.RUNNING, started_at=now, worker=worker)
     if not claimed:
         return None
-    Job.objects.filter(
-        pk=Execution.objects.filter(pk=execution_id).values("job")
-    ).update(last_attempted_at=now)
-    return Execution.objects.select_related("job__app").get(pk=execution_id)
+    execution = Execution.objects.select_related("job__app").get(pk=execution_id)
+    Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
+    return execution
 
 
 def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,15 +71,19 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
             self._ensure_admin()
             self._start_roles(options["host"], port, options["concurrency"])
-            base = f"http://{options['host']}:{port}"
-            self.stdout.write(
-                self.style.SUCCESS(
-                    f"Karmchari is up.\n  Admin:    {base}/admin/\n"
-                    f"  API docs: {base}/api/docs/\n  Data:     {data_dir}\n"
-                    "Press Ctrl-C to stop."
+            code = 1
+            if self._wait_for_web(options["host"], port):
+                base = f"http://{options['host']}:{port}"
+                self.stdout.write(
+                    self.style.SUCCESS(
+                        f"Karmchari is up.\n  Admin:    {base}/admin/\n"
+                        f"  API docs: {base}/api/docs/\n  Data:     {data_dir}\n"
+                        "Press Ctrl-C to stop."
+                    )
                 )
-            )
-            code = self._supervise()
+                code = self._supervise()
+            elif self.stopping:
+                code = 0
         finally:
             self._stop_all()
         if code:
@@ -156,16 +161,35 @@ class Command(BaseCommand):
         for name, command in roles.items():
             self.children.append((name, subprocess.Popen(command, env=env)))
 
+    def _dead_child(self) -> str | None:
+        for name, child in self.children:
+            code = child.poll()
+            if code is not None:
+                return f"{name} (pid {child.pid}) exited with code {code}"
+        return None
+
+    def _wait_for_web(self, host: str, port: int, timeout: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping:
+            dead = self._dead_child()
+            if dead:
+                self.stderr.write(f"{dead} while starting; stopping everything.")
+                return False
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.1)
+        if not self.stopping:
+            self.stderr.write(f"The web server did not listen on {host}:{port}.")
+        return False
+
     def _supervise(self) -> int:
         while not self.stopping:
-            for name, child in self.children:
-                code = child.poll()
-                if code is not None:
-                    self.stderr.write(
-                        f"{name} (pid {child.pid}) exited with code {code}; "
-                        "stopping everything."
-                    )
-                    return 1
+            dead = self._dead_child()
+            if dead:
+                self.stderr.write(f"{dead}; stopping everything.")
+                return 1
             time.sleep(0.5)
         return 0
 

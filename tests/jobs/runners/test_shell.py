@@ -138,6 +138,4 @@ def test_it_refuses_bad_specs(spec: object, field: str, message: str) -> None:
 
 
 def test_it_cleans_a_good_spec() -> None:
-    assert runner.validate({"command": "ls", "cwd": "", "env": {}}) == {
-        "command": "ls"
-    }
+    assert runner.validate({"command": "ls", "cwd": "", "env": {}}) == {"command": "ls"}

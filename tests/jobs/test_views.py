@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from jobs.models import App, Execution, Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def sent() -> mock.MagicMock:
+    with mock.patch("jobs.tasks.run_execution.apply_async") as apply_async:
+        yield apply_async
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/apps/"),
+        ("post", "/api/apps/"),
+        ("get", "/api/jobs/"),
+        ("post", "/api/jobs/"),
+        ("post", "/api/jobs/1/run/"),
+        ("delete", "/api/jobs/1/"),
+        ("get", "/api/executions/"),
+        ("get", "/api/schema/"),
+    ],
+)
+def test_it_refuses_anonymous_requests_with_401(
+    anon: APIClient, method: str, path: str
+) -> None:
+    response = getattr(anon, method)(path)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
+
+
+def test_it_issues_a_token_for_a_password(anon: APIClient, admin_user: User) -> None:
+    response = anon.post(
+        "/api/token/", {"username": "admin", "password": "password"}, format="json"
+    )
+    assert response.status_code == 200
+    token = response.json()["token"]
+    anon.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert anon.get("/api/jobs/").status_code == 200
+
+
+def test_it_refuses_a_wrong_password(anon: APIClient, admin_user: User) -> None:
+    response = anon.post("/api/token/", {"username": "admin", "password": "nope"})
+    assert response.status_code == 400
+
+
+def test_it_accepts_basic_auth(anon: APIClient, admin_user: User) -> None:
+    anon.credentials(HTTP_AUTHORIZATION="Basic YWRtaW46cGFzc3dvcmQ=")  # admin:password
+    assert anon.get("/api/apps/").status_code == 200
+
+
+def test_it_refuses_writes_without_model_permission(anon: APIClient) -> None:
+    user = User.objects.create_user("viewer", password="pw")
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    token = Token.objects.create(user=user)
+    anon.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert anon.get("/api/jobs/").status_code == 200
+    assert anon.post("/api/jobs/", {}).status_code == 403
+    assert anon.get("/api/apps/").status_code == 403
+
+
+def test_it_creates_an_app_and_a_job(api: APIClient) -> None:
+    assert api.post("/api/apps/", {"name": "billing"}).status_code == 201
+    response = api.post(
+        "/api/jobs/",
+        {
+            "app": "billing",
+            "name": "invoices",
+            "spec": {"command": "echo hi", "env": {"MODE": "fast"}},
+            "timeout": 30,
+            "tags": ["nightly"],
+        },
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["app"] == "billing"
+    assert body["kind"] == "shell"
+    assert body["spec"] == {"command": "echo hi", "env": {"MODE": "fast"}}
+    assert body["stats"]["success_count"] == 0
+    assert Job.objects.get(pk=body["id"]).timeout == 30
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        ({"name": "x", "spec": {"command": "ls"}}, "app", "required"),
+        ({"app": "nope", "name": "x", "spec": {"command": "ls"}}, "app", "not exist"),
+        ({"app": "default", "name": "x", "spec": {}}, "spec", "non-empty command"),
+        ({"app": "default", "name": "x bad", "spec": {"command": "ls"}}, "name", ""),
+        (
+            {"app": "default", "name": "x", "kind": "http", "spec": {}},
+            "spec",
+            "not supported yet",
+        ),
+        (
+            {"app": "default", "name": "x", "kind": "cobol", "spec": {}},
+            "kind",
+            "not a valid choice",
+        ),
+        (
+            {"app": "default", "name": "x", "spec": {"command": "ls"}, "timeout": 0},
+            "timeout",
+            "greater than or equal to 1",
+        ),
+    ],
+)
+def test_it_answers_bad_job_input_with_field_errors(
+    api: APIClient,
+    make_app: Callable[..., App],
+    payload: dict,
+    field: str,
+    message: str,
+) -> None:
+    make_app("default")
+    response = api.post("/api/jobs/", payload)
+    assert response.status_code == 400
+    assert field in response.json()
+    assert message in str(response.json()[field])
+    assert not Job.objects.exists()
+
+
+def test_it_refuses_a_duplicate_job_name(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(name="dup")
+    response = api.post(
+        "/api/jobs/", {"app": job.app.name, "name": "dup", "spec": {"command": "ls"}}
+    )
+    assert response.status_code == 400
+    assert Job.objects.count() == 1
+
+
+def test_it_refuses_a_reserved_app_name(api: APIClient) -> None:
+    response = api.post("/api/apps/", {"name": "admin"})
+    assert response.status_code == 400
+    assert "reserved" in str(response.json())
+
+
+def test_it_answers_404_for_unknown_ids(api: APIClient) -> None:
+    assert api.get("/api/jobs/999/").status_code == 404
+    assert api.post("/api/jobs/999/run/").status_code == 404
+    assert api.get("/api/executions/999/").status_code == 404
+    assert api.get("/api/apps/nope/").status_code == 404
+
+
+def test_it_updates_a_job_partially(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    response = api.patch(f"/api/jobs/{job.pk}/", {"spec": {"command": "date"}})
+    assert response.status_code == 200
+    job.refresh_from_db()
+    assert job.spec == {"command": "date"}
+    response = api.patch(f"/api/jobs/{job.pk}/", {"spec": {"cwd": "rel"}})
+    assert response.status_code == 400
+    job.refresh_from_db()
+    assert job.spec == {"command": "date"}
+
+
+def test_it_runs_a_job_and_answers_202(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/jobs/{job.pk}/run/", {"parameters": {"n": 1}})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["parameters"] == {"n": 1}
+    sent.assert_called_once_with((body["id"],), queue="celery")
+
+
+def test_it_answers_409_when_running_a_disabled_job(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(enabled=False)
+    response = api.post(f"/api/jobs/{job.pk}/run/")
+    assert response.status_code == 409
+    assert "disabled" in response.json()["detail"]
+
+
+def test_it_enables_and_disables(api: APIClient, make_job: Callable[..., Job]) -> None:
+    job = make_job()
+    assert api.post(f"/api/jobs/{job.pk}/disable/").json()["enabled"] is False
+    assert api.post(f"/api/jobs/{job.pk}/enable/").json()["enabled"] is True
+
+
+def test_it_answers_409_when_deleting_an_app_with_jobs(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    response = api.delete(f"/api/apps/{job.app.name}/")
+    assert response.status_code == 409
+    assert job.name in response.json()["detail"]
+    assert App.objects.filter(pk=job.app_id).exists()
+
+
+def test_it_filters_executions_by_job_and_status(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    one, two = make_job(), make_job()
+    make_execution(one, status="succeeded")
+    failed = make_execution(one, status="failed")
+    make_execution(two, status="failed")
+    response = api.get(f"/api/executions/?job={one.pk}&status=failed")
+    assert [row["id"] for row in response.json()["results"]] == [failed.pk]
+    assert "output" not in response.json()["results"][0]
+
+
+def test_it_shows_output_on_the_execution_detail(
+    api: APIClient, make_execution: Callable[..., Execution]
+) -> None:
+    execution = make_execution(output="hello\n", error="warn\n")
+    body = api.get(f"/api/executions/{execution.pk}/").json()
+    assert (body["output"], body["error"]) == ("hello\n", "warn\n")
+
+
+def test_it_refuses_a_bad_status_filter(api: APIClient) -> None:
+    response = api.get("/api/executions/?status=exploded")
+    assert response.status_code == 400
+    assert "status" in response.json()
+
+
+def test_it_lists_jobs_in_constant_queries(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_assert_num_queries: Callable,
+) -> None:
+    for _ in range(5):
+        make_job()
+    # auth token + count + page
+    with django_assert_num_queries(3):
+        assert len(api.get("/api/jobs/").json()["results"]) == 5
+
+
+def test_it_lists_executions_in_constant_queries(
+    api: APIClient,
+    make_execution: Callable[..., Execution],
+    django_assert_num_queries: Callable,
+) -> None:
+    for _ in range(5):
+        make_execution()
+    # auth token + page (cursor pagination does no count)
+    with django_assert_num_queries(2):
+        assert len(api.get("/api/executions/").json()["results"]) == 5
+
+
+def test_it_serves_a_valid_openapi_schema(api: APIClient) -> None:
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.validation import validate_schema
+
+    response = api.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    assert "/api/jobs/{id}/run/" in schema["paths"]
+
+
+def test_it_serves_the_interactive_docs_without_a_cdn(api: APIClient) -> None:
+    response = api.get("/api/docs/")
+    assert response.status_code == 200
+    assert b"cdn." not in response.content
