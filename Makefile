@@ -44,7 +44,8 @@ migrations-check: install-dev
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
 bench: install-dev
-	$(BIN)/python bench/dispatch.py --quick
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; \
+	  echo "== $$script --quick"; $(BIN)/python "$$script" --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,10 +27,6 @@ class JobScheduler(Scheduler):
         # No celery-side entries: schedules live in the database.
         self.data: dict[str, Any] = {}
 
-    @property
-    def schedule(self) -> dict[str, Any]:
-        return self.data
-
     def tick(self, *args: Any, **kwargs: Any) -> float:
         return self.tick_once()
 

@@ -14,7 +14,7 @@ from jobs import services
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def run_execution(self: Task, execution_id: int) -> None:
+def run_execution(self: Task[[int], None], execution_id: int) -> None:
     # Delivered twice (acks_late + a lost worker)? The claim makes the second a no-op.
     services.execution_run(
         execution_id=execution_id, worker=self.request.hostname or ""
