@@ -391,7 +391,7 @@ def _values(text: str, spec: _Field) -> list[int]:
         else:
             low = _value(base, spec, text)
             high = star_high if slash else low
-        if spec is _CRON_DOW_F and low == 7:
+        if spec is _CRON_DOW_F and low == 7 and high != 7:  # 7-2, 7/2: from SUN
             low = 0
         if low <= high:
             found.update(range(low, high + 1, step))

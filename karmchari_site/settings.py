@@ -105,6 +105,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one SQLite file in standalone mode: WAL lets readers
     # run beside the writer, IMMEDIATE takes the write lock at BEGIN (no upgrade
     # deadlock), and the busy timeout waits instead of failing with "locked".
+    Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     _database["CONN_MAX_AGE"] = 0
     _database["OPTIONS"] = {
         "timeout": env_float("KARMCHARI_SQLITE_TIMEOUT", 20.0),
