@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 
 
@@ -31,9 +33,27 @@ class Agent(models.Model):
     swap_total = models.PositiveBigIntegerField(null=True, blank=True)
     memory_free = models.PositiveBigIntegerField(null=True, blank=True)
     swap_free = models.PositiveBigIntegerField(null=True, blank=True)
-    process_cpu_load = models.FloatField(null=True, blank=True)
-    system_cpu_load = models.FloatField(null=True, blank=True)
+    process_cpu_load = models.FloatField(
+        null=True, blank=True, help_text="Worker process tree, 0 to 1 of all cores."
+    )
+    cpu_time = models.FloatField(
+        "CPU time",
+        null=True,
+        blank=True,
+        help_text="Seconds of CPU used by the worker process tree.",
+    )
+    system_cpu_load = models.FloatField(
+        null=True, blank=True, help_text="Whole host, 0 to 1 of all cores."
+    )
     load_average = models.JSONField(default=list, blank=True)
+    pid = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Process id of the worker's main process."
+    )
+    running = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Ids of the executions it was running at the last saved heartbeat.",
+    )
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.ONLINE
     )
@@ -44,6 +64,11 @@ class Agent(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # One row per worker name: a restarted worker takes its row over (and
+            # the previous instance's running executions are recovered).
+            models.UniqueConstraint(fields=["name"], name="agents_agent_unique_name"),
+        ]
         indexes = [
             # Liveness sweep: agents not yet offline whose heartbeat is older than
             # the window (exclude(status=OFFLINE).filter(last_heartbeat__lt=...)).
@@ -56,3 +81,9 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def is_fresh(self, *, now: datetime, seen_at: datetime | None = None) -> bool:
+        """Heard from within the liveness window (`seen_at`: a newer live stamp)."""
+        last = max(filter(None, [self.last_heartbeat, seen_at]), default=None)
+        window = timedelta(seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS)
+        return last is not None and last >= now - window

@@ -8,4 +8,5 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
-        from jobs import checks  # noqa: F401  (registers system checks)
+        # Registers system checks; connects the lost-work receiver to agents.
+        from jobs import checks, recovery  # noqa: F401

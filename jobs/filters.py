@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import django_filters
 
-from jobs.models import Execution, Job
+from jobs.models import Execution, Job, Schedule
 
 
 class JobFilter(django_filters.FilterSet):
@@ -26,3 +26,11 @@ class ExecutionFilter(django_filters.FilterSet):
     class Meta:
         model = Execution
         fields = ["job", "app", "status", "trigger", "schedule"]
+
+
+class ScheduleFilter(django_filters.FilterSet):
+    app = django_filters.CharFilter(field_name="job__app__name")
+
+    class Meta:
+        model = Schedule
+        fields = ["job", "app", "kind", "enabled", "timezone"]

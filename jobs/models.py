@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -164,7 +165,15 @@ class Schedule(models.Model):
     misfire_policy = models.CharField(
         max_length=20, choices=MisfirePolicy.choices, default=MisfirePolicy.RUN_ONCE
     )
-    jitter = models.DurationField(default=timedelta(0), blank=True)
+    jitter = models.DurationField(
+        default=timedelta(0),
+        blank=True,
+        help_text="Delay each run by up to this much, never past the next slot.",
+    )
+    jitter_hashed = models.BooleanField(
+        default=False,
+        help_text="Derive the delay from the job's name (stable) instead of random.",
+    )
     start_at = models.DateTimeField(null=True, blank=True)
     end_at = models.DateTimeField(null=True, blank=True)
     repetitions_left = models.PositiveIntegerField(
@@ -343,3 +352,68 @@ class Execution(models.Model):
         if end is None:
             return None
         return max(0.0, (end - self.started_at).total_seconds() - self.paused_seconds)
+
+
+# --- Execution engine: control audit and live output ---------------------------------
+
+
+class ExecutionEvent(models.Model):
+    """Who asked an execution to do what, and when (the control audit trail)."""
+
+    class Action(models.TextChoices):
+        PAUSE = "pause"
+        RESUME = "resume"
+        KILL = "kill"
+        RETRY = "retry"
+        REPORT = "report"
+
+    execution = models.ForeignKey(Execution, models.CASCADE, related_name="events")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty for the system (overlap policy, retries).",
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [
+            # The execution detail page and API list its events in order.
+            models.Index(fields=["execution", "created"], name="jobs_event_execution"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.execution_id}"
+
+
+class ExecutionLogChunk(models.Model):
+    """A piece of an execution's combined output, at its byte offset in the log.
+
+    Workers append one chunk every second or so while a job runs, and drop the chunks
+    that fall out of the capped tail, so the log survives a Redis restart.
+    """
+
+    execution = models.ForeignKey(Execution, models.CASCADE, related_name="log_chunks")
+    offset = models.PositiveBigIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["offset"]
+        constraints = [
+            # Also the index of the log reader: WHERE execution_id = %s AND offset...
+            models.UniqueConstraint(
+                fields=["execution", "offset"], name="jobs_logchunk_unique_offset"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.execution_id}@{self.offset}"
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)

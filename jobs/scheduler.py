@@ -1,42 +1,108 @@
 """The Celery beat scheduler: `celery beat -S jobs.scheduler:JobScheduler`.
 
-It keeps no schedule in memory and reads no schedule file: the database is the source
-of truth. Each tick does the work that is due and tells beat how long to sleep.
+The database is the only copy of the schedules: beat keeps none in memory and reads
+no schedule file. A tick asks only for what is due (`enabled AND next_run_at <= now`,
+an index range scan), fires it in batches (services.schedules_fire_due), then waits
+until the earliest next slot or until a schedule change is announced on Redis,
+whichever comes first, but never longer than a second, so a lost announcement or a
+Redis outage costs at most that.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery.beat import Scheduler
-from django.db import DatabaseError, InterfaceError, close_old_connections
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from django_redis import get_redis_connection
 
+from agents import services as agents_services
 from jobs import services
 
 logger = logging.getLogger(__name__)
 
-# How long an execution may stay pending before the outbox sweep sends it again.
-OUTBOX_AGE = timedelta(seconds=60)
 MAX_SLEEP = 1.0
+# Housekeeping (outbox sweep, agent liveness) runs at most this often.
+HOUSEKEEPING_SECONDS = 1.0
 
 
 class JobScheduler(Scheduler):
     def setup_schedule(self) -> None:
         # No celery-side entries: schedules live in the database.
         self.data: dict[str, Any] = {}
+        self._pubsub: Any = None
+        self._housekept = 0.0
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        return self.tick_once()
+        self._wait(self.tick_once())
+        # Beat's own loop sleeps for what we answer; we have already waited.
+        return 0.0
 
-    def tick_once(self) -> float:
-        """One pass; answers the seconds to sleep. Never raises on database errors."""
+    def tick_once(self, now: datetime | None = None) -> float:
+        """One pass: fire what is due and answer the seconds until the next slot
+        (capped at MAX_SLEEP). Never raises: a failing database or broker is logged
+        and tried again on the next tick."""
         close_old_connections()
+        ahead = timedelta(seconds=settings.KARMCHARI_FIRE_AHEAD)
         try:
-            resent = services.execution_resend_stale(older_than=OUTBOX_AGE)
-            if resent:
-                logger.warning("outbox: re-sent %d stale pending execution(s)", resent)
-        except (DatabaseError, InterfaceError):
-            logger.exception("beat tick failed; retrying next tick")
-        return MAX_SLEEP
+            now = now or timezone.now()
+            # Idle ticks cost this one indexed query and nothing else.
+            upcoming = services.schedule_next_due()
+            if upcoming is not None and upcoming <= now + ahead:
+                fired = services.schedules_fire_due(now=now, ahead=ahead)
+                logger.debug("fired %d schedule(s)", fired)
+                upcoming = services.schedule_next_due()
+            if time.monotonic() - self._housekept >= HOUSEKEEPING_SECONDS:
+                self._housekeeping()
+        except Exception:
+            logger.exception("beat tick failed; trying again next tick")
+            close_old_connections()
+            return MAX_SLEEP
+        if upcoming is None:
+            return MAX_SLEEP
+        wake = upcoming - ahead - timezone.now()
+        return min(MAX_SLEEP, max(0.0, wake.total_seconds()))
+
+    def _housekeeping(self) -> None:
+        self._housekept = time.monotonic()
+        # Agents whose heartbeat stopped go offline; jobs.recovery then marks
+        # their running executions lost and retries them.
+        for agent in agents_services.agents_sweep_stale():
+            logger.warning("agent %s missed its heartbeats; now offline", agent)
+        resent = services.execution_resend_stale(
+            older_than=timedelta(seconds=settings.KARMCHARI_OUTBOX_SECONDS)
+        )
+        if resent:
+            logger.warning("outbox: re-sent %d stale pending execution(s)", resent)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep up to `seconds`, waking early when a schedule change is announced."""
+        if seconds <= 0:
+            return
+        try:
+            if self._pubsub is None:
+                self._pubsub = get_redis_connection("default").pubsub(
+                    ignore_subscribe_messages=True
+                )
+                self._pubsub.subscribe(services.SCHEDULE_CHANNEL)
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if self._pubsub.get_message(timeout=left) is not None:
+                    return
+        except Exception:
+            logger.warning("schedule announcements unavailable", exc_info=True)
+            self._pubsub = None
+            time.sleep(seconds)
+
+    def close(self) -> None:
+        if self._pubsub is not None:
+            try:
+                self._pubsub.close()
+            except Exception:
+                logger.debug("closing the announcement subscription", exc_info=True)
+        super().close()

@@ -337,6 +337,7 @@ _QUARTZ_DOW_F = _Field(
     " (Quartz numbering, 1=SUN)",
 )
 _YEAR_F = _Field("year", 1970, 2099, {})
+_FIELDS = (_SECOND_F, _MINUTE_F, _HOUR_F, _DOM_F, _MONTH_F, _CRON_DOW_F, _YEAR_F)
 
 
 class _Bad(Exception):
@@ -349,8 +350,8 @@ class _Bad(Exception):
 def _value(token: str, spec: _Field, text: str) -> int:
     if token.isdigit():
         number = int(token)
-    elif token in spec.names:
-        number = spec.names[token]
+    elif token.upper() in spec.names:  # names are case-insensitive, as in Quartz
+        number = spec.names[token.upper()]
     elif token.isalpha() and spec.names:
         names = list(spec.names)
         raise _Bad(
@@ -421,27 +422,28 @@ class _Days:
 
 
 def _dom(text: str) -> _Days:
+    upper = text.upper()
     if text in ("*", "?"):
         return _Days("*", restricted=False, special=False)
-    if text == "LW":
+    if upper == "LW":
         return _Days("*", True, True, rule=("LW", 0))
-    items = text.split(",")
+    items = upper.split(",")
     last = [_LAST_DOM_RE.fullmatch(i) for i in items]
     if any(m and m.group(1) for m in last) or any("W" in i for i in items):
         if len(items) > 1:
             raise _Bad("day-of-month", text, "'W' and 'L-n' must stand alone")
-        if m := _LAST_DOM_RE.fullmatch(text):
+        if m := _LAST_DOM_RE.fullmatch(upper):
             offset = int(m.group(1))
             if offset > 30:
                 raise _Bad("day-of-month", text, "offset after 'L-' must be 0-30")
             if offset == 0:
                 return _Days("L", True, True)
             return _Days("*", True, True, rule=("L-", offset))
-        if m := _NEAREST_RE.fullmatch(text):
+        if m := _NEAREST_RE.fullmatch(upper):
             day = _value(m.group(1), _DOM_F, text)
             return _Days(f"{day}W", True, True, values=(day,))
         raise _Bad("day-of-month", text, "expected 'nW' (e.g. 15W), 'LW' or 'L-n'")
-    plain = [i for i in items if i != "L"]
+    plain = [i for i in text.split(",") if i.upper() != "L"]
     values = tuple(_values(",".join(plain), _DOM_F)) if plain else ()
     has_last = len(plain) < len(items)
     cron = ",".join([*map(str, values), *(["L"] if has_last else [])])
@@ -456,19 +458,20 @@ def _dow(text: str, quartz: bool) -> _Days:
     def cron_day(number: int) -> int:
         return (number - 1) % 7 if quartz else number % 7
 
-    if quartz and text == "L":  # Quartz: "L" alone is the last day of the week
+    if quartz and text.upper() == "L":  # Quartz: "L" alone is the week's last day
         return _Days("6", True, False, values=(6,))
     items = text.split(",")
     nth: list[tuple[int, str]] = []
     for item in items:
-        if m := _NTH_RE.fullmatch(item):
+        upper = item.upper()
+        if m := _NTH_RE.fullmatch(upper):
             which = int(m.group(2))
             if not 1 <= which <= 5:
                 raise _Bad(spec.name, text, f"'#{m.group(2)}': nth must be 1-5")
             nth.append((cron_day(_value(m.group(1), spec, text)), str(which)))
-        elif m := _LAST_DOW_RE.fullmatch(item):
+        elif m := _LAST_DOW_RE.fullmatch(upper):
             nth.append((cron_day(_value(m.group(1), spec, text)), "L"))
-        elif "#" in item or item.endswith("L") or item == "L":
+        elif "#" in upper or upper.endswith("L"):
             raise _Bad(spec.name, text, f"bad item {item!r} (expected e.g. 6#3 or 6L)")
     if nth:
         if len(nth) < len(items):
@@ -484,7 +487,7 @@ def _is_quartz(fields: list[str]) -> bool:
         return True
     if len(fields) != 6:
         return False
-    dom, dow = fields[3], fields[5]
+    dom, dow = fields[3].upper(), fields[5].upper()
     return "?" in fields or any(c in dom for c in "LW") or any(c in dow for c in "L#")
 
 
@@ -516,7 +519,7 @@ class CronSchedule(Parsed):
     def _compile(self, expression: str, force_quartz: bool) -> None:
         if not expression:
             raise ScheduleError("empty expression")
-        text = expression.upper()
+        text = expression
         if text.startswith("@"):
             if force_quartz or text.lower() not in _MACROS:
                 raise ScheduleError(
@@ -541,10 +544,10 @@ class CronSchedule(Parsed):
         self.has_seconds = len(expression.split()) > 5
         if len(fields) == 6:
             fields.append("*")
-        for index, value in enumerate(fields):
-            if "?" in value and (index not in (3, 5) or value != "?"):
+        for spec, value in zip(_FIELDS, fields, strict=True):
+            if "?" in value and (spec not in (_DOM_F, _CRON_DOW_F) or value != "?"):
                 raise ScheduleError(
-                    f"field {index + 1} {value!r}: '?' is only allowed alone, "
+                    f"{spec.name} field {value!r}: '?' is only allowed alone, "
                     "in day-of-month or day-of-week"
                 )
         sec, minute, hour, dom_text, month, dow_text, year = fields
@@ -660,11 +663,14 @@ class CronSchedule(Parsed):
             target = self._rule_day(found.year, found.month)
             if found.day == target:
                 return found
-            if target is not None and found.day < target:
-                wall = datetime(found.year, found.month, target) - _SECOND
-            else:
-                index = found.year * 12 + found.month  # the next month
-                wall = datetime(index // 12, index % 12 + 1, 1) - _SECOND
+            try:
+                if target is not None and found.day < target:
+                    wall = datetime(found.year, found.month, target) - _SECOND
+                else:
+                    index = found.year * 12 + found.month  # the next month
+                    wall = datetime(index // 12, index % 12 + 1, 1) - _SECOND
+            except ValueError:  # past year 9999
+                return None
         return None
 
     def next_after(self, after: datetime) -> datetime | None:
@@ -737,7 +743,7 @@ class CronSchedule(Parsed):
         if dom.rule == ("LW", 0):
             texts.append("on the last weekday of the month")
         elif dom.rule is not None:
-            texts.append(f"{dom.rule[1]} days before the last day of the month")
+            texts.append(f"on the last day of the month minus {dom.rule[1]}")
         elif dom.restricted:
             if dom.cron.endswith("W"):
                 texts.append(f"on the weekday nearest day {dom.values[0]}")
@@ -796,6 +802,7 @@ _PERIOD_RE = re.compile(
     r"(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?"
 )
 _REPEAT_RE = re.compile(r"R(-?\d+)?")
+_DATE_RE = re.compile(r"\d{4}-?\d\d-?\d\d")
 
 
 def _parse_moment(text: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
@@ -805,15 +812,21 @@ def _parse_moment(text: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
     try:
         if "T" in text.upper():
             parsed = isodate.parse_datetime(text)
-        else:
+        elif _DATE_RE.fullmatch(text):  # isodate would also take "2026" or "20"
             parsed = datetime.combine(isodate.parse_date(text), datetime.min.time())
+        else:
+            raise ScheduleError(
+                f"bad date-time {text!r} (expected e.g. 2026-01-01T09:00:00+01:00)"
+            )
+        if parsed.tzinfo is not None and parsed.utcoffset() is not None:
+            instant = _ceil_second(parsed.astimezone(UTC))
+            return instant, instant.astimezone(zone).replace(tzinfo=None)
+        wall = _ceil_second(parsed)
+        return _to_utc(wall, zone).first, wall
     except (isodate.ISO8601Error, ValueError, TypeError, OverflowError) as exc:
+        if isinstance(exc, ScheduleError):
+            raise
         raise ScheduleError(f"bad date-time {text!r} ({exc})") from None
-    if parsed.tzinfo is not None and parsed.utcoffset() is not None:
-        instant = _ceil_second(parsed.astimezone(UTC))
-        return instant, instant.astimezone(zone).replace(tzinfo=None)
-    wall = _ceil_second(parsed)
-    return _to_utc(wall, zone).first, wall
 
 
 class IntervalSchedule(Parsed):
@@ -866,7 +879,11 @@ class IntervalSchedule(Parsed):
         self.period = period.upper()
         self._months = years * 12 + months
         self._days = weeks * 7 + days
-        self._elapsed = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+        try:
+            self._elapsed = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+            _add_calendar(self._wall, self._months, self._days)
+        except (OverflowError, ValueError):
+            raise ScheduleError(f"period {period!r} is too long") from None
         if not (self._months or self._days or self._elapsed):
             raise ScheduleError(f"period {period!r} is zero")
         self._approx = (

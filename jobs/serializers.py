@@ -4,9 +4,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from jobs import services
-from jobs.models import App, Execution, Job
-from jobs.runners import SpecError
+from jobs import schedules, services
+from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
+from jobs.runners import SpecError, mask_spec, unmask_spec
 
 
 class AppSerializer(serializers.ModelSerializer[App]):
@@ -37,6 +37,15 @@ class JobStatsSerializer(serializers.ModelSerializer[Job]):
         read_only_fields = fields
 
 
+class JobScheduleSerializer(serializers.ModelSerializer[Schedule]):
+    """A job's schedules, nested read-only in the job."""
+
+    class Meta:
+        model = Schedule
+        fields = ["id", "kind", "expression", "timezone", "enabled", "next_run_at"]
+        read_only_fields = fields
+
+
 class JobSerializer(serializers.ModelSerializer[Job]):
     app = serializers.SlugRelatedField(slug_field="name", queryset=App.objects.all())
     spec = serializers.JSONField(
@@ -47,6 +56,12 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         child=serializers.CharField(max_length=100), required=False, max_length=50
     )
     stats = JobStatsSerializer(source="*", read_only=True)
+    # Read from the prefetched set: JobViewSet prefetches "schedules".
+    schedules = JobScheduleSerializer(many=True, read_only=True)
+    # Kala's dependent jobs: this job runs after each success of any of these.
+    parents = serializers.PrimaryKeyRelatedField(
+        many=True, queryset=Job.objects.all(), required=False
+    )
 
     class Meta:
         model = Job
@@ -66,7 +81,9 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "retry_backoff",
             "overlap_policy",
             "max_concurrent",
+            "parents",
             "stats",
+            "schedules",
             "created",
             "updated",
         ]
@@ -76,7 +93,21 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "queue": {"allow_blank": False},
         }
 
+    def to_representation(self, instance: Job) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        data["spec"] = mask_spec(data.get("spec"))
+        return data
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "spec" in attrs and self.instance is not None:
+            # A client that sends back what it read must not erase the secrets.
+            attrs["spec"] = unmask_spec(attrs["spec"], self.instance.spec)
+        if "parents" in attrs:
+            why = services.job_parents_cycle(
+                job=self.instance, parents=attrs["parents"]
+            )
+            if why:
+                raise serializers.ValidationError({"parents": why})
         kind = attrs.get(
             "kind", self.instance.kind if self.instance else Job.Kind.SHELL
         )
@@ -124,11 +155,190 @@ class ExecutionSerializer(serializers.ModelSerializer[Execution]):
         read_only_fields = fields
 
 
+class ExecutionEventSerializer(serializers.ModelSerializer[ExecutionEvent]):
+    actor = serializers.CharField(
+        source="actor.get_username", read_only=True, allow_null=True, default=None
+    )
+
+    class Meta:
+        model = ExecutionEvent
+        fields = ["action", "actor", "created", "detail"]
+        read_only_fields = fields
+
+
 class ExecutionDetailSerializer(ExecutionSerializer):
+    events = ExecutionEventSerializer(many=True, read_only=True)
+
     class Meta(ExecutionSerializer.Meta):
-        fields = [*ExecutionSerializer.Meta.fields, "output", "error"]
+        fields = [
+            *ExecutionSerializer.Meta.fields,
+            "paused_seconds",
+            "output",
+            "error",
+            "events",
+        ]
         read_only_fields = fields
 
 
 class RunSerializer(serializers.Serializer[Any]):
     parameters = serializers.DictField(required=False, default=dict)
+
+
+# --- Schedules -----------------------------------------------------------------------
+
+
+class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
+    job = serializers.PrimaryKeyRelatedField(queryset=Job.objects.all())
+    description = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "id",
+            "job",
+            "kind",
+            "expression",
+            "timezone",
+            "description",
+            "enabled",
+            "epsilon",
+            "misfire_policy",
+            "jitter",
+            "jitter_hashed",
+            "start_at",
+            "end_at",
+            "repetitions_left",
+            "next_run_at",
+            "last_run_at",
+            "created",
+            "updated",
+        ]
+        read_only_fields = ["next_run_at", "last_run_at", "created", "updated"]
+
+    def get_description(self, schedule: Schedule) -> str:
+        try:
+            return schedules.describe(
+                schedule.kind, schedule.expression, schedule.timezone
+            )
+        except schedules.ScheduleError:
+            return ""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        current = self.instance
+        kind = attrs.get("kind", current.kind if current else Schedule.Kind.CRON)
+        expression = attrs.get("expression", current.expression if current else "")
+        tz = attrs.get("timezone", current.timezone if current else "UTC")
+        validate_schedule_expression(kind, expression, tz)
+        for name in ("epsilon", "jitter"):
+            value = attrs.get(name)
+            if value is not None and value.total_seconds() < 0:
+                raise serializers.ValidationError({name: "Must not be negative."})
+        start_at = attrs.get("start_at", current.start_at if current else None)
+        end_at = attrs.get("end_at", current.end_at if current else None)
+        if start_at and end_at and end_at <= start_at:
+            raise serializers.ValidationError({"end_at": "Must be after start_at."})
+        return attrs
+
+
+def validate_schedule_expression(kind: str, expression: str, tz: str) -> None:
+    """ValidationError on the field at fault, with the parser's explanation."""
+    try:
+        schedules.parse(kind, expression, tz)
+    except schedules.ScheduleError as exc:
+        field = "timezone" if "time zone" in str(exc) else "expression"
+        raise serializers.ValidationError({field: str(exc)}) from None
+
+
+class SchedulePreviewQuerySerializer(serializers.Serializer[Any]):
+    n = serializers.IntegerField(min_value=1, max_value=1000, default=10)
+    after = serializers.DateTimeField(required=False)
+
+
+class UnsavedPreviewQuerySerializer(SchedulePreviewQuerySerializer):
+    kind = serializers.ChoiceField(
+        choices=[*Schedule.Kind.values, "quartz"], default=Schedule.Kind.CRON
+    )
+    expression = serializers.CharField(max_length=200)
+    timezone = serializers.CharField(max_length=64, default="UTC")
+
+
+class SchedulePreviewSerializer(serializers.Serializer[Any]):
+    description = serializers.CharField()
+    timezone = serializers.CharField()
+    fire_times = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="ISO 8601, with the schedule's UTC offset at each time.",
+    )
+
+
+# --- Execution engine: control, log, reports, stats ---------------------------------
+
+
+class LogQuerySerializer(serializers.Serializer[Any]):
+    offset = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1 << 22, default=1 << 20)
+
+
+class LogSliceSerializer(serializers.Serializer[Any]):
+    offset = serializers.IntegerField(
+        help_text="Where `text` starts: the asked offset, or later when the head of "
+        "the log was dropped (it keeps the last KARMCHARI_OUTPUT_LIMIT bytes)."
+    )
+    next_offset = serializers.IntegerField(help_text="Ask from here next time.")
+    text = serializers.CharField()
+    finished = serializers.BooleanField(
+        help_text="The execution ended and nothing is left after next_offset."
+    )
+    status = serializers.CharField()
+
+
+class ExecutionReportSerializer(serializers.Serializer[Any]):
+    """What an external job's process sends about its run."""
+
+    status = serializers.ChoiceField(
+        choices=[
+            Execution.Status.RUNNING,
+            Execution.Status.PAUSED,
+            Execution.Status.SUCCEEDED,
+            Execution.Status.FAILED,
+            Execution.Status.KILLED,
+            Execution.Status.TIMED_OUT,
+        ]
+    )
+    output = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Appended to the execution's log.",
+    )
+    error = serializers.CharField(
+        required=False, default="", allow_blank=True, trim_whitespace=False
+    )
+    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
+    reason = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class StatsSerializer(serializers.Serializer[Any]):
+    success_count = serializers.IntegerField()
+    error_count = serializers.IntegerField()
+    average_duration = serializers.FloatField(allow_null=True)
+    last_attempted_at = serializers.DateTimeField(allow_null=True)
+    next_run_at = serializers.DateTimeField(allow_null=True)
+    active_executions = serializers.IntegerField()
+    executions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Executions by status."
+    )
+    generated_at = serializers.DateTimeField()
+
+
+class GlobalStatsSerializer(StatsSerializer):
+    jobs = serializers.IntegerField()
+    enabled_jobs = serializers.IntegerField()
+    disabled_jobs = serializers.IntegerField()
+
+
+class JobStatsDetailSerializer(StatsSerializer):
+    job = serializers.IntegerField()
+    last_success_at = serializers.DateTimeField(allow_null=True)
+    last_error_at = serializers.DateTimeField(allow_null=True)

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs import views
+from jobs import engine_views, views
 
 router = DefaultRouter()
 router.register("apps", views.AppViewSet)
 router.register("jobs", views.JobViewSet)
 router.register("executions", views.ExecutionViewSet)
+router.register("schedules", views.ScheduleViewSet)
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("stats/", engine_views.StatsView.as_view(), name="stats"),
+    *router.urls,
+]

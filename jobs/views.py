@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from django.db.models import ProtectedError
 from django.db.models.query import QuerySet
+from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
@@ -15,15 +18,21 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs import services
-from jobs.filters import ExecutionFilter, JobFilter
-from jobs.models import App, Execution, Job
+from jobs import schedules, services
+from jobs.engine_views import ExecutionEngineActions, JobEngineActions
+from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
+from jobs.models import App, Execution, Job, Schedule
 from jobs.serializers import (
     AppSerializer,
     ExecutionDetailSerializer,
     ExecutionSerializer,
     JobSerializer,
     RunSerializer,
+    SchedulePreviewQuerySerializer,
+    SchedulePreviewSerializer,
+    ScheduleSerializer,
+    UnsavedPreviewQuerySerializer,
+    validate_schedule_expression,
 )
 
 logger = logging.getLogger(__name__)
@@ -33,6 +42,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's handler, plus 409 for state conflicts and protected deletes."""
     if isinstance(exc, services.Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, services.DependencyCycle):
+        return Response({"parents": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, services.ServiceError):
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ProtectedError):
         names = sorted({str(obj) for obj in exc.protected_objects})[:10]
         return Response(
@@ -60,8 +73,10 @@ class AppViewSet(viewsets.ModelViewSet[App]):
         )
 
 
-class JobViewSet(viewsets.ModelViewSet[Job]):
-    queryset = Job.objects.select_related("app")
+class JobViewSet(JobEngineActions, viewsets.ModelViewSet[Job]):
+    queryset = Job.objects.select_related("app").prefetch_related(
+        "schedules", "parents"
+    )
     serializer_class = JobSerializer
     filterset_class = JobFilter
     search_fields = ["name", "description", "owner"]
@@ -117,7 +132,9 @@ class ExecutionPagination(CursorPagination):
     max_page_size = 500
 
 
-class ExecutionViewSet(viewsets.ReadOnlyModelViewSet[Execution]):
+class ExecutionViewSet(
+    ExecutionEngineActions, viewsets.ReadOnlyModelViewSet[Execution]
+):
     queryset = Execution.objects.select_related("job__app")
     filterset_class = ExecutionFilter
     pagination_class = ExecutionPagination
@@ -135,3 +152,79 @@ class ExecutionViewSet(viewsets.ReadOnlyModelViewSet[Execution]):
         if self.action == "retrieve":
             return ExecutionDetailSerializer
         return ExecutionSerializer
+
+
+# --- Schedules -----------------------------------------------------------------------
+
+
+def _preview_answer(
+    kind: str, expression: str, tz: str, after: datetime | None, n: int
+) -> dict[str, Any]:
+    zone = ZoneInfo(tz)
+    times = schedules.preview(kind, expression, tz, after or timezone.now(), n)
+    return {
+        "description": schedules.describe(kind, expression, tz),
+        "timezone": tz,
+        "fire_times": [moment.astimezone(zone).isoformat() for moment in times],
+    }
+
+
+class ScheduleViewSet(viewsets.ModelViewSet[Schedule]):
+    queryset = Schedule.objects.select_related("job")
+    serializer_class = ScheduleSerializer
+    filterset_class = ScheduleFilter
+    ordering_fields = ["next_run_at", "created", "id"]
+    ordering = ["id"]
+
+    def perform_create(self, serializer: BaseSerializer[Schedule]) -> None:
+        serializer.instance = services.schedule_create(**serializer.validated_data)
+
+    def perform_update(self, serializer: BaseSerializer[Schedule]) -> None:
+        assert serializer.instance is not None
+        serializer.instance = services.schedule_update(
+            schedule=serializer.instance, **serializer.validated_data
+        )
+
+    def perform_destroy(self, instance: Schedule) -> None:
+        services.schedule_delete(schedule=instance)
+
+    @extend_schema(
+        parameters=[SchedulePreviewQuerySerializer],
+        responses=SchedulePreviewSerializer,
+    )
+    @action(detail=True, methods=["get"], url_path="preview")
+    def preview(self, request: Request, pk: str | None = None) -> Response:
+        """The next n fire times of this schedule (default 10, at most 1000)."""
+        schedule = self.get_object()
+        query = SchedulePreviewQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(
+            _preview_answer(
+                schedule.kind,
+                schedule.expression,
+                schedule.timezone,
+                query.validated_data.get("after"),
+                query.validated_data["n"],
+            )
+        )
+
+    @extend_schema(
+        parameters=[UnsavedPreviewQuerySerializer],
+        responses=SchedulePreviewSerializer,
+    )
+    @action(detail=False, methods=["get"], url_path="preview")
+    def preview_expression(self, request: Request) -> Response:
+        """Fire times of an expression that is not saved yet (validates it too)."""
+        query = UnsavedPreviewQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        validate_schedule_expression(data["kind"], data["expression"], data["timezone"])
+        return Response(
+            _preview_answer(
+                data["kind"],
+                data["expression"],
+                data["timezone"],
+                data.get("after"),
+                data["n"],
+            )
+        )

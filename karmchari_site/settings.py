@@ -159,7 +159,23 @@ CELERY_BROKER_URL = env_url(
     schemes={"redis", "rediss", "redis+socket", "amqp", "amqps", "pyamqp"},
 )
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_RESULT_BACKEND = None
+
+
+def _default_result_backend() -> str:
+    # Only task jobs store results (sent with ignore_result=False, see
+    # jobs/runners/task.py); everything else keeps CELERY_TASK_IGNORE_RESULT.
+    if EMBEDDED_REDIS:
+        return f"redis+socket://{embedded.socket_path(DATA_DIR)}?virtual_host=0"
+    if REDIS_URL.startswith("unix://"):
+        return "redis+socket://" + REDIS_URL.removeprefix("unix://")
+    return REDIS_URL
+
+
+CELERY_RESULT_BACKEND = env_url(
+    "CELERY_RESULT_BACKEND",
+    _default_result_backend(),
+    schemes={"redis", "rediss", "redis+socket"},
+)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
@@ -232,6 +248,58 @@ KARMCHARI_DEFAULT_QUEUE = env_str("KARMCHARI_DEFAULT_QUEUE", "celery")
 KARMCHARI_SHELL_INHERIT_ENV = env_list(
     "KARMCHARI_SHELL_INHERIT_ENV", ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "USER"]
 )
+# Agents: seconds between worker heartbeats (live stats to Redis); an agent silent for
+# the window is marked offline and its running executions lost. The database row is
+# refreshed every KARMCHARI_AGENT_DB_SECONDS (every beat while Redis is down).
+KARMCHARI_HEARTBEAT_SECONDS = env_float("KARMCHARI_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+KARMCHARI_AGENT_WINDOW_SECONDS = env_float(
+    "KARMCHARI_AGENT_WINDOW_SECONDS", 3 * KARMCHARI_HEARTBEAT_SECONDS
+)
+if KARMCHARI_AGENT_WINDOW_SECONDS <= KARMCHARI_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        f"KARMCHARI_AGENT_WINDOW_SECONDS={KARMCHARI_AGENT_WINDOW_SECONDS} must be "
+        f"longer than KARMCHARI_HEARTBEAT_SECONDS={KARMCHARI_HEARTBEAT_SECONDS}, or "
+        "healthy agents go offline between beats."
+    )
+KARMCHARI_AGENT_DB_SECONDS = env_float("KARMCHARI_AGENT_DB_SECONDS", 30.0)
+
+# Scheduling: how late a slot may still start when its schedule sets no epsilon, and
+# how far back (and how many) missed slots `run_all` catches up.
+KARMCHARI_DEFAULT_EPSILON = env_float("KARMCHARI_DEFAULT_EPSILON", 60.0)
+KARMCHARI_CATCHUP_WINDOW = env_float("KARMCHARI_CATCHUP_WINDOW", 86400.0)
+KARMCHARI_CATCHUP_MAX = env_int("KARMCHARI_CATCHUP_MAX", 1000, minimum=1)
+# Seconds ahead of its slot that beat fires a run (sent with its ETA), so bursts
+# start on time; 0 fires at the slot.
+KARMCHARI_FIRE_AHEAD = env_float("KARMCHARI_FIRE_AHEAD", 0.5)
+# Seconds an execution may stay pending before beat's outbox sweep sends it again.
+KARMCHARI_OUTBOX_SECONDS = env_float("KARMCHARI_OUTBOX_SECONDS", 60.0, minimum=1.0)
+
+# --- Execution engine (control bus, live output, runners, retries) -------------------
+
+# Command prefixes shell jobs may run (e.g. "/opt/jobs/,make"); empty allows any.
+KARMCHARI_SHELL_ALLOWED_COMMANDS = env_list("KARMCHARI_SHELL_ALLOWED_COMMANDS", [])
+# Env variables of a job spec whose names match are masked in the API and admin.
+KARMCHARI_SECRET_ENV_PATTERN = env_str(
+    "KARMCHARI_SECRET_ENV_PATTERN", r"(?i)pass|secret|token|key|credential|auth"
+)
+# Seconds between a worker's reads of desired_state from the database: when Redis is
+# down (the fallback) and when it is up (a safety net for lost pub/sub messages).
+KARMCHARI_CONTROL_DB_INTERVAL = env_float("KARMCHARI_CONTROL_DB_INTERVAL", 2.0)
+KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED = env_float(
+    "KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED", 10.0
+)
+# Seconds between flushes of live output to the database.
+KARMCHARI_LOG_FLUSH_SECONDS = env_float("KARMCHARI_LOG_FLUSH_SECONDS", 1.0)
+# Seconds the Redis copy of a finished execution's log is kept.
+KARMCHARI_LOG_REDIS_TTL = env_int("KARMCHARI_LOG_REDIS_TTL", 3600, minimum=1)
+# Seconds an SSE log stream stays open before the client must reconnect.
+KARMCHARI_LOG_STREAM_SECONDS = env_float("KARMCHARI_LOG_STREAM_SECONDS", 300.0)
+# Celery task names that task jobs may send (exact names; empty allows none).
+KARMCHARI_ALLOWED_TASKS = env_list("KARMCHARI_ALLOWED_TASKS", [])
+# Bytes of an HTTP job's response body kept as its output.
+KARMCHARI_HTTP_BODY_LIMIT = env_int("KARMCHARI_HTTP_BODY_LIMIT", 65536, minimum=0)
+# Seconds the stats endpoints are cached (changes invalidate them sooner).
+KARMCHARI_STATS_CACHE_SECONDS = env_int("KARMCHARI_STATS_CACHE_SECONDS", 60, minimum=0)
 
 # --- Internationalisation, static files ----------------------------------------------
 

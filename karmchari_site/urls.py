@@ -23,5 +23,6 @@ urlpatterns = [
         ),
         name="api-docs",
     ),
+    path("api/", include("agents.urls")),
     path("api/", include("jobs.urls")),
 ]

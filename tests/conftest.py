@@ -12,7 +12,7 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from jobs.models import App, Execution, Job
+from jobs.models import App, Execution, Job, Schedule
 from karmchari_site import embedded
 
 
@@ -69,5 +69,21 @@ def make_job(make_app: Callable[..., App]) -> Callable[..., Job]:
 def make_execution(make_job: Callable[..., Job]) -> Callable[..., Execution]:
     def make(job: Job | None = None, **fields: Any) -> Execution:
         return Execution.objects.create(job=job or make_job(), **fields)
+
+    return make
+
+
+@pytest.fixture
+def make_schedule(make_job: Callable[..., Job]) -> Callable[..., Schedule]:
+    """A schedule saved through the service, so next_run_at is computed."""
+    from jobs import services
+
+    def make(
+        expression: str = "* * * * *", job: Job | None = None, **fields: Any
+    ) -> Schedule:
+        fields.setdefault("kind", Schedule.Kind.CRON)
+        return services.schedule_create(
+            job=job or make_job(), expression=expression, **fields
+        )
 
     return make

@@ -42,3 +42,12 @@ def group_members(pgid: int) -> list[int]:
 def group_gone(pgid: int, timeout: float = 5.0) -> bool:
     wait_for(lambda: not group_members(pgid), timeout=timeout)
     return True
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of a process (R, S, T for stopped, Z...), None if gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()[0]

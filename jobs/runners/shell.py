@@ -28,6 +28,29 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _READ_SIZE = 65536
 # Seconds to keep reading output after the command has exited.
 _DRAIN_SECONDS = 2.0
+# With an allow-list, these would let a command run something the prefix does not say.
+_SHELL_CONTROL = re.compile(r"[;&|`<>\n]|\$\(")
+
+
+def command_allowed(command: str) -> str | None:
+    """None if KARMCHARI_SHELL_ALLOWED_COMMANDS admits the command, else why not.
+
+    A prefix admits the command itself and the command followed by arguments. With an
+    allow-list set, shell control operators (`;`, `&&`, `|`, redirections, command
+    substitution) are refused too, or `allowed-cmd; anything` would pass.
+    """
+    prefixes: list[str] = settings.KARMCHARI_SHELL_ALLOWED_COMMANDS
+    if not prefixes:
+        return None
+    stripped = command.strip()
+    if _SHELL_CONTROL.search(stripped):
+        return "Shell operators (; & | < > ` $( and newlines) are not allowed here."
+    for prefix in prefixes:
+        if stripped == prefix or stripped.startswith(
+            prefix if prefix.endswith((" ", "/")) else prefix + " "
+        ):
+            return None
+    return "The command does not start with an allowed prefix."
 
 
 class TailBuffer:
@@ -71,6 +94,8 @@ class ShellRunner:
             errors["command"] = "A shell job needs a non-empty command string."
         elif "\x00" in command:
             errors["command"] = "The command contains a NUL byte."
+        elif refused := command_allowed(command):
+            errors["command"] = refused
         cwd = spec.get("cwd", "")
         if not isinstance(cwd, str):
             errors["cwd"] = "Must be a string path."
@@ -107,6 +132,9 @@ class ShellRunner:
         env["KARMCHARI_EXECUTION_ID"] = str(context.execution_id)
         env["KARMCHARI_JOB"] = context.job_name
         env["KARMCHARI_APP"] = context.app_name
+        # The allow-list may have changed since the job was saved.
+        if refused := command_allowed(spec["command"]):
+            return Outcome(status="failed", reason=f"Command refused: {refused}")
         try:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", spec["command"]],
@@ -120,7 +148,7 @@ class ShellRunner:
         except OSError as exc:
             return Outcome(status="failed", reason=f"Could not start: {exc}")
         context.on_start(process.pid)
-        return _supervise(process, context.timeout)
+        return _supervise(process, context)
 
 
 def _signal_name(number: int) -> str:
@@ -135,9 +163,15 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _supervise(process: subprocess.Popen[bytes], timeout: float | None) -> Outcome:
+def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome:
+    """Read output, enforce the timeout and act on the operator's desired state.
+
+    Paused time does not count against the timeout: the deadline moves on by however
+    long the group was stopped.
+    """
     limit = settings.KARMCHARI_OUTPUT_LIMIT
     grace = settings.KARMCHARI_KILL_GRACE
+    timeout = context.timeout
     assert process.stdout is not None and process.stderr is not None
     buffers = {
         process.stdout.fileno(): TailBuffer(limit),
@@ -148,6 +182,9 @@ def _supervise(process: subprocess.Popen[bytes], timeout: float | None) -> Outco
     deadline = time.monotonic() + timeout if timeout else None
     kill_at: float | None = None
     timed_out = False
+    killed = False
+    paused_since: float | None = None
+    paused_total = 0.0
     exited_at: float | None = None
 
     with selectors.DefaultSelector() as selector:
@@ -159,6 +196,7 @@ def _supervise(process: subprocess.Popen[bytes], timeout: float | None) -> Outco
                 chunk = os.read(key.fd, _READ_SIZE)
                 if chunk:
                     buffers[key.fd].write(chunk)
+                    context.on_output(chunk)
                 else:
                     selector.unregister(key.fileobj)
             now = time.monotonic()
@@ -168,43 +206,72 @@ def _supervise(process: subprocess.Popen[bytes], timeout: float | None) -> Outco
                     # the pipes close and nothing outlives the job.
                     _signal_group(pgid, signal.SIGKILL)
                     exited_at = now
+                    if paused_since is not None:
+                        paused_total += now - paused_since
+                        paused_since = None
                 # A grandchild that left the group may hold a pipe open forever.
                 if not selector.get_map() or now - exited_at > _DRAIN_SECONDS:
                     break
                 continue
-            if deadline is not None and not timed_out and now >= deadline:
+            desired = context.poll()
+            if desired == "kill" and not killed and not timed_out:
+                killed = True
+                logger.info("process group %s: kill requested; sending SIGTERM", pgid)
+                _signal_group(pgid, signal.SIGTERM)
+                # A stopped process only sees SIGTERM once it is continued.
+                _signal_group(pgid, signal.SIGCONT)
+                kill_at = now + grace
+            elif killed or timed_out:
+                pass
+            elif desired == "pause" and paused_since is None:
+                logger.info("process group %s: pausing (SIGSTOP)", pgid)
+                _signal_group(pgid, signal.SIGSTOP)
+                paused_since = now
+                context.on_status("paused")
+            elif desired == "run" and paused_since is not None:
+                logger.info("process group %s: resuming (SIGCONT)", pgid)
+                _signal_group(pgid, signal.SIGCONT)
+                paused_total += now - paused_since
+                if deadline is not None:
+                    deadline += now - paused_since
+                paused_since = None
+                context.on_status("running")
+            if (
+                deadline is not None
+                and paused_since is None
+                and not (timed_out or killed)
+                and now >= deadline
+            ):
                 timed_out = True
                 logger.info("process group %s timed out; sending SIGTERM", pgid)
                 _signal_group(pgid, signal.SIGTERM)
                 kill_at = now + grace
             if kill_at is not None and now >= kill_at:
+                logger.info("process group %s: grace over; sending SIGKILL", pgid)
                 _signal_group(pgid, signal.SIGKILL)
                 kill_at = None
     process.stdout.close()
     process.stderr.close()
     code = process.wait()
 
+    common: dict[str, Any] = {
+        "exit_code": code,
+        "output": out.text(),
+        "error": err.text(),
+        "paused_seconds": paused_total,
+    }
+    if killed:
+        how = "SIGKILL after the grace period" if code == -signal.SIGKILL else "SIGTERM"
+        return Outcome(status="killed", reason=f"Killed on request ({how}).", **common)
     if timed_out:
         return Outcome(
-            status="timed_out",
-            exit_code=code,
-            output=out.text(),
-            error=err.text(),
-            reason=f"Timed out after {timeout:g}s.",
+            status="timed_out", reason=f"Timed out after {timeout:g}s.", **common
         )
     if code == 0:
-        return Outcome(
-            status="succeeded", exit_code=0, output=out.text(), error=err.text()
-        )
+        return Outcome(status="succeeded", **common)
     reason = (
         f"Killed by signal {_signal_name(-code)}."
         if code < 0
         else f"Exited with code {code}."
     )
-    return Outcome(
-        status="failed",
-        exit_code=code,
-        output=out.text(),
-        error=err.text(),
-        reason=reason,
-    )
+    return Outcome(status="failed", reason=reason, **common)

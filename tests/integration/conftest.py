@@ -68,7 +68,9 @@ class Processes:
         self.running.append((process, log))
         return process
 
-    def worker(self, queue: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def worker(
+        self, queue: str, concurrency: int = 2, **env: str
+    ) -> subprocess.Popen[bytes]:
         return self.start(
             f"worker-{queue}",
             [
@@ -86,6 +88,25 @@ class Processes:
                 f"{queue}@%h",
                 "--without-gossip",
                 "--without-mingle",
+                "--loglevel",
+                "INFO",
+            ],
+            **env,
+        )
+
+    def beat(self) -> subprocess.Popen[bytes]:
+        return self.start(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "karmchari_site",
+                "beat",
+                "--scheduler",
+                "jobs.scheduler:JobScheduler",
+                "--pidfile=",
                 "--loglevel",
                 "INFO",
             ],

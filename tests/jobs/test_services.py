@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -31,7 +32,9 @@ def test_it_sends_the_task_only_after_commit(
         execution = services.job_trigger(job=job)
         assert not sent.called
     assert len(callbacks) == 1
-    sent.assert_called_once_with((execution.pk,), queue="reports")
+    sent.assert_called_once_with(
+        (execution.pk,), queue="reports", countdown=None, producer=mock.ANY
+    )
     assert execution.status == Execution.Status.PENDING
     assert execution.dispatched_at is not None
 
@@ -120,8 +123,160 @@ def test_it_resends_stale_pending_executions_once_per_window(
         stale = make_execution(dispatched_at=timezone.now())
     fresh = make_execution(dispatched_at=timezone.now())
     assert services.execution_resend_stale(older_than=timedelta(seconds=60)) == 1
-    sent.assert_called_once_with((stale.pk,), queue=stale.job.queue)
+    sent.assert_called_once_with(
+        (stale.pk,), queue=stale.job.queue, countdown=None, producer=mock.ANY
+    )
     # Stamped: the next sweep within the window leaves it alone.
     assert services.execution_resend_stale(older_than=timedelta(seconds=60)) == 0
     fresh.refresh_from_db()
     assert fresh.status == Execution.Status.PENDING
+
+
+# --- Execution engine: retries, dependencies, external reports ----------------------
+
+
+def test_it_retries_a_failure_with_exponential_backoff_and_jitter(
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job("exit 1", max_retries=2, retry_backoff=10)
+    execution = Execution.objects.create(job=job)
+
+    def run_and_get_retry(execution: Execution) -> Execution | None:
+        with (
+            mock.patch("jobs.services.random.uniform", side_effect=lambda a, b: b),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            services.execution_run(execution_id=execution.pk, worker="w")
+        return Execution.objects.filter(retry_of=execution).first()
+
+    retry = run_and_get_retry(execution)
+    assert retry is not None
+    assert (retry.trigger, retry.attempt, retry.status) == ("retry", 2, "pending")
+    assert sent.call_args.kwargs["countdown"] == 10.0  # 5 fixed + up to 5 jitter
+    # Not sent early by the outbox sweep: stamped with its due time.
+    assert retry.dispatched_at is not None
+    assert retry.dispatched_at > timezone.now() + timedelta(seconds=9)
+    third = run_and_get_retry(retry)
+    assert third is not None and third.attempt == 3
+    assert sent.call_args.kwargs["countdown"] == 20.0
+    assert run_and_get_retry(third) is None  # max_retries spent
+
+
+def test_it_keeps_the_retry_delay_within_the_jitter_band() -> None:
+    for attempt, base in ((1, 8.0), (2, 16.0), (3, 32.0)):
+        delay = services.retry_delay(backoff=8, attempt=attempt)
+        assert base / 2 <= delay <= base
+
+
+def test_it_does_not_retry_a_success_or_a_kill(
+    make_execution: Callable[..., Execution],
+) -> None:
+    killed = make_execution(status=Execution.Status.KILLED)
+    killed.job.max_retries = 3
+    assert services.execution_schedule_retry(execution=killed) is None
+
+
+def test_it_retries_by_hand(
+    api: Any,
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    failed = Execution.objects.create(
+        job=make_job(), status=Execution.Status.FAILED, attempt=1
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/executions/{failed.pk}/retry/")
+    assert response.status_code == 202
+    assert (response.json()["attempt"], response.json()["retry_of"]) == (2, failed.pk)
+    sent.assert_called_once()
+    running = Execution.objects.create(job=failed.job, status="running")
+    assert api.post(f"/api/executions/{running.pk}/retry/").status_code == 409
+
+
+def test_it_runs_children_after_the_parents_success_in_order(
+    make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    parent = make_job("true")
+    first, second = make_job(), make_job()
+    disabled = make_job(enabled=False)
+    for child in (first, second, disabled):
+        child.parents.add(parent)
+    execution = Execution.objects.create(job=parent)
+    services.execution_run(execution_id=execution.pk, worker="w")
+    runs = Execution.objects.filter(trigger="dependency").order_by("pk")
+    assert [(r.job_id, r.status) for r in runs] == [
+        (first.pk, "pending"),
+        (second.pk, "pending"),
+        (disabled.pk, "skipped"),
+    ]
+    assert "disabled" in runs[2].reason
+
+
+def test_it_does_not_run_children_when_the_parent_fails(
+    make_job: Callable[..., Job],
+) -> None:
+    parent = make_job("exit 2")
+    make_job().parents.add(parent)
+    services.execution_run(
+        execution_id=Execution.objects.create(job=parent).pk, worker="w"
+    )
+    assert not Execution.objects.filter(trigger="dependency").exists()
+
+
+def test_it_refuses_dependency_cycles_with_400(
+    api: Any, make_job: Callable[..., Job]
+) -> None:
+    a, b, c = make_job(), make_job(), make_job()
+    assert api.patch(f"/api/jobs/{b.pk}/", {"parents": [a.pk]}).status_code == 200
+    assert api.patch(f"/api/jobs/{c.pk}/", {"parents": [b.pk]}).status_code == 200
+    response = api.patch(f"/api/jobs/{a.pk}/", {"parents": [c.pk]})
+    assert response.status_code == 400
+    assert "would depend on itself" in response.json()["parents"][0]
+    self_loop = api.patch(f"/api/jobs/{a.pk}/", {"parents": [a.pk]})
+    assert self_loop.status_code == 400
+    assert api.get(f"/api/jobs/{c.pk}/").json()["parents"] == [b.pk]
+
+
+def test_an_external_job_runs_as_soon_as_it_is_triggered_and_reports(
+    api: Any, make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    response = api.post(f"/api/jobs/{job.pk}/run/")
+    assert response.json()["status"] == "running"
+    assert not sent.called
+    execution_id = response.json()["id"]
+    report = api.post(
+        f"/api/executions/{execution_id}/report/",
+        {"status": "running", "output": "half way\n"},
+    )
+    assert report.status_code == 200
+    api.post(f"/api/executions/{execution_id}/pause/")
+    assert api.get(f"/api/executions/{execution_id}/").json()["desired_state"] == (
+        "pause"
+    )
+    assert (
+        api.post(
+            f"/api/executions/{execution_id}/report/", {"status": "paused"}
+        ).json()["status"]
+        == "paused"
+    )
+    done = api.post(
+        f"/api/executions/{execution_id}/report/",
+        {"status": "succeeded", "output": "done\n", "exit_code": 0},
+    ).json()
+    assert (done["status"], done["output"]) == ("succeeded", "half way\ndone\n")
+    job.refresh_from_db()
+    assert job.success_count == 1
+    late = api.post(f"/api/executions/{execution_id}/report/", {"status": "failed"})
+    assert late.status_code == 409
+
+
+def test_only_external_jobs_report(
+    api: Any, make_execution: Callable[..., Execution]
+) -> None:
+    execution = make_execution(status=Execution.Status.RUNNING)
+    response = api.post(f"/api/executions/{execution.pk}/report/", {"status": "failed"})
+    assert response.status_code == 409

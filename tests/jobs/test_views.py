@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from unittest import mock
 
 import pytest
@@ -8,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from jobs.models import App, Execution, Job
+from jobs.models import App, Execution, Job, Schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -101,7 +102,7 @@ def test_it_creates_an_app_and_a_job(api: APIClient) -> None:
         (
             {"app": "default", "name": "x", "kind": "http", "spec": {}},
             "spec",
-            "not supported yet",
+            "An absolute http",
         ),
         (
             {"app": "default", "name": "x", "kind": "cobol", "spec": {}},
@@ -181,7 +182,9 @@ def test_it_runs_a_job_and_answers_202(
     body = response.json()
     assert body["status"] == "pending"
     assert body["parameters"] == {"n": 1}
-    sent.assert_called_once_with((body["id"],), queue="celery")
+    sent.assert_called_once_with(
+        (body["id"],), queue="celery", countdown=None, producer=mock.ANY
+    )
 
 
 def test_it_answers_409_when_running_a_disabled_job(
@@ -244,8 +247,8 @@ def test_it_lists_jobs_in_constant_queries(
 ) -> None:
     for _ in range(5):
         make_job()
-    # auth token + count + page
-    with django_assert_num_queries(3):
+    # auth token + count + page + prefetched schedules + prefetched parents
+    with django_assert_num_queries(5):
         assert len(api.get("/api/jobs/").json()["results"]) == 5
 
 
@@ -276,3 +279,129 @@ def test_it_serves_the_interactive_docs_without_a_cdn(api: APIClient) -> None:
     response = api.get("/api/docs/")
     assert response.status_code == 200
     assert b"cdn." not in response.content
+
+
+# --- Schedules -----------------------------------------------------------------------
+
+
+def test_it_creates_a_schedule_with_its_next_run(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    response = api.post(
+        "/api/schedules/",
+        {
+            "job": job.pk,
+            "kind": "cron",
+            "expression": "0 9 * * MON-FRI",
+            "timezone": "Europe/Berlin",
+        },
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["next_run_at"] is not None
+    assert body["description"]
+    nested = api.get(f"/api/jobs/{job.pk}/").json()["schedules"]
+    assert [s["id"] for s in nested] == [body["id"]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        ({"expression": "61 * * * *"}, "expression", "minute"),
+        ({"expression": "0 0 12 ? * 9"}, "expression", "day-of-week"),
+        ({"expression": "* * * * *", "timezone": "Mars/Olympus"}, "timezone", "Mars"),
+        (
+            {"kind": "interval", "expression": "R5/2026-01-01T00:00:00Z/PX"},
+            "expression",
+            "PX",
+        ),
+        ({"kind": "once", "expression": "tomorrow"}, "expression", "tomorrow"),
+        ({"kind": "weekly", "expression": "x"}, "kind", "not a valid choice"),
+        (
+            {
+                "expression": "* * * * *",
+                "start_at": "2026-02-01T00:00:00Z",
+                "end_at": "2026-01-01T00:00:00Z",
+            },
+            "end_at",
+            "after start_at",
+        ),
+    ],
+)
+def test_it_refuses_bad_schedules_saying_what_is_wrong(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    payload: dict,
+    field: str,
+    message: str,
+) -> None:
+    response = api.post("/api/schedules/", {"job": make_job().pk, **payload})
+    assert response.status_code == 400
+    assert message in str(response.json()[field])
+    assert not Schedule.objects.exists()
+
+
+def test_it_previews_a_saved_schedule_with_offsets(
+    api: APIClient, make_schedule: Callable[..., Schedule]
+) -> None:
+    schedule = make_schedule("0 9 * * *", timezone="Europe/Berlin")
+    response = api.get(
+        f"/api/schedules/{schedule.pk}/preview/?n=3&after=2026-03-27T12:00:00Z"
+    )
+    assert response.status_code == 200
+    # Across the spring-forward night: 09:00 local stays 09:00, the offset changes.
+    assert response.json()["fire_times"] == [
+        "2026-03-28T09:00:00+01:00",
+        "2026-03-29T09:00:00+02:00",
+        "2026-03-30T09:00:00+02:00",
+    ]
+
+
+def test_it_previews_an_unsaved_expression(api: APIClient) -> None:
+    response = api.get(
+        "/api/schedules/preview/",
+        {
+            "kind": "cron",
+            "expression": "0 0 12 ? * 2",
+            "timezone": "UTC",
+            "after": "2026-11-23T00:00:00Z",
+            "n": 2,
+        },
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["fire_times"] == [
+        "2026-11-23T12:00:00+00:00",
+        "2026-11-30T12:00:00+00:00",
+    ]
+
+
+def test_it_refuses_a_bad_preview(api: APIClient) -> None:
+    response = api.get("/api/schedules/preview/?expression=banana&n=0")
+    assert response.status_code == 400
+    assert "n" in response.json()
+    response = api.get("/api/schedules/preview/?expression=banana")
+    assert response.status_code == 400
+    assert "expression" in response.json()
+
+
+def test_it_recomputes_next_run_when_the_expression_changes(
+    api: APIClient, make_schedule: Callable[..., Schedule]
+) -> None:
+    schedule = make_schedule("0 9 * * *")
+    before = schedule.next_run_at
+    response = api.patch(f"/api/schedules/{schedule.pk}/", {"expression": "0 10 * * *"})
+    assert response.status_code == 200
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == before + timedelta(hours=1)
+
+
+def test_it_lists_schedules_in_constant_queries(
+    api: APIClient,
+    make_schedule: Callable[..., Schedule],
+    django_assert_num_queries: Callable,
+) -> None:
+    for _ in range(5):
+        make_schedule()
+    with django_assert_num_queries(3):
+        assert len(api.get("/api/schedules/").json()["results"]) == 5

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+import concurrent.futures
 import signal
+import time
 from pathlib import Path
 
 import pytest
 from django.test import override_settings
 
-from jobs.runners import RunContext, SpecError
+from jobs.runners import (
+    SECRET_MASK,
+    Outcome,
+    RunContext,
+    SpecError,
+    mask_spec,
+    unmask_spec,
+)
 from jobs.runners.shell import ShellRunner, TailBuffer
-from tests.waiting import group_gone
+from tests.waiting import group_gone, process_state, wait_for
 
 runner = ShellRunner()
 
@@ -139,3 +148,135 @@ def test_it_refuses_bad_specs(spec: object, field: str, message: str) -> None:
 
 def test_it_cleans_a_good_spec() -> None:
     assert runner.validate({"command": "ls", "cwd": "", "env": {}}) == {"command": "ls"}
+
+
+# --- Control: pause, resume, kill (the supervise loop polls context.poll) -----------
+
+
+class Controlled:
+    """Runs a shell command in a thread with a desired state the test sets."""
+
+    def __init__(self, command: str, timeout: float | None = None) -> None:
+        self.desired = "run"
+        self.statuses: list[str] = []
+        self.pids: list[int] = []
+        self.output = bytearray()
+        context = RunContext(
+            execution_id=9,
+            job_name="ctl",
+            app_name="default",
+            timeout=timeout,
+            on_start=self.pids.append,
+            on_output=self.output.extend,
+            poll=lambda: self.desired,
+            on_status=self.statuses.append,
+        )
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self.future = self.pool.submit(runner.run, {"command": command}, context)
+
+    def pid(self) -> int:
+        return wait_for(lambda: self.pids and self.pids[0], timeout=10)
+
+    def outcome(self) -> Outcome:
+        try:
+            return self.future.result(timeout=30)
+        finally:
+            self.pool.shutdown()
+
+
+def test_it_pauses_and_resumes_the_group_and_excludes_paused_time() -> None:
+    job = Controlled("echo start; sleep 0.5; echo done", timeout=1.5)
+    pid = job.pid()
+    wait_for(lambda: b"start" in job.output)
+    job.desired = "pause"
+    wait_for(lambda: process_state(pid) == "T")
+    assert job.statuses == ["paused"]
+    paused_at = time.monotonic()
+    # Stopped longer than the whole timeout: only running time may count.
+    wait_for(lambda: time.monotonic() - paused_at > 1.6, timeout=5)
+    assert process_state(pid) == "T"
+    job.desired = "run"
+    outcome = job.outcome()
+    assert outcome.status == "succeeded", outcome
+    assert outcome.output == "start\ndone\n"
+    assert job.statuses == ["paused", "running"]
+    assert outcome.paused_seconds >= 1.6
+
+
+@override_settings(KARMCHARI_KILL_GRACE=0.3)
+def test_it_kills_on_request_with_sigkill_after_the_grace() -> None:
+    job = Controlled(
+        "trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.1; done"
+    )
+    pid = job.pid()
+    wait_for(lambda: b"ready" in job.output)
+    job.desired = "kill"
+    outcome = job.outcome()
+    assert outcome.status == "killed"
+    assert outcome.exit_code == -signal.SIGKILL
+    assert outcome.reason == "Killed on request (SIGKILL after the grace period)."
+    assert "got TERM" in outcome.output
+    assert group_gone(pid)
+
+
+def test_it_kills_a_paused_job() -> None:
+    job = Controlled("echo ready; sleep 30")
+    pid = job.pid()
+    wait_for(lambda: b"ready" in job.output)
+    job.desired = "pause"
+    wait_for(lambda: process_state(pid) == "T")
+    job.desired = "kill"
+    outcome = job.outcome()
+    assert outcome.status == "killed"
+    assert outcome.exit_code == -signal.SIGTERM
+    assert group_gone(pid)
+
+
+def test_it_streams_output_as_it_arrives() -> None:
+    job = Controlled("echo one; echo two >&2; sleep 0.2; echo three")
+    outcome = job.outcome()
+    assert outcome.status == "succeeded"
+    assert sorted(bytes(job.output).split()) == [b"one", b"three", b"two"]
+
+
+@override_settings(KARMCHARI_SHELL_ALLOWED_COMMANDS=["/opt/jobs/", "make"])
+@pytest.mark.parametrize(
+    ("command", "allowed"),
+    [
+        ("/opt/jobs/backup.sh --full", True),
+        ("make", True),
+        ("make test", True),
+        ("makeover", False),
+        ("rm -rf /", False),
+        ("make test; rm -rf /", False),
+        ("make $(whoami)", False),
+        ("/opt/jobs/x.sh | sh", False),
+    ],
+)
+def test_it_enforces_the_command_allow_list(command: str, allowed: bool) -> None:
+    if allowed:
+        assert runner.validate({"command": command})["command"] == command
+    else:
+        with pytest.raises(SpecError) as info:
+            runner.validate({"command": command})
+        assert "command" in info.value.errors
+
+
+def test_it_refuses_at_run_time_a_command_the_allow_list_dropped() -> None:
+    with override_settings(KARMCHARI_SHELL_ALLOWED_COMMANDS=["/opt/jobs/"]):
+        outcome, pids = run("echo hi")
+    assert outcome.status == "failed"
+    assert outcome.reason.startswith("Command refused:")
+    assert pids == []
+
+
+def test_it_masks_secret_env_values_and_keeps_them_on_the_way_back() -> None:
+    spec = {"command": "x", "env": {"DB_PASSWORD": "hunter2", "MODE": "fast"}}
+    masked = mask_spec(spec)
+    assert masked["env"] == {"DB_PASSWORD": SECRET_MASK, "MODE": "fast"}
+    assert spec["env"]["DB_PASSWORD"] == "hunter2"
+    sent_back = {**masked, "env": {**masked["env"], "MODE": "slow"}}
+    assert unmask_spec(sent_back, spec)["env"] == {
+        "DB_PASSWORD": "hunter2",
+        "MODE": "slow",
+    }

@@ -1,0 +1,266 @@
+"""Every write to agents: registration, heartbeats, liveness, drain and resume.
+
+Celery signal receivers (agents/worker.py), the API and the admin call these; nothing
+else writes an Agent row.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents import live
+from agents.models import Agent
+from agents.signals import agent_went_offline
+from agents.stats import HostFacts, Sample
+
+logger = logging.getLogger(__name__)
+
+CONTROL_TIMEOUT = 2.0
+
+
+class AgentError(Exception):
+    """A request about an agent that cannot be carried out now."""
+
+
+class AgentConflict(AgentError):
+    """The agent's state forbids the action (answered as 409)."""
+
+
+class AgentUnreachable(AgentError):
+    """The worker did not answer a remote-control command (answered as 503)."""
+
+
+class AgentGone(AgentError):
+    """The agent's row was deleted or taken over by another instance."""
+
+
+def agent_register(
+    *,
+    name: str,
+    instance_id: uuid.UUID,
+    facts: HostFacts,
+    queues: Iterable[str],
+    started_at: datetime | None = None,
+) -> Agent:
+    """Record a starting worker as online, taking over the row of its name.
+
+    A worker restarted under the same name (kill -9, then systemd starts it again)
+    may beat the liveness sweep: the previous instance is marked offline first, so its
+    running executions are recovered before this one consumes anything.
+    """
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "instance_id": instance_id,
+        "host": facts.host,
+        "os_name": facts.os_name,
+        "os_version": facts.os_version,
+        "cpu_arch": facts.cpu_arch,
+        "cpu_cores": facts.cpu_cores,
+        "memory_total": facts.memory_total,
+        "swap_total": facts.swap_total,
+        "pid": facts.pid,
+        "version": facts.version[:50],
+        "queues": sorted(set(queues)),
+        "status": Agent.Status.ONLINE,
+        "started_at": started_at or now,
+        "last_heartbeat": now,
+        # Load figures of a previous instance would be lies about this one.
+        "memory_free": None,
+        "swap_free": None,
+        "process_cpu_load": None,
+        "system_cpu_load": None,
+        "cpu_time": None,
+        "load_average": [],
+        "running": [],
+    }
+    for _ in range(2):
+        previous = Agent.objects.filter(name=name).first()
+        if previous is None:
+            try:
+                with transaction.atomic():
+                    agent = Agent.objects.create(name=name, **fields)
+            except IntegrityError:
+                continue  # Another process registered this name meanwhile.
+            logger.info("agent %s registered (%s)", name, instance_id)
+            return agent
+        if previous.instance_id != instance_id and previous.status != (
+            Agent.Status.OFFLINE
+        ):
+            logger.warning(
+                "agent %s: instance %s replaces %s, which never said goodbye",
+                name,
+                instance_id,
+                previous.instance_id,
+            )
+            _go_offline(
+                agent=copy.copy(previous),
+                reason="Its worker restarted without stopping.",
+            )
+        for field, value in fields.items():
+            setattr(previous, field, value)
+        previous.save(update_fields=list(fields))
+        logger.info("agent %s registered again (%s)", name, instance_id)
+        return previous
+    raise AgentConflict(f"Agent {name!r} is being registered by another process.")
+
+
+def agent_heartbeat(*, agent: Agent, sample: Sample, persist: bool) -> Agent:
+    """Publish a sample to Redis; also save it to the row when asked or Redis fails.
+
+    Raises AgentGone when the row was deleted or taken over by another instance, so
+    the caller registers again.
+    """
+    published = live.publish(instance_id=agent.instance_id, sample=sample)
+    if not (persist or not published):
+        return agent
+    stats = {
+        "last_heartbeat": datetime.fromtimestamp(sample.at, tz=UTC),
+        "memory_free": sample.memory_free,
+        "swap_free": sample.swap_free,
+        "process_cpu_load": sample.process_cpu_load,
+        "system_cpu_load": sample.system_cpu_load,
+        "cpu_time": sample.cpu_time,
+        "load_average": sample.load_average,
+        "running": sample.running,
+    }
+    mine = Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id)
+    if not mine.update(**stats):
+        raise AgentGone(f"Agent {agent.name!r} ({agent.instance_id}) has no row.")
+    for field, value in stats.items():
+        setattr(agent, field, value)
+    if mine.filter(status=Agent.Status.OFFLINE).update(status=Agent.Status.ONLINE):
+        # Swept while alive (a long pause, or Redis and the database both away): its
+        # executions were already given up as lost; finishing them is refused.
+        logger.warning("agent %s was marked offline but is alive again", agent.name)
+        agent.status = Agent.Status.ONLINE
+    return agent
+
+
+def agent_mark_offline(*, agent: Agent, reason: str) -> Agent:
+    """Mark this instance of the agent offline (a clean shutdown, or an operator)."""
+    _go_offline(agent=agent, reason=reason)
+    agent.status = Agent.Status.OFFLINE
+    live.forget(agent.instance_id)
+    return agent
+
+
+def _go_offline(*, agent: Agent, reason: str) -> bool:
+    """Offline + agent_went_offline in one transaction; False if already offline.
+
+    The instance_id condition keeps a late sweep from hitting a new instance that has
+    just taken the row over.
+    """
+    with transaction.atomic():
+        changed = (
+            Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id)
+            .exclude(status=Agent.Status.OFFLINE)
+            .update(status=Agent.Status.OFFLINE)
+        )
+        if changed:
+            logger.warning("agent %s is offline: %s", agent.name, reason)
+            agent_went_offline.send(sender=Agent, agent=agent, reason=reason)
+    return bool(changed)
+
+
+def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
+    """Mark offline the agents not heard from within the window; return those.
+
+    Meant for every beat tick: one indexed query for agents whose saved heartbeat is
+    old (the row is saved only every KARMCHARI_AGENT_DB_SECONDS, so that is most live
+    agents), then one MGET of their live stamps in Redis, which clear the living.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS)
+    candidates = list(
+        Agent.objects.exclude(status=Agent.Status.OFFLINE).filter(
+            last_heartbeat__lt=cutoff
+        )
+    )
+    if not candidates:
+        return []
+    samples = live.read_many(agent.instance_id for agent in candidates)
+    went_offline = []
+    for agent in candidates:
+        sample = samples.get(str(agent.instance_id))
+        seen_at = datetime.fromtimestamp(sample.at, tz=UTC) if sample else None
+        if agent.is_fresh(now=now, seen_at=seen_at):
+            continue
+        last = seen_at or agent.last_heartbeat
+        reason = f"No heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC." if last else ""
+        try:
+            if _go_offline(agent=agent, reason=reason or "Never sent a heartbeat."):
+                agent.status = Agent.Status.OFFLINE
+                went_offline.append(agent)
+        except Exception:
+            # A failing receiver rolled the change back: the agent is still online and
+            # the next sweep tries again. One bad agent must not stop the others.
+            logger.exception("agent %s: going offline failed", agent.name)
+    return went_offline
+
+
+def _control(*, agent: Agent, command: str, timeout: float) -> None:
+    from karmchari_site.celery import app
+
+    if not agent.queues:
+        raise AgentConflict(f"Agent {agent.name!r} consumes no queues.")
+    method = getattr(app.control, command)
+    for queue in agent.queues:
+        replies = method(queue, destination=[agent.name], reply=True, timeout=timeout)
+        answers = [answer for reply in replies or [] for answer in reply.values()]
+        if not answers:
+            raise AgentUnreachable(
+                f"Agent {agent.name!r} did not answer within {timeout:g}s."
+            )
+        errors = [
+            str(a["error"]) for a in answers if isinstance(a, dict) and "error" in a
+        ]
+        if errors:
+            raise AgentConflict(f"Agent {agent.name!r} refused: {'; '.join(errors)}")
+
+
+def agent_drain(*, agent: Agent, timeout: float = CONTROL_TIMEOUT) -> Agent:
+    """Stop the worker taking new work; what it runs now finishes normally."""
+    if agent.status == Agent.Status.OFFLINE:
+        raise AgentConflict(
+            f"Agent {agent.name!r} is offline; there is nothing to drain."
+        )
+    _control(agent=agent, command="cancel_consumer", timeout=timeout)
+    Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id).exclude(
+        status=Agent.Status.OFFLINE
+    ).update(status=Agent.Status.DRAINING)
+    agent.refresh_from_db(fields=["status"])
+    return agent
+
+
+def agent_resume(*, agent: Agent, timeout: float = CONTROL_TIMEOUT) -> Agent:
+    """Let a draining worker consume its queues again."""
+    if agent.status == Agent.Status.OFFLINE:
+        raise AgentConflict(f"Agent {agent.name!r} is offline; start its worker.")
+    _control(agent=agent, command="add_consumer", timeout=timeout)
+    Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id).exclude(
+        status=Agent.Status.OFFLINE
+    ).update(status=Agent.Status.ONLINE)
+    agent.refresh_from_db(fields=["status"])
+    return agent
+
+
+def queues_online() -> set[str]:
+    """Queues some online (not draining, not offline) agent consumes.
+
+    For the jobs side's routing warning: a job whose queue is not in here waits.
+    """
+    queues: set[str] = set()
+    for names in Agent.objects.filter(status=Agent.Status.ONLINE).values_list(
+        "queues", flat=True
+    ):
+        queues.update(names or [])
+    return queues

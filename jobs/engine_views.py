@@ -1,0 +1,259 @@
+"""API of the execution engine: control verbs, live log, external reports, stats.
+
+Mixed into the viewsets of jobs/views.py (ExecutionViewSet, JobViewSet); each verb
+validates, calls one service and presents the result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models.query import QuerySet
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import logs, services, stats
+from jobs.models import Execution, Job
+from jobs.serializers import (
+    ExecutionDetailSerializer,
+    ExecutionReportSerializer,
+    ExecutionSerializer,
+    GlobalStatsSerializer,
+    JobStatsDetailSerializer,
+    LogQuerySerializer,
+    LogSliceSerializer,
+)
+
+# Seconds between reads of the log while an SSE stream is open.
+_STREAM_POLL_SECONDS = 0.25
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets `Accept: text/event-stream` through content negotiation; errors are sent
+    as one `error` event."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
+        return f"event: error\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+def _slice_answer(execution: Execution, piece: logs.LogSlice) -> dict[str, Any]:
+    return {
+        "offset": piece.offset,
+        "next_offset": piece.next_offset,
+        "text": piece.text,
+        "finished": piece.finished,
+        "status": execution.status,
+    }
+
+
+def _events(execution: Execution, offset: int, limit: int) -> Iterator[bytes]:
+    """SSE frames: `output` events with the new text, then one `end` event. The event
+    id is the next offset, so an EventSource that reconnects (Last-Event-ID) resumes
+    where it stopped."""
+    stop_at = time.monotonic() + settings.KARMCHARI_LOG_STREAM_SECONDS
+    yield b"retry: 1000\n\n"
+    try:
+        while True:
+            piece = logs.log_read(execution=execution, offset=offset, limit=limit)
+            if piece.data:
+                offset = piece.next_offset
+                body = {"offset": piece.offset, "text": piece.text}
+                yield (
+                    f"id: {offset}\nevent: output\ndata: {json.dumps(body)}\n\n"
+                ).encode()
+            if piece.finished:
+                execution.refresh_from_db(fields=["status"])
+                end = {"status": execution.status, "next_offset": offset}
+                yield f"id: {offset}\nevent: end\ndata: {json.dumps(end)}\n\n".encode()
+                return
+            if time.monotonic() >= stop_at:
+                return
+            if not piece.data:
+                yield b": keep-alive\n\n"
+                time.sleep(_STREAM_POLL_SECONDS)
+    finally:
+        # The response outlives the view: give its connection back.
+        close_old_connections()
+
+
+class ExecutionEngineActions:
+    """pause, resume, kill, retry, report, log and log/stream on executions."""
+
+    action_permissions = {
+        "pause": ["jobs.change_execution"],
+        "resume": ["jobs.change_execution"],
+        "kill": ["jobs.change_execution"],
+        "report": ["jobs.change_execution"],
+        "retry": ["jobs.add_execution"],
+    }
+
+    def get_queryset(self) -> QuerySet[Execution]:
+        queryset: QuerySet[Execution] = super().get_queryset()  # type: ignore[misc]
+        if getattr(self, "action", None) == "retrieve":
+            queryset = queryset.prefetch_related("events__actor")
+        return queryset
+
+    def _execution(self) -> Execution:
+        execution: Execution = self.get_object()  # type: ignore[attr-defined]
+        return execution
+
+    def _control(self, request: Request, verb: str) -> Response:
+        execution = services.execution_control(
+            execution=self._execution(), action=verb, user=request.user
+        )
+        return Response(
+            ExecutionDetailSerializer(execution).data, status=status.HTTP_202_ACCEPTED
+        )
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: ExecutionDetailSerializer,
+            409: OpenApiResponse(description="Finished, or its kind cannot pause."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str | None = None) -> Response:
+        """Stop the run where it is (SIGSTOP to its process group)."""
+        return self._control(request, "pause")
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: ExecutionDetailSerializer,
+            409: OpenApiResponse(description="Not paused, or finished."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        """Continue a paused run (SIGCONT)."""
+        return self._control(request, "resume")
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: ExecutionDetailSerializer,
+            409: OpenApiResponse(description="Already finished."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def kill(self, request: Request, pk: str | None = None) -> Response:
+        """SIGTERM, then SIGKILL after KARMCHARI_KILL_GRACE; a pending run never
+        starts."""
+        return self._control(request, "kill")
+
+    @extend_schema(
+        request=None,
+        responses={
+            202: ExecutionSerializer,
+            409: OpenApiResponse(description="Still running, or the job is disabled."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        """Run a finished execution again now, as its next attempt."""
+        retry = services.execution_retry(execution=self._execution(), user=request.user)
+        return Response(
+            ExecutionSerializer(retry).data, status=status.HTTP_202_ACCEPTED
+        )
+
+    @extend_schema(
+        request=ExecutionReportSerializer,
+        responses={
+            200: ExecutionDetailSerializer,
+            409: OpenApiResponse(description="Finished, or not an external job."),
+        },
+    )
+    @action(detail=True, methods=["post"])
+    def report(self, request: Request, pk: str | None = None) -> Response:
+        """For the process of an external job: report progress (running/paused plus
+        output) or the end. Read `desired_state` from the execution to obey
+        pause/kill."""
+        execution = self._execution()
+        body = ExecutionReportSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        execution = services.execution_report(
+            execution=execution, user=request.user, **body.validated_data
+        )
+        return Response(ExecutionDetailSerializer(execution).data)
+
+    @extend_schema(parameters=[LogQuerySerializer], responses=LogSliceSerializer)
+    @action(detail=True, methods=["get"])
+    def log(self, request: Request, pk: str | None = None) -> Response:
+        """Output since byte `offset` (stdout and stderr interleaved), live while the
+        run goes on. Poll with `offset=next_offset` until `finished`."""
+        execution = self._execution()
+        query = LogQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        piece = logs.log_read(execution=execution, **query.validated_data)
+        execution.refresh_from_db(fields=["status"])
+        return Response(_slice_answer(execution, piece))
+
+    @extend_schema(
+        parameters=[LogQuerySerializer],
+        responses={(200, "text/event-stream"): OpenApiTypes.STR},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="log/stream",
+        renderer_classes=[EventStreamRenderer, JSONRenderer],
+    )
+    def log_stream(self, request: Request, pk: str | None = None) -> Any:
+        """Server-Sent Events: `output` events ({offset, text}) as the run writes,
+        then `end` ({status}). Reconnecting with Last-Event-ID resumes."""
+        execution = self._execution()
+        query = LogQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        offset = query.validated_data["offset"]
+        last_id = request.headers.get("Last-Event-ID", "")
+        if last_id.isdigit():
+            offset = int(last_id)
+        response = StreamingHttpResponse(
+            _events(execution, offset, query.validated_data["limit"]),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+
+class JobEngineActions:
+    @extend_schema(responses=JobStatsDetailSerializer)
+    @action(detail=True, methods=["get"], url_path="stats")
+    def job_stats(self, request: Request, pk: str | None = None) -> Response:
+        """Counts and timings of this job's runs (cached; refreshed on change)."""
+        job: Job = self.get_object()  # type: ignore[attr-defined]
+        return Response(JobStatsDetailSerializer(stats.stats_job(job=job)).data)
+
+
+class StatsView(APIView):
+    """Totals over all jobs (cached; refreshed on change)."""
+
+    # For the model permission check: reading stats needs jobs.view_job.
+    queryset = Job.objects.all()
+
+    @extend_schema(responses=GlobalStatsSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(GlobalStatsSerializer(stats.stats_global()).data)

@@ -1,0 +1,277 @@
+"""Live output: a Redis stream per execution for the live tail, chunks in the database
+so it survives Redis.
+
+The log is the job's stdout and stderr interleaved as they arrive, addressed by byte
+offset. Each Redis stream entry has the ID `<end offset>-0` and the fields `o` (start
+offset) and `d` (bytes), so "everything after offset N" is `XRANGE key (N+1)-0 +`,
+and trimming to the tail is `MINID`. Workers also append a database chunk every
+KARMCHARI_LOG_FLUSH_SECONDS and delete chunks that fell out of the capped tail
+(KARMCHARI_OUTPUT_LIMIT bytes). Readers prefer Redis and fall back to the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError
+from django_redis import get_redis_connection
+
+from jobs.models import Execution, ExecutionLogChunk
+
+logger = logging.getLogger(__name__)
+
+_REDIS_RETRY_SECONDS = 5.0
+# A stream key lives this long even if its worker dies without closing it.
+_REDIS_MAX_TTL = 7 * 86400
+
+
+def log_key(execution_id: int) -> str:
+    prefix = settings.CACHES["default"].get("KEY_PREFIX") or "karmchari"
+    return f"{prefix}:log:{execution_id}"
+
+
+class LogWriter:
+    """Appends one running execution's output to Redis at once, to the DB in chunks."""
+
+    def __init__(
+        self,
+        execution_id: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.execution_id = execution_id
+        self.limit: int = settings.KARMCHARI_OUTPUT_LIMIT
+        self.size = 0
+        self._clock = clock
+        self._pending = bytearray()
+        self._stored: deque[tuple[int, int]] = deque()  # (offset, end) in the DB
+        self._next_flush = clock() + settings.KARMCHARI_LOG_FLUSH_SECONDS
+        self._redis_retry_at = 0.0
+
+    def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        offset = self.size
+        self.size += len(chunk)
+        self._pending += chunk
+        if len(self._pending) > self.limit:
+            # More than the whole tail is waiting (the DB is down): keep the tail.
+            del self._pending[: len(self._pending) - self.limit]
+        self._to_redis(offset, chunk)
+        self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        if self._clock() >= self._next_flush:
+            self.flush()
+
+    def flush(self) -> None:
+        self._next_flush = self._clock() + settings.KARMCHARI_LOG_FLUSH_SECONDS
+        if not self._pending:
+            return
+        offset = self.size - len(self._pending)
+        try:
+            ExecutionLogChunk.objects.create(
+                execution_id=self.execution_id, offset=offset, data=bytes(self._pending)
+            )
+            self._stored.append((offset, self.size))
+            self._pending.clear()
+            stale: list[int] = []
+            while self._stored and self._stored[0][1] <= self.size - self.limit:
+                stale.append(self._stored.popleft()[0])
+            if stale:
+                ExecutionLogChunk.objects.filter(
+                    execution_id=self.execution_id, offset__in=stale
+                ).delete()
+        except DatabaseError:
+            logger.exception(
+                "could not store output of %s; will retry", self.execution_id
+            )
+
+    def close(self) -> None:
+        self.flush()
+        try:
+            get_redis_connection("default").expire(
+                log_key(self.execution_id), settings.KARMCHARI_LOG_REDIS_TTL
+            )
+        except Exception:
+            logger.debug("could not set the expiry of a log stream", exc_info=True)
+
+    def _to_redis(self, offset: int, chunk: bytes) -> None:
+        now = self._clock()
+        if now < self._redis_retry_at:
+            return
+        key = log_key(self.execution_id)
+        try:
+            redis = get_redis_connection("default")
+            pipe = redis.pipeline(transaction=False)
+            pipe.xadd(
+                key,
+                {"o": offset, "d": chunk},
+                id=f"{self.size}-0",
+                minid=max(0, self.size - self.limit),
+                approximate=True,
+            )
+            if offset == 0:
+                pipe.expire(key, _REDIS_MAX_TTL)
+            pipe.execute()
+        except Exception:
+            # A gap in the live stream is filled from the database by readers.
+            logger.warning("could not stream output of %s to Redis", self.execution_id)
+            self._redis_retry_at = now + _REDIS_RETRY_SECONDS
+
+
+@dataclass(frozen=True)
+class LogSlice:
+    data: bytes
+    offset: int  # where `data` starts: the asked offset, or later if it was trimmed
+    next_offset: int
+    finished: bool  # the execution ended and nothing is left after next_offset
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", errors="replace")
+
+
+def _take(
+    chunks: Iterable[tuple[int, bytes]],
+    pos: int,
+    out: bytearray,
+    limit: int,
+    start: int | None,
+) -> tuple[int, int | None]:
+    """Append contiguous bytes from `pos` on; answers the new position and where the
+    data started (later than asked when the head was trimmed away)."""
+    for offset, data in chunks:
+        end = offset + len(data)
+        if end <= pos:
+            continue
+        if offset > pos:
+            if out:
+                break  # a hole: stop here, the rest comes from elsewhere
+            pos = offset
+        if start is None:
+            start = pos
+        piece = data[pos - offset :]
+        room = limit - len(out)
+        out += piece[:room]
+        pos += min(len(piece), room)
+        if len(out) >= limit:
+            break
+    return pos, start
+
+
+def _redis_chunks(execution_id: int, pos: int) -> list[tuple[int, bytes]]:
+    try:
+        entries = get_redis_connection("default").xrange(
+            log_key(execution_id), min=f"{pos + 1}-0", max="+", count=1000
+        )
+    except Exception:
+        logger.debug("log stream of %s unreadable", execution_id, exc_info=True)
+        return []
+    return [(int(fields[b"o"]), bytes(fields[b"d"])) for _, fields in entries]
+
+
+def _db_chunks(execution_id: int, pos: int) -> list[tuple[int, bytes]]:
+    chunks = ExecutionLogChunk.objects.filter(execution_id=execution_id)
+    first = (
+        chunks.filter(offset__lte=pos)
+        .order_by("-offset")
+        .values_list("offset", flat=True)
+        .first()
+    )
+    rows = chunks.filter(offset__gte=first or 0).order_by("offset")[:1000]
+    return [(row.offset, bytes(row.data)) for row in rows]
+
+
+def _utf8_boundary(data: bytearray) -> int:
+    """How many bytes of `data` end on a whole UTF-8 character."""
+    n = len(data)
+    for back in range(1, min(4, n) + 1):
+        byte = data[n - back]
+        if byte < 0x80:
+            return n
+        if byte >= 0xC0:  # the lead byte of the last character
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return n if back >= need else n - back
+    return n
+
+
+def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogSlice:
+    """The output after byte `offset`, at most `limit` bytes, from Redis or the DB.
+
+    Read `finished` before the data: the worker flushes everything to the database
+    before it records the end, so data read after seeing "finished" is complete.
+    """
+    finished = Execution.objects.filter(
+        pk=execution.pk, status__in=Execution.FINAL_STATUSES
+    ).exists()
+    out = bytearray()
+    pos = offset
+    start: int | None = None
+    live = _redis_chunks(execution.pk, pos)
+    if not live or live[0][0] > pos:
+        pos, start = _take(_db_chunks(execution.pk, pos), pos, out, limit, start)
+    if len(out) < limit:
+        pos, start = _take(live, pos, out, limit, start)
+    cut = _utf8_boundary(out)
+    if cut < len(out) and not finished:
+        # Never split a character; its rest comes with the next read.
+        pos -= len(out) - cut
+        del out[cut:]
+    return LogSlice(
+        data=bytes(out),
+        offset=offset if start is None else start,
+        next_offset=pos,
+        finished=finished and len(out) < limit,
+    )
+
+
+def log_append(*, execution_id: int, data: bytes) -> int:
+    """Append to the log of a run whose output does not come from a worker's pipes
+    (external jobs' reports). Answers the new size of the log."""
+    chunks = ExecutionLogChunk.objects.filter(execution_id=execution_id)
+    last = chunks.order_by("-offset").first()
+    offset = last.end if last is not None else 0
+    size = offset + len(data)
+    ExecutionLogChunk.objects.create(
+        execution_id=execution_id, offset=offset, data=data
+    )
+    limit = settings.KARMCHARI_OUTPUT_LIMIT
+    if size > limit:
+        # Keep the chunk that straddles the cut: drop only those wholly before it.
+        keep_from = (
+            chunks.filter(offset__lte=size - limit)
+            .order_by("-offset")
+            .values_list("offset", flat=True)
+            .first()
+        )
+        if keep_from:
+            chunks.filter(offset__lt=keep_from).delete()
+    try:
+        get_redis_connection("default").xadd(
+            log_key(execution_id),
+            {"o": offset, "d": data},
+            id=f"{size}-0",
+            minid=max(0, size - limit),
+            approximate=True,
+        )
+    except Exception:
+        logger.debug("could not stream a report of %s", execution_id, exc_info=True)
+    return size
+
+
+def log_tail_text(*, execution_id: int) -> str:
+    """The stored (capped) log as text, e.g. as the output of a finished run."""
+    data = b"".join(
+        bytes(chunk)
+        for chunk in ExecutionLogChunk.objects.filter(execution_id=execution_id)
+        .order_by("offset")
+        .values_list("data", flat=True)
+    )
+    limit = settings.KARMCHARI_OUTPUT_LIMIT
+    return data[-limit:].decode("utf-8", errors="replace")

@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from unittest import mock
+
+import pytest
+import time_machine
+from django.test import override_settings
+
+from agents import live, services
+from agents.models import Agent
+from agents.signals import agent_went_offline
+from agents.stats import HostFacts
+from tests.agents.conftest import make_sample
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def offline_events() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+
+    def record(sender: Any, **kwargs: Any) -> None:
+        events.append(kwargs)
+
+    agent_went_offline.connect(record, dispatch_uid="test-record")
+    yield events
+    agent_went_offline.disconnect(dispatch_uid="test-record")
+
+
+def register(facts: HostFacts, name: str = "q@box1", **kwargs: Any) -> Agent:
+    kwargs.setdefault("instance_id", uuid.uuid4())
+    kwargs.setdefault("queues", ["reports", "celery", "reports"])
+    return services.agent_register(name=name, facts=facts, **kwargs)
+
+
+def test_it_registers_a_worker_with_its_host_facts(facts: HostFacts) -> None:
+    instance_id = uuid.uuid4()
+    with time_machine.travel(T0, tick=False):
+        agent = register(facts, instance_id=instance_id, started_at=T0)
+    agent.refresh_from_db()
+    assert agent.name == "q@box1"
+    assert agent.instance_id == instance_id
+    assert (agent.host, agent.os_name, agent.os_version) == ("box1", "Linux", "6.1.0")
+    assert (agent.cpu_arch, agent.cpu_cores) == ("x86_64", 8)
+    assert (agent.memory_total, agent.swap_total) == (16 * 2**30, 2 * 2**30)
+    assert agent.queues == ["celery", "reports"]
+    assert agent.pid == 4242
+    assert agent.version == "0.1.0"
+    assert agent.status == Agent.Status.ONLINE
+    assert agent.started_at == agent.last_heartbeat == T0
+
+
+def test_it_reuses_the_row_of_a_restarted_worker(
+    facts: HostFacts, offline_events: list[dict[str, Any]]
+) -> None:
+    first = register(facts)
+    services.agent_mark_offline(agent=first, reason="Its worker stopped.")
+    assert len(offline_events) == 1
+    second = register(facts)
+    assert second.pk == first.pk
+    assert second.instance_id != first.instance_id
+    assert Agent.objects.get().status == Agent.Status.ONLINE
+    assert len(offline_events) == 1  # The clean stop already said goodbye.
+
+
+def test_it_takes_offline_a_previous_instance_that_never_said_goodbye(
+    facts: HostFacts, offline_events: list[dict[str, Any]]
+) -> None:
+    first = register(facts)
+    second = register(facts)
+    assert [event["agent"].instance_id for event in offline_events] == [
+        first.instance_id
+    ]
+    assert "restarted" in offline_events[0]["reason"]
+    assert Agent.objects.get().instance_id == second.instance_id
+
+
+def test_it_publishes_heartbeats_to_redis_and_saves_when_asked(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(last_heartbeat=T0)
+    sample = make_sample(running=[5])
+    services.agent_heartbeat(agent=agent, sample=sample, persist=False)
+    assert live.read_one(agent.instance_id) == sample
+    assert Agent.objects.get(pk=agent.pk).last_heartbeat == T0
+    services.agent_heartbeat(agent=agent, sample=sample, persist=True)
+    saved = Agent.objects.get(pk=agent.pk)
+    assert saved.last_heartbeat == datetime.fromtimestamp(sample.at, tz=UTC)
+    assert (saved.memory_free, saved.running) == (sample.memory_free, [5])
+    assert saved.load_average == [1.5, 1.0, 0.5]
+
+
+def test_it_saves_every_heartbeat_while_redis_is_down(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(last_heartbeat=T0)
+    with mock.patch("agents.live.publish", return_value=False):
+        services.agent_heartbeat(agent=agent, sample=make_sample(), persist=False)
+    assert Agent.objects.get(pk=agent.pk).last_heartbeat > T0
+
+
+def test_it_refuses_heartbeats_of_a_replaced_instance(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent()
+    Agent.objects.filter(pk=agent.pk).update(instance_id=uuid.uuid4())
+    with pytest.raises(services.AgentGone):
+        services.agent_heartbeat(agent=agent, sample=make_sample(), persist=True)
+
+
+def test_it_brings_back_online_an_agent_swept_while_alive(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(status=Agent.Status.OFFLINE)
+    services.agent_heartbeat(agent=agent, sample=make_sample(), persist=True)
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
+
+
+@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15)
+def test_it_sweeps_agents_silent_for_longer_than_the_window(
+    make_agent: Callable[..., Agent], offline_events: list[dict[str, Any]]
+) -> None:
+    quiet = make_agent(last_heartbeat=T0)
+    recent = make_agent(last_heartbeat=T0 + timedelta(seconds=10))
+    draining = make_agent(last_heartbeat=T0, status=Agent.Status.DRAINING)
+    make_agent(last_heartbeat=T0 - timedelta(days=1), status=Agent.Status.OFFLINE)
+
+    assert services.agents_sweep_stale(now=T0 + timedelta(seconds=15)) == []
+
+    swept = services.agents_sweep_stale(now=T0 + timedelta(seconds=16))
+    assert {agent.pk for agent in swept} == {quiet.pk, draining.pk}
+    assert {e["agent"].pk for e in offline_events} == {quiet.pk, draining.pk}
+    assert "No heartbeat since 2026-03-01 12:00:00" in offline_events[0]["reason"]
+    assert Agent.objects.get(pk=recent.pk).status == Agent.Status.ONLINE
+    assert Agent.objects.get(pk=quiet.pk).status == Agent.Status.OFFLINE
+
+    # A second sweep finds nothing new: each agent goes offline once.
+    assert services.agents_sweep_stale(now=T0 + timedelta(seconds=60)) == [recent]
+    assert len(offline_events) == 3
+
+
+@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15)
+def test_it_keeps_online_an_agent_whose_live_heartbeat_is_fresh(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(last_heartbeat=T0)
+    now = T0 + timedelta(seconds=60)
+    beat = make_sample(at=(now - timedelta(seconds=5)).timestamp())
+    services.agent_heartbeat(agent=agent, sample=beat, persist=False)
+    with time_machine.travel(now, tick=False):
+        assert services.agents_sweep_stale() == []
+        assert services.agents_sweep_stale(now=now + timedelta(seconds=11)) == [agent]
+
+
+def test_it_leaves_the_agent_online_when_a_receiver_fails(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(last_heartbeat=T0)
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("recovery failed")
+
+    agent_went_offline.connect(broken, dispatch_uid="test-broken")
+    try:
+        assert services.agents_sweep_stale(now=T0 + timedelta(hours=1)) == []
+    finally:
+        agent_went_offline.disconnect(dispatch_uid="test-broken")
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
+    assert services.agents_sweep_stale(now=T0 + timedelta(hours=1)) == [agent]
+
+
+@pytest.fixture
+def control() -> Iterator[mock.MagicMock]:
+    with mock.patch("karmchari_site.celery.app.control") as control:
+        yield control
+
+
+def test_it_drains_by_cancelling_each_queue_consumer(
+    make_agent: Callable[..., Agent], control: mock.MagicMock
+) -> None:
+    agent = make_agent(name="w@h", queues=["a", "b"])
+    control.cancel_consumer.return_value = [{"w@h": {"ok": "no longer consuming"}}]
+    drained = services.agent_drain(agent=agent)
+    assert drained.status == Agent.Status.DRAINING
+    assert [c.args[0] for c in control.cancel_consumer.call_args_list] == ["a", "b"]
+    assert control.cancel_consumer.call_args.kwargs["destination"] == ["w@h"]
+
+    control.add_consumer.return_value = [{"w@h": {"ok": "already consuming"}}]
+    resumed = services.agent_resume(agent=drained)
+    assert resumed.status == Agent.Status.ONLINE
+    assert control.add_consumer.call_count == 2
+
+
+def test_it_reports_a_worker_that_does_not_answer(
+    make_agent: Callable[..., Agent], control: mock.MagicMock
+) -> None:
+    agent = make_agent()
+    control.cancel_consumer.return_value = []
+    with pytest.raises(services.AgentUnreachable, match="did not answer"):
+        services.agent_drain(agent=agent, timeout=0.1)
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
+
+
+def test_it_refuses_to_drain_an_offline_agent(
+    make_agent: Callable[..., Agent], control: mock.MagicMock
+) -> None:
+    agent = make_agent(status=Agent.Status.OFFLINE)
+    with pytest.raises(services.AgentConflict, match="offline"):
+        services.agent_drain(agent=agent)
+    control.cancel_consumer.assert_not_called()
+
+
+def test_it_lists_queues_that_an_online_agent_consumes(
+    make_agent: Callable[..., Agent],
+) -> None:
+    make_agent(queues=["a", "b"])
+    make_agent(queues=["b", "c"])
+    make_agent(queues=["d"], status=Agent.Status.DRAINING)
+    make_agent(queues=["e"], status=Agent.Status.OFFLINE)
+    assert services.queues_online() == {"a", "b", "c"}

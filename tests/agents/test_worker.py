@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+from django.test import override_settings
+
+from agents import live
+from agents.models import Agent
+from agents.worker import WorkerAgent, running_executions
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def keep_connection(request: pytest.FixtureRequest) -> object:
+    """The test transaction's connection must survive the beat's connection hygiene."""
+    if request.node.get_closest_marker("django_db").kwargs.get("transaction"):
+        yield None
+        return
+    with mock.patch("agents.worker.close_old_connections"):
+        yield None
+
+
+def request(name: str, *args: object, **kwargs: object) -> SimpleNamespace:
+    return SimpleNamespace(name=name, args=list(args), kwargs=kwargs)
+
+
+def test_it_reads_execution_ids_from_active_requests() -> None:
+    requests = [
+        request("jobs.run_execution", 7),
+        request("jobs.run_execution", execution_id=3),
+        request("jobs.run_execution", "12"),
+        request("other.task", 99),
+        request("jobs.run_execution"),
+        request("jobs.run_execution", "nonsense"),
+    ]
+    assert running_executions(requests) == [3, 7, 12]
+    assert running_executions() == []  # No worker in this process.
+
+
+def test_it_registers_and_heartbeats_into_redis_and_the_row() -> None:
+    running = [4]
+    worker = WorkerAgent(name="w1@box", queues=["b", "a"], running=lambda: running)
+    worker.beat()
+    agent = Agent.objects.get(name="w1@box")
+    assert agent.instance_id == worker.instance_id
+    assert agent.queues == ["a", "b"]
+    assert agent.status == Agent.Status.ONLINE
+    assert agent.running == [4]
+    assert live.read_one(worker.instance_id).running == [4]  # type: ignore[union-attr]
+
+
+@override_settings(KARMCHARI_AGENT_DB_SECONDS=3600)
+def test_it_saves_the_row_only_when_due_or_running_changes() -> None:
+    running: list[int] = []
+    worker = WorkerAgent(name="w2@box", queues=["a"], running=lambda: running)
+    worker.beat()  # Registers and saves the first beat.
+    with mock.patch("agents.services.Agent.objects.filter") as rows:
+        worker.beat()
+    rows.assert_not_called()
+    running.append(8)
+    worker.beat()
+    assert Agent.objects.get(name="w2@box").running == [8]
+    assert len(live.read_history(worker.instance_id)) == 3
+
+
+@override_settings(KARMCHARI_AGENT_DB_SECONDS=0)
+def test_it_registers_again_when_its_row_disappears() -> None:
+    worker = WorkerAgent(name="w3@box", queues=["a"], running=list)
+    worker.beat()
+    Agent.objects.filter(name="w3@box").delete()
+    worker.beat()  # Notices.
+    worker.beat()  # Registers again.
+    assert Agent.objects.get(name="w3@box").instance_id == worker.instance_id
+
+
+def test_it_survives_a_failing_beat() -> None:
+    worker = WorkerAgent(name="w4@box", queues=["a"], running=list)
+    worker.beat()
+    with mock.patch.object(worker.sampler, "sample", side_effect=OSError("boom")):
+        worker.beat()
+    worker.beat()
+    assert worker.agent is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_goes_offline_on_stop() -> None:
+    worker = WorkerAgent(name="w5@box", queues=["a"], running=list)
+    worker.register()
+    worker.start()
+    worker.stop()
+    assert worker.thread is not None and not worker.thread.is_alive()
+    assert Agent.objects.get(name="w5@box").status == Agent.Status.OFFLINE
+    assert live.read_one(worker.instance_id) is None

@@ -1,0 +1,182 @@
+"""The control bus: the service, the API verbs and the worker's listener."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django_redis import get_redis_connection
+from rest_framework.test import APIClient
+
+from jobs import control, services
+from jobs.models import Execution, ExecutionEvent, Job
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def running(make_execution: Callable[..., Execution]) -> Execution:
+    return make_execution(status=Execution.Status.RUNNING)
+
+
+@pytest.fixture
+def channel_messages(running: Execution) -> Iterator[Callable[[], list[str]]]:
+    pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(control.channel(running.pk))
+    received: list[str] = []
+
+    def messages() -> list[str]:
+        while message := pubsub.get_message(timeout=0.0):
+            received.append(message["data"].decode())
+        return received
+
+    yield messages
+    pubsub.close()
+
+
+def test_it_stores_the_desired_state_and_publishes_it(
+    api: APIClient,
+    running: Execution,
+    channel_messages: Callable[[], list[str]],
+    admin_user: User,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"/api/executions/{running.pk}/pause/")
+    assert response.status_code == 202, response.json()
+    assert response.json()["desired_state"] == "pause"
+    running.refresh_from_db()
+    assert running.desired_state == Execution.DesiredState.PAUSE
+    assert wait_for(channel_messages, timeout=5) == ["pause"]
+    event = ExecutionEvent.objects.get(execution=running)
+    assert (event.action, event.actor) == ("pause", admin_user)
+
+
+def test_it_shows_who_did_what_in_the_execution_detail(
+    api: APIClient, running: Execution
+) -> None:
+    api.post(f"/api/executions/{running.pk}/pause/")
+    api.post(f"/api/executions/{running.pk}/resume/")
+    api.post(f"/api/executions/{running.pk}/kill/")
+    events = api.get(f"/api/executions/{running.pk}/").json()["events"]
+    assert [(e["action"], e["actor"]) for e in events] == [
+        ("pause", "admin"),
+        ("resume", "admin"),
+        ("kill", "admin"),
+    ]
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume", "kill"])
+def test_it_refuses_to_control_a_finished_execution_with_409(
+    api: APIClient, make_execution: Callable[..., Execution], verb: str
+) -> None:
+    done = make_execution(status=Execution.Status.SUCCEEDED)
+    response = api.post(f"/api/executions/{done.pk}/{verb}/")
+    assert response.status_code == 409
+    assert "already finished (succeeded)" in response.json()["detail"]
+    assert not ExecutionEvent.objects.exists()
+
+
+def test_it_refuses_to_pause_a_kind_that_cannot_pause(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    job = make_job(kind=Job.Kind.HTTP, spec={"url": "http://example.invalid/"})
+    execution = make_execution(job=job, status=Execution.Status.RUNNING)
+    response = api.post(f"/api/executions/{execution.pk}/pause/")
+    assert response.status_code == 409
+    assert "cannot be paused" in response.json()["detail"]
+    assert api.post(f"/api/executions/{execution.pk}/kill/").status_code == 202
+
+
+def test_it_refuses_to_resume_what_is_not_paused(
+    api: APIClient, running: Execution
+) -> None:
+    response = api.post(f"/api/executions/{running.pk}/resume/")
+    assert response.status_code == 409
+    assert "is not paused" in response.json()["detail"]
+
+
+def test_it_kills_a_pending_execution_so_it_never_starts(
+    api: APIClient, make_execution: Callable[..., Execution]
+) -> None:
+    pending = make_execution()
+    response = api.post(f"/api/executions/{pending.pk}/kill/")
+    assert response.status_code == 202
+    assert response.json()["status"] == "killed"
+    assert response.json()["reason"] == "Killed by admin before it started."
+    assert services.execution_claim(execution_id=pending.pk, worker="w") is None
+    pending.refresh_from_db()
+    assert pending.status == Execution.Status.KILLED
+
+
+def test_it_needs_the_change_permission_to_control(
+    anon: APIClient, running: Execution
+) -> None:
+    user = User.objects.create_user("viewer", password="pw")
+    anon.force_authenticate(user)
+    assert anon.post(f"/api/executions/{running.pk}/kill/").status_code == 403
+
+
+def test_it_answers_at_once_when_redis_is_down(running: Execution) -> None:
+    with mock.patch(
+        "jobs.control.get_redis_connection", side_effect=ConnectionError("down")
+    ):
+        execution = services.execution_control(
+            execution=running, action="kill", user=None
+        )
+    assert execution.desired_state == Execution.DesiredState.KILL
+    assert ExecutionEvent.objects.get(execution=running).actor is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_listener_hears_a_published_command(running: Execution) -> None:
+    listener = control.ControlListener(running.pk)
+    listener.open()
+    try:
+        assert listener.subscribed
+        assert listener.poll() == "run"
+        control.publish(execution_id=running.pk, desired_state="pause")
+        assert wait_for(lambda: listener.poll() == "pause", timeout=5)
+    finally:
+        listener.close()
+
+
+def test_the_listener_reads_a_command_sent_before_it_subscribed(
+    running: Execution,
+) -> None:
+    services.execution_control(execution=running, action="pause", user=None)
+    listener = control.ControlListener(running.pk)
+    listener.open()
+    try:
+        assert listener.poll() == "pause"
+    finally:
+        listener.close()
+
+
+def test_the_listener_falls_back_to_the_database_when_redis_is_down(
+    running: Execution,
+) -> None:
+    clock = Clock()
+    with mock.patch(
+        "jobs.control.get_redis_connection", side_effect=ConnectionError("down")
+    ):
+        listener = control.ControlListener(running.pk, clock=clock)
+        listener.open()
+        assert not listener.subscribed
+        Execution.objects.filter(pk=running.pk).update(desired_state="kill")
+        assert listener.poll() == "run"  # not re-read yet
+        clock.now += 2.1
+        assert listener.poll() == "kill"
+    listener.close()

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from jobs import firing, schedules
+
+EVERY_MINUTE = schedules.parse("cron", "* * * * *", "UTC")
+EVERY_SECOND = schedules.parse("cron", "* * * * * *", "UTC")
+HOURLY = schedules.parse("cron", "0 * * * *", "UTC")
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+EPS = timedelta(seconds=30)
+
+
+def plan(parsed: schedules.Parsed = EVERY_MINUTE, **kwargs: object) -> firing.Plan:
+    kwargs.setdefault("epsilon", EPS)
+    kwargs.setdefault("policy", firing.RUN_ONCE)
+    return firing.plan(parsed, **kwargs)  # type: ignore[arg-type]
+
+
+def test_it_runs_a_slot_that_is_on_time() -> None:
+    result = plan(first=T0, now=T0 + timedelta(seconds=1))
+    assert result.run == [T0]
+    assert result.skipped == []
+    assert result.next_run_at == T0 + MIN
+
+
+def test_it_runs_a_slot_exactly_at_epsilon() -> None:
+    result = plan(first=T0, now=T0 + EPS, policy=firing.SKIP)
+    assert result.run == [T0]
+
+
+def test_it_skips_a_slot_older_than_epsilon_under_skip() -> None:
+    result = plan(first=T0, now=T0 + EPS + timedelta(seconds=1), policy=firing.SKIP)
+    assert result.run == []
+    assert len(result.skipped) == 1
+    assert result.skipped[0].slot == T0
+    assert "later than epsilon (30s)" in result.skipped[0].reason
+    assert result.next_run_at == T0 + MIN
+
+
+def test_run_once_runs_only_the_latest_missed_slot() -> None:
+    now = T0 + 10 * MIN + timedelta(seconds=45)  # slots 12:00..12:10, all late
+    result = plan(first=T0, now=now)
+    assert result.run == [T0 + 10 * MIN]
+    assert len(result.skipped) == 1
+    skip = result.skipped[0]
+    assert skip.slot == T0
+    assert "10 slots" in skip.reason and "run_once" in skip.reason
+    assert result.next_run_at == T0 + 11 * MIN
+
+
+def test_run_once_prefers_an_on_time_slot_over_late_ones() -> None:
+    now = T0 + 5 * MIN + timedelta(seconds=10)
+    result = plan(first=T0, now=now)
+    assert result.run == [T0 + 5 * MIN]
+    assert result.skipped[0].slot == T0
+    assert "5 slots" in result.skipped[0].reason
+
+
+def test_run_all_runs_every_missed_slot_within_the_window() -> None:
+    now = T0 + 5 * MIN + timedelta(seconds=45)
+    result = plan(first=T0, now=now, policy=firing.RUN_ALL)
+    assert result.run == [T0 + k * MIN for k in range(6)]
+    assert result.skipped == []
+
+
+def test_run_all_is_bounded_by_the_catchup_limit() -> None:
+    now = T0 + 5 * MIN + timedelta(seconds=45)
+    result = plan(first=T0, now=now, policy=firing.RUN_ALL, catchup_max=2)
+    assert result.run == [T0 + 4 * MIN, T0 + 5 * MIN]
+    assert result.skipped[0].slot == T0
+    assert "4 slots" in result.skipped[0].reason
+
+
+def test_run_all_is_bounded_by_the_catchup_window() -> None:
+    now = T0 + 5 * MIN + timedelta(seconds=45)
+    result = plan(
+        first=T0, now=now, policy=firing.RUN_ALL, catchup_window=timedelta(minutes=3)
+    )
+    assert result.run == [T0 + 3 * MIN, T0 + 4 * MIN, T0 + 5 * MIN]
+
+
+def test_it_stops_at_end_at() -> None:
+    result = plan(
+        first=T0, now=T0 + timedelta(seconds=5), end_at=T0 + 30 * timedelta(seconds=1)
+    )
+    assert result.run == [T0]
+    assert result.next_run_at is None
+
+
+def test_it_stops_when_repetitions_run_out() -> None:
+    result = plan(first=T0, now=T0 + timedelta(seconds=1), repetitions_left=1)
+    assert result.run == [T0]
+    assert result.next_run_at is None
+
+
+def test_it_runs_nothing_with_no_repetitions_left() -> None:
+    result = plan(first=T0, now=T0 + timedelta(seconds=1), repetitions_left=0)
+    assert result.run == []
+    assert result.next_run_at is None
+
+
+def test_it_summarises_a_huge_backlog_without_scanning_it_all() -> None:
+    now = T0 + timedelta(days=2, seconds=0.5)
+    result = plan(EVERY_SECOND, first=T0, now=now, policy=firing.SKIP, scan_limit=1000)
+    # Only the slots within epsilon run; everything before is named, once.
+    assert result.run[0] >= now - EPS
+    assert result.run[-1] == T0 + timedelta(days=2)
+    assert result.skipped[0].slot == T0
+    assert "more than 1000 slots" in result.skipped[0].reason
+    assert result.next_run_at == T0 + timedelta(days=2, seconds=1)
+
+
+def test_run_once_finds_the_latest_slot_of_a_huge_backlog() -> None:
+    first = T0
+    now = T0 + timedelta(days=500, minutes=20)  # 12,000 hourly slots missed
+    result = plan(HOURLY, first=first, now=now, scan_limit=1000)
+    assert result.run == [T0 + timedelta(days=500)]
+    assert result.skipped[0].slot == T0
+    assert result.next_run_at == T0 + timedelta(days=500, hours=1)
+
+
+def test_a_late_reason_names_why_slots_were_missed() -> None:
+    result = plan(
+        first=T0,
+        now=T0 + 3 * MIN,
+        policy=firing.SKIP,
+        late_reason="schedule was disabled",
+    )
+    assert result.skipped[0].reason.startswith("schedule was disabled:")
