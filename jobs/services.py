@@ -359,9 +359,9 @@ def schedule_next_due() -> datetime | None:
         row = cursor.fetchone()
     if row is None or row[0] is None:
         return None
-    value: datetime | str = row[0]
-    if isinstance(value, str):  # SQLite hands back text
-        value = datetime.fromisoformat(value)
+    raw: datetime | str = row[0]
+    # SQLite hands back text; PostgreSQL an aware datetime.
+    value = datetime.fromisoformat(raw) if isinstance(raw, str) else raw
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
