@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.signals import agent_went_offline
+from jobs import services
 from jobs.models import Execution, Job
-from jobs.services import execution_send
 
 logger = logging.getLogger(__name__)
 
@@ -65,40 +65,8 @@ def executions_recover_lost(*, agent: Agent, reason: str = "") -> list[Execution
             )
             logger.warning("execution %s lost with agent %s", execution.pk, agent.name)
             lost.append(execution)
-            execution_retry_lost(execution=execution)
+            # The same retry path (with backoff) as a failed run; then let a run
+            # buffered behind this one start.
+            services.execution_schedule_retry(execution=execution)
+            services.execution_release_buffered(job_id=execution.job_id)
     return lost
-
-
-def execution_retry_lost(*, execution: Execution) -> Execution | None:
-    """A new pending attempt of a lost execution, if its job allows one more.
-
-    `max_retries` counts attempts after the first: attempt 1 of a job with
-    max_retries=1 gets a retry, attempt 2 does not. Sent after commit; no backoff,
-    since losing a worker says nothing about the job.
-    """
-    job = execution.job
-    if execution.attempt > job.max_retries:
-        return None
-    if not job.enabled:
-        logger.info("execution %s lost; job %s is disabled", execution.pk, job.name)
-        return None
-    # The schedule stays for the record; scheduled_for does not, because the slot's
-    # unique constraint belongs to the first attempt.
-    retry = Execution.objects.create(
-        job=job,
-        schedule_id=execution.schedule_id,
-        trigger=Execution.Trigger.RETRY,
-        attempt=execution.attempt + 1,
-        retry_of=execution,
-        parameters=execution.parameters,
-        dispatched_at=timezone.now(),
-    )
-    transaction.on_commit(lambda: execution_send(execution=retry))
-    logger.info(
-        "execution %s: attempt %s of job %s is execution %s",
-        execution.pk,
-        retry.attempt,
-        job.name,
-        retry.pk,
-    )
-    return retry

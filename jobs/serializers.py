@@ -4,6 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from agents import services as agents_services
 from jobs import schedules, services
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.runners import SpecError, mask_spec, unmask_spec
@@ -62,6 +63,9 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     parents = serializers.PrimaryKeyRelatedField(
         many=True, queryset=Job.objects.all(), required=False
     )
+    warnings = serializers.SerializerMethodField(
+        help_text="Why this job might not run, e.g. no live agent consumes its queue."
+    )
 
     class Meta:
         model = Job
@@ -84,6 +88,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "parents",
             "stats",
             "schedules",
+            "warnings",
             "created",
             "updated",
         ]
@@ -97,6 +102,18 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         data = super().to_representation(instance)
         data["spec"] = mask_spec(data.get("spec"))
         return data
+
+    def get_warnings(self, job: Job) -> list[str]:
+        # One query per response, shared by every job of a list (the root's context).
+        context = self.root.context if self.root else self.context
+        if "queues_online" not in context:
+            context["queues_online"] = agents_services.queues_online()
+        warnings = []
+        if job.kind != Job.Kind.EXTERNAL and job.queue not in context["queues_online"]:
+            warnings.append(
+                f"No live agent consumes queue {job.queue!r}: runs wait until one does."
+            )
+        return warnings
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "spec" in attrs and self.instance is not None:

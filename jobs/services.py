@@ -666,6 +666,14 @@ def execution_kill_active(*, job_id: int, immediate: bool) -> int:
     Execution.objects.filter(pk__in=ids).update(
         desired_state=Execution.DesiredState.KILL
     )
+
+    def tell_workers() -> None:
+        for execution_id in ids:
+            control.publish(
+                execution_id=execution_id, desired_state=Execution.DesiredState.KILL
+            )
+
+    transaction.on_commit(tell_workers)
     logger.info(
         "overlap: asked %d execution(s) of job %s to stop%s",
         len(ids),
@@ -869,6 +877,7 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
     if (
         execution.status not in RETRYABLE_STATUSES
         or execution.attempt > job.max_retries
+        or not job.enabled
     ):
         return None
     if execution.retries.filter(trigger=Execution.Trigger.RETRY).exists():
@@ -928,16 +937,7 @@ def _send_later(*, execution: Execution, delay: float) -> None:
     if execution.job.kind == Job.Kind.EXTERNAL:
         _external_start(execution_id=execution.pk)
         return
-    from jobs.tasks import run_execution
-
-    try:
-        run_execution.apply_async(
-            (execution.pk,), queue=execution.job.queue, countdown=delay
-        )
-    except Exception:
-        logger.exception(
-            "could not send execution %s; the outbox sweep will retry", execution.pk
-        )
+    executions_send([(execution, delay)])
 
 
 def _external_start(*, execution_id: int) -> None:

@@ -146,6 +146,7 @@ def test_it_recovers_the_work_of_a_killed_worker_on_another(
         queue,
         f"if [ -e {marker} ]; then echo retried; exit 0; fi; touch {marker}; sleep 60",
         max_retries=1,
+        retry_backoff=1,
     )
     execution = job_services.job_trigger(job=job)
     wait_for(lambda: status_of(execution) == "running" and execution.pid, timeout=15)

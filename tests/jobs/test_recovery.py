@@ -66,7 +66,7 @@ def test_it_marks_the_swept_agents_executions_lost_and_retries_them(
     retry = Execution.objects.get(retry_of=running)
     assert (retry.status, retry.trigger, retry.attempt) == ("pending", "retry", 2)
     assert retry.job_id == job.pk
-    sent.assert_any_call((retry.pk,), queue="q", countdown=None, producer=mock.ANY)
+    sent.assert_any_call((retry.pk,), queue="q", countdown=mock.ANY, producer=mock.ANY)
     # The paused one's job has max_retries=0: lost for good.
     assert not Execution.objects.filter(retry_of=paused).exists()
     job.refresh_from_db()

@@ -247,9 +247,21 @@ def test_it_lists_jobs_in_constant_queries(
 ) -> None:
     for _ in range(5):
         make_job()
-    # auth token + count + page + prefetched schedules + prefetched parents
-    with django_assert_num_queries(5):
+    # auth token + count + page + schedules + parents + online queues
+    with django_assert_num_queries(6):
         assert len(api.get("/api/jobs/").json()["results"]) == 5
+
+
+def test_it_warns_when_no_live_agent_consumes_the_jobs_queue(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    from agents.models import Agent
+
+    job = make_job(queue="reports")
+    [warning] = api.get(f"/api/jobs/{job.pk}/").json()["warnings"]
+    assert "No live agent consumes queue 'reports'" in warning
+    Agent.objects.create(name="w1@host", queues=["reports"], status="online")
+    assert api.get(f"/api/jobs/{job.pk}/").json()["warnings"] == []
 
 
 def test_it_lists_executions_in_constant_queries(
