@@ -59,7 +59,8 @@ class JobScheduler(Scheduler):
                 upcoming = services.schedule_next_due()
             if time.monotonic() - self._housekept >= HOUSEKEEPING_SECONDS:
                 self._housekeeping()
-        except Exception:
+        except Exception as exc:
+            _reraise_shutdown(exc)
             logger.exception("beat tick failed; trying again next tick")
             close_old_connections()
             return MAX_SLEEP
@@ -94,7 +95,8 @@ class JobScheduler(Scheduler):
             while (left := deadline - time.monotonic()) > 0:
                 if self._pubsub.get_message(timeout=left) is not None:
                     return
-        except Exception:
+        except Exception as exc:
+            _reraise_shutdown(exc)
             logger.warning("schedule announcements unavailable", exc_info=True)
             self._pubsub = None
             time.sleep(seconds)
@@ -106,3 +108,14 @@ class JobScheduler(Scheduler):
             except Exception:
                 logger.debug("closing the announcement subscription", exc_info=True)
         super().close()
+
+
+def _reraise_shutdown(exc: BaseException) -> None:
+    """Beat stops by raising SystemExit from its SIGTERM handler. When that lands
+    inside a blocking Redis read, redis-py's cleanup can replace it with an error of
+    its own; find the shutdown in the chain and let it through."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, (SystemExit, KeyboardInterrupt)):
+            raise cause
+        cause = cause.__context__

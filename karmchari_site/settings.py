@@ -270,7 +270,7 @@ KARMCHARI_CATCHUP_WINDOW = env_float("KARMCHARI_CATCHUP_WINDOW", 86400.0)
 KARMCHARI_CATCHUP_MAX = env_int("KARMCHARI_CATCHUP_MAX", 1000, minimum=1)
 # Seconds ahead of its slot that beat fires a run (sent with its ETA), so bursts
 # start on time; 0 fires at the slot.
-KARMCHARI_FIRE_AHEAD = env_float("KARMCHARI_FIRE_AHEAD", 0.5)
+KARMCHARI_FIRE_AHEAD = env_float("KARMCHARI_FIRE_AHEAD", 1.0)
 # Seconds an execution may stay pending before beat's outbox sweep sends it again.
 KARMCHARI_OUTBOX_SECONDS = env_float("KARMCHARI_OUTBOX_SECONDS", 60.0, minimum=1.0)
 

@@ -22,7 +22,7 @@ def test_it_fires_every_second_on_real_processes(
     job = make_job("echo tick", queue=queue, overlap_policy="allow_all")
     schedule = make_schedule("*/1 * * * * *", job=job)
     processes.worker(queue, concurrency=4)
-    processes.beat()
+    beat = processes.beat()
 
     def five_done() -> list[Execution] | None:
         done = list(
@@ -40,3 +40,7 @@ def test_it_fires_every_second_on_real_processes(
     lags = [(e.started_at - e.scheduled_for).total_seconds() for e in done[1:]]
     assert max(lags) < 2.0, lags
     assert not Execution.objects.filter(schedule=schedule, status="skipped").exists()
+
+    # Beat stops cleanly and promptly on SIGTERM, even while waiting for a slot.
+    beat.terminate()
+    assert beat.wait(timeout=10) == 0
