@@ -19,13 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from agents import live, services
 from agents.models import Agent
 from agents.stats import Point, Sample
-
-BADGE_COLOURS = {
-    "alive": "#2e7d32",
-    "draining": "#b26a00",
-    "stale": "#c62828",
-    "offline": "#757575",
-}
+from karmchari_site.admin_ui import badge as state_badge
 
 
 def _sample(agent: Agent) -> Sample | None:
@@ -74,15 +68,17 @@ def history_svg(
     ]
     # Only numbers and constants go into the markup: safe to mark as such.
     body = (
-        f'<rect width="{width}" height="{height}" fill="#fafafa" stroke="#ddd"/>'
+        # The admin's CSS variables, so the chart follows its light and dark themes.
+        f'<rect width="{width}" height="{height}" '
+        'style="fill:var(--darkened-bg);stroke:var(--hairline-color)"/>'
         + polyline(cpu, "#1565c0")
         + polyline(memory, "#ef6c00")
     )
     minutes = (end - start) / 60
     return format_html(
-        '<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" '
-        'viewBox="0 0 {} {}" role="img" aria-label="Agent load">{}</svg>'
-        '<p><span style="color:#1565c0">&#9632; system CPU</span> '
+        '<svg xmlns="http://www.w3.org/2000/svg" class="k-chart" width="{}" '
+        'height="{}" viewBox="0 0 {} {}" role="img" aria-label="Agent load">{}</svg>'
+        '<p class="k-legend"><span style="color:#1565c0">&#9632; system CPU</span> '
         '<span style="color:#ef6c00">&#9632; memory used</span> '
         "(0-100%, last {} min)</p>",
         width,
@@ -108,6 +104,7 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         "name",
         "badge",
         "host",
+        "cpu_cores",
         "load",
         "memory",
         "running_count",
@@ -116,9 +113,61 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     list_filter = ["status"]
     search_fields = ["name", "host", "instance_id"]
     readonly_fields = [
+        "badge",
+        "load",
+        "memory",
         "stats_chart",
         "running_executions",
         *[field.name for field in Agent._meta.fields],
+    ]
+    fieldsets = [
+        (None, {"fields": ["badge", "load", "memory", "stats_chart"]}),
+        ("Current executions", {"fields": ["running_executions"]}),
+        (
+            "Worker",
+            {
+                "fields": [
+                    "name",
+                    "instance_id",
+                    "status",
+                    "queues",
+                    "pid",
+                    "version",
+                    "started_at",
+                    "last_heartbeat",
+                ]
+            },
+        ),
+        (
+            "Host",
+            {
+                "fields": [
+                    "host",
+                    "port",
+                    "os_name",
+                    "os_version",
+                    "cpu_arch",
+                    "cpu_cores",
+                    "memory_total",
+                    "swap_total",
+                ]
+            },
+        ),
+        (
+            "Last saved sample",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "memory_free",
+                    "swap_free",
+                    "process_cpu_load",
+                    "system_cpu_load",
+                    "cpu_time",
+                    "load_average",
+                    "running",
+                ],
+            },
+        ),
     ]
     actions = ["drain", "resume"]
 
@@ -150,14 +199,8 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
         return super().change_view(request, object_id, form_url, context)
 
     @admin.display(description="State", ordering="status")
-    def badge(self, agent: Agent) -> str:
-        state = liveness(agent)
-        return format_html(
-            '<span style="color:#fff;background:{};padding:1px 6px;'
-            'border-radius:8px">{}</span>',
-            BADGE_COLOURS[state],
-            state,
-        )
+    def badge(self, agent: Agent) -> SafeString:
+        return state_badge(liveness(agent))
 
     @admin.display(description="Load")
     def load(self, agent: Agent) -> str:

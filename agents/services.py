@@ -180,6 +180,10 @@ def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS)
+    db_allowance = timedelta(
+        seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS
+        + settings.KARMCHARI_AGENT_DB_SECONDS
+    )
     candidates = list(
         Agent.objects.exclude(status=Agent.Status.OFFLINE).filter(
             last_heartbeat__lt=cutoff
@@ -193,6 +197,15 @@ def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
         sample = samples.get(str(agent.instance_id))
         seen_at = datetime.fromtimestamp(sample.at, tz=UTC) if sample else None
         if agent.is_fresh(now=now, seen_at=seen_at):
+            continue
+        if (
+            sample is None
+            and agent.last_heartbeat is not None
+            and (agent.last_heartbeat >= now - db_allowance)
+        ):
+            # No live stamp at all: Redis may have lost it (a restart), and the saved
+            # row is only written every KARMCHARI_AGENT_DB_SECONDS. Declaring a live
+            # worker dead would run its jobs twice, so allow the row its own delay.
             continue
         last = seen_at or agent.last_heartbeat
         reason = f"No heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC." if last else ""

@@ -35,7 +35,7 @@ IDLE_EXPR = "0 0 1 1 *"
 
 
 def setup_django() -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.bench_settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.lib.scheduler_settings"
     import django
 
     django.setup()
@@ -261,12 +261,17 @@ def run_child(
     )
     if out.returncode != 0:
         raise SystemExit(f"{kind} child failed:\n{out.stderr[-3000:]}")
+    if out.stderr.strip():
+        sys.stderr.write(f"[{kind} child]\n{out.stderr[-3000:]}\n")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 schedules only")
+    parser.add_argument(
+        "--sizes", help="comma-separated schedule counts (default 10000,100000)"
+    )
     parser.add_argument("--child", choices=["ours", "beat"], help=argparse.SUPPRESS)
     parser.add_argument("--burst-at", help=argparse.SUPPRESS)
     parser.add_argument("--idle-ticks", type=int, default=50, help=argparse.SUPPRESS)
@@ -300,7 +305,10 @@ def main() -> None:
         # --quick: django-celery-beat publishes about ten tasks a second at 10k,
         # so its burst is cut to keep the run under a minute.
         burst = 100 if args.quick else BURST
-        for n in [10_000] if args.quick else [10_000, 100_000]:
+        sizes = [10_000] if args.quick else [10_000, 100_000]
+        if args.sizes:
+            sizes = [int(size) for size in args.sizes.split(",")]
+        for n in sizes:
             populate(n, burst)
             results = {}
             for kind in ("ours", "beat"):
@@ -349,7 +357,11 @@ def main() -> None:
 
         connections.close_all()
         drop_database(base, name)
-    print(" ".join(f"{k}={v:.3g}" for k, v in figures.items()))
+    print(
+        " ".join(
+            f"{k}={v:.3g}" if v is not None else f"{k}=none" for k, v in figures.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,26 +1,90 @@
-"""The operator console."""
+"""The operator console: the dashboard (admin index), apps, jobs, schedules and
+executions. Every change goes through jobs/services.py; this module validates and
+presents."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from django.utils.timesince import timeuntil
+from django.views.decorators.http import require_POST
 
-from jobs import schedules, services
+from agents.models import Agent
+from jobs import charts, schedules, services, stats
 from jobs.engine_admin import ExecutionControlAdminMixin
 from jobs.models import App, Execution, Job, Schedule
+from jobs.runners import SpecError, mask_spec, unmask_spec
+from karmchari_site.admin_ui import badge
+
+admin.site.site_header = "Karmchari"
+admin.site.site_title = "Karmchari"
+admin.site.index_title = "Operator console"
+# The admin index is the dashboard (figures from stats.stats_dashboard(), cached).
+admin.site.index_template = "admin/jobs/dashboard.html"
+
+UPCOMING_ON_PAGE = 5
+RECENT_ON_PAGE = 10
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    if value > timezone.now():
+        return f"{local:%Y-%m-%d %H:%M:%S} (in {timeuntil(value)})"
+    return f"{local:%Y-%m-%d %H:%M:%S}"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(int(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h {minutes:02d}m {seconds:02d}s"
+        if hours
+        else f"{minutes}m {seconds:02d}s"
+    )
+
+
+def _change_link(name: str, pk: int, text: str) -> SafeString:
+    return format_html('<a href="{}">{}</a>', reverse(f"admin:{name}", args=[pk]), text)
 
 
 @admin.register(App)
 class AppAdmin(admin.ModelAdmin[App]):
-    list_display = ["name", "description", "created"]
+    list_display = ["name", "description", "job_count", "created"]
     search_fields = ["name", "description"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[App]:
+        return super().get_queryset(request).annotate(job_total=Count("jobs"))
+
+    @admin.display(description="Jobs", ordering="job_total")
+    def job_count(self, app: App) -> SafeString:
+        total: int = getattr(app, "job_total", 0)
+        url = reverse("admin:jobs_job_changelist") + f"?app__id__exact={app.pk}"
+        return format_html('<a href="{}">{}</a>', url, total)
+
+
+# --- Schedules ------------------------------------------------------------------------
 
 
 class ScheduleForm(forms.ModelForm[Schedule]):
@@ -42,6 +106,14 @@ class ScheduleForm(forms.ModelForm[Schedule]):
             "end_at",
             "repetitions_left",
         ]
+        help_texts = {
+            "expression": "cron (<code>*/5 * * * *</code>), Quartz "
+            "(<code>0 0 12 ? * MON-FRI</code>), ISO 8601 repeating interval "
+            "(<code>R5/2026-01-01T00:00:00Z/PT10M</code>) or, for one-shot, a date "
+            "and time (<code>2026-01-01T09:00:00</code>).",
+            "timezone": "IANA name, e.g. <code>Europe/Berlin</code>; cron slots "
+            "follow its daylight-saving changes.",
+        }
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -64,97 +136,78 @@ def _save_schedule_form(form: forms.ModelForm[Schedule]) -> None:
     )
 
 
+def schedule_meaning(obj: Schedule) -> str:
+    if not obj.expression:
+        return "-"
+    try:
+        return schedules.describe(obj.kind, obj.expression, obj.timezone)
+    except schedules.ScheduleError as exc:
+        return f"Invalid: {exc}"
+
+
+def schedule_upcoming(obj: Schedule, n: int = UPCOMING_ON_PAGE) -> SafeString | str:
+    """The next `n` fire times in the schedule's own time zone (pure maths)."""
+    if not obj.pk:
+        return "-"
+    if not obj.enabled:
+        return "Disabled."
+    try:
+        zone = ZoneInfo(obj.timezone)
+        times = schedules.preview(
+            obj.kind, obj.expression, obj.timezone, timezone.now(), n
+        )
+    except (schedules.ScheduleError, ValueError) as exc:
+        return f"Invalid: {exc}"
+    if obj.end_at is not None:
+        times = [t for t in times if t <= obj.end_at]
+    if obj.repetitions_left is not None:
+        times = times[: obj.repetitions_left]
+    return (
+        format_html_join(
+            "",
+            '<div class="k-fire">{}</div>',
+            ((f"{t.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}",) for t in times),
+        )
+        or "None: the schedule has ended."
+    )
+
+
 class ScheduleInline(admin.TabularInline[Schedule, Job]):
     model = Schedule
     form = ScheduleForm
     extra = 0
-    fields = ["kind", "expression", "timezone", "enabled", "next_run_at"]
-    readonly_fields = ["next_run_at"]
+    fields = ["kind", "expression", "timezone", "enabled", "meaning", "upcoming"]
+    readonly_fields = ["meaning", "upcoming"]
+    show_change_link = True
 
+    @admin.display(description="Meaning")
+    def meaning(self, obj: Schedule) -> str:
+        return schedule_meaning(obj)
 
-@admin.register(Job)
-class JobAdmin(admin.ModelAdmin[Job]):
-    list_display = [
-        "name",
-        "app",
-        "kind",
-        "enabled",
-        "queue",
-        "success_count",
-        "error_count",
-        "last_attempted_at",
-    ]
-    list_filter = ["app", "kind", "enabled"]
-    list_select_related = ["app"]
-    search_fields = ["name", "description", "owner"]
-    readonly_fields = [
-        "success_count",
-        "error_count",
-        "last_success_at",
-        "last_error_at",
-        "last_attempted_at",
-        "duration_total",
-        "created",
-        "updated",
-    ]
-    filter_horizontal = ["parents"]
-    inlines = [ScheduleInline]
-
-    def save_formset(
-        self, request: HttpRequest, form: Any, formset: Any, change: bool
-    ) -> None:
-        if formset.model is not Schedule:
-            super().save_formset(request, form, formset, change)
-            return
-        # Schedules save through the service so next_run_at is always computed.
-        formset.save(commit=False)
-        for schedule in formset.deleted_objects:
-            services.schedule_delete(schedule=schedule)
-        for inline_form in formset.forms:
-            if inline_form in formset.deleted_forms or not inline_form.has_changed():
-                continue
-            inline_form.instance.job = form.instance
-            _save_schedule_form(inline_form)
-
-    actions = ["run_now", "enable", "disable"]
-
-    @admin.action(description="Run selected jobs now", permissions=["run"])
-    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        started = 0
-        for job in queryset.select_related("app"):
-            try:
-                services.job_trigger(job=job, trigger=Execution.Trigger.MANUAL)
-                started += 1
-            except services.Conflict as exc:
-                self.message_user(request, str(exc), messages.WARNING)
-        self.message_user(request, f"Started {started} job(s).", messages.SUCCESS)
-
-    def has_run_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("jobs.add_execution")
-
-    @admin.action(description="Enable selected jobs", permissions=["change"])
-    def enable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        for job in queryset:
-            services.job_update(job=job, enabled=True)
-        self.message_user(request, f"Enabled {len(queryset)} job(s).")
-
-    @admin.action(description="Disable selected jobs", permissions=["change"])
-    def disable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        for job in queryset:
-            services.job_update(job=job, enabled=False)
-        self.message_user(request, f"Disabled {len(queryset)} job(s).")
+    @admin.display(description=f"Next {UPCOMING_ON_PAGE} fire times")
+    def upcoming(self, obj: Schedule) -> SafeString | str:
+        return schedule_upcoming(obj)
 
 
 @admin.register(Schedule)
 class ScheduleAdmin(admin.ModelAdmin[Schedule]):
     form = ScheduleForm
-    list_display = ["job", "kind", "expression", "timezone", "enabled", "next_run_at"]
+    change_form_template = "admin/jobs/schedule/change_form.html"
+    list_display = [
+        "job",
+        "kind",
+        "expression",
+        "meaning",
+        "timezone",
+        "enabled",
+        "next_run_at",
+    ]
     list_filter = ["kind", "enabled", "timezone"]
     list_select_related = ["job__app"]
     search_fields = ["job__name", "expression"]
     raw_id_fields = ["job"]
     readonly_fields = [
-        "description",
+        "meaning",
         "upcoming",
         "next_run_at",
         "last_run_at",
@@ -164,28 +217,44 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
     actions = ["enable", "disable"]
 
     @admin.display(description="Meaning")
-    def description(self, obj: Schedule) -> str:
-        try:
-            return schedules.describe(obj.kind, obj.expression, obj.timezone)
-        except schedules.ScheduleError as exc:
-            return f"Invalid: {exc}"
+    def meaning(self, obj: Schedule) -> str:
+        return schedule_meaning(obj)
 
-    @admin.display(description="Next 5 fire times")
-    def upcoming(self, obj: Schedule) -> str:
-        if not obj.pk:
-            return "-"
+    @admin.display(description=f"Next {UPCOMING_ON_PAGE} fire times")
+    def upcoming(self, obj: Schedule) -> SafeString | str:
+        return schedule_upcoming(obj)
+
+    def get_urls(self) -> list[URLPattern]:
+        preview = path(
+            "preview/",
+            self.admin_site.admin_view(self.preview_view),
+            name="jobs_schedule_preview",
+        )
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request: HttpRequest) -> JsonResponse:
+        """What an expression means and when it fires next, while the form is typed
+        in (pure schedule maths; nothing is saved)."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        kind = request.GET.get("kind") or Schedule.Kind.CRON
+        expression = request.GET.get("expression", "").strip()
+        tz = request.GET.get("timezone") or "UTC"
+        if not expression:
+            return JsonResponse({"error": "Enter an expression."})
         try:
-            zone = ZoneInfo(obj.timezone)
+            zone = ZoneInfo(schedules.parse(kind, expression, tz).tz)
             times = schedules.preview(
-                obj.kind, obj.expression, obj.timezone, timezone.now(), 5
+                kind, expression, tz, timezone.now(), UPCOMING_ON_PAGE
             )
+            meaning = schedules.describe(kind, expression, tz)
         except (schedules.ScheduleError, ValueError) as exc:
-            return f"Invalid: {exc}"
-        return (
-            format_html_join(
-                "", "<div>{}</div>", ((t.astimezone(zone).isoformat(),) for t in times)
-            )
-            or "None: the schedule has ended."
+            return JsonResponse({"error": str(exc)})
+        return JsonResponse(
+            {
+                "description": meaning,
+                "fires": [f"{t.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}" for t in times],
+            }
         )
 
     def save_model(
@@ -209,35 +278,511 @@ class ScheduleAdmin(admin.ModelAdmin[Schedule]):
         self.message_user(request, f"Disabled {len(queryset)} schedule(s).")
 
 
+# --- Jobs ---------------------------------------------------------------------------
+
+
+class RecentExecutionsFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    """Only the newest runs: one sliced query (jobs_execution_job_newest), evaluated
+    once and reused by the formset."""
+
+    def get_queryset(self) -> QuerySet[Execution]:
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset()[:RECENT_ON_PAGE]
+        recent: QuerySet[Execution] = self._recent
+        return recent
+
+
+RECENT_FIELDS = [
+    "run",
+    "status_badge",
+    "trigger",
+    "attempt",
+    "created",
+    "started_at",
+    "took",
+    "worker",
+    "exit_code",
+]
+
+
+class RecentExecutionInline(admin.TabularInline[Execution, Job]):
+    model = Execution
+    formset = RecentExecutionsFormSet
+    verbose_name = "recent execution"
+    verbose_name_plural = f"Recent executions (newest {RECENT_ON_PAGE})"
+    fields = [*RECENT_FIELDS]
+    readonly_fields = RECENT_FIELDS
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
+        return (
+            super()
+            .get_queryset(request)
+            .defer("output", "error", "parameters")
+            .order_by("-created", "-id")
+        )
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Run")
+    def run(self, obj: Execution) -> SafeString:
+        return _change_link("jobs_execution_change", obj.pk, f"#{obj.pk}")
+
+    @admin.display(description="Status")
+    def status_badge(self, obj: Execution) -> SafeString:
+        return badge(obj.status)
+
+    @admin.display(description="Duration")
+    def took(self, obj: Execution) -> str:
+        return _seconds(obj.duration)
+
+
+class JobForm(forms.ModelForm[Job]):
+    """Checks the spec the way its runner will read it, and dependency cycles.
+
+    Secret-looking env values are shown masked; sending the mask back keeps them."""
+
+    class Meta:
+        model = Job
+        # The admin narrows this to what JobAdmin.get_fieldsets() lays out.
+        fields = "__all__"  # noqa: DJ007
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in JOB_STATS_FIELDS:  # written by services only
+            self.fields.pop(name, None)
+        if self.instance.pk and "spec" in self.fields:
+            self.initial["spec"] = mask_spec(self.instance.spec)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        previous = self.instance.spec if self.instance.pk else None
+        if "spec" in data and "kind" in data:
+            spec = unmask_spec(data["spec"], previous)
+            try:
+                data["spec"] = services.job_clean_spec(kind=data["kind"], spec=spec)
+            except SpecError as exc:
+                self.add_error("spec", "; ".join(exc.errors.values()))
+        if data.get("parents") is not None:
+            why = services.job_parents_cycle(
+                job=self.instance if self.instance.pk else None,
+                parents=list(data["parents"]),
+            )
+            if why:
+                self.add_error("parents", why)
+        return data
+
+
+class LastStatusFilter(admin.SimpleListFilter):
+    """By the status of each job's newest execution (the last_status annotation)."""
+
+    title = "last status"
+    parameter_name = "last_status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*Execution.Status.choices, ("never", "Never run")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "never":
+            return queryset.filter(last_status__isnull=True)
+        if value in Execution.Status.values:
+            return queryset.filter(last_status=value)
+        return queryset
+
+
+# Fields the job page groups; fields not named here (new ones) land in "More".
+JOB_FIELDSETS: list[tuple[str | None, list[str]]] = [
+    (None, ["app", "name", "description", "kind", "spec", "enabled"]),
+    (
+        "Running",
+        [
+            "queue",
+            "timeout",
+            "max_retries",
+            "retry_backoff",
+            "overlap_policy",
+            "max_concurrent",
+            "owner",
+            "tags",
+        ],
+    ),
+    ("Dependencies", ["parents", "children_links"]),
+    ("Statistics", ["stats_panel", "created", "updated"]),
+]
+# Shown inside the stats panel instead of one by one.
+JOB_STATS_FIELDS = [
+    "success_count",
+    "error_count",
+    "last_success_at",
+    "last_error_at",
+    "last_attempted_at",
+    "duration_total",
+]
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin[Job]):
+    form = JobForm
+    change_form_template = "admin/jobs/job/change_form.html"
+    list_display = [
+        "name",
+        "app",
+        "kind",
+        "enabled",
+        "schedule_summary",
+        "last_status_badge",
+        "next_run",
+    ]
+    list_filter = ["app", "kind", "enabled", LastStatusFilter]
+    list_select_related = ["app"]
+    search_fields = ["name", "description", "owner", "app__name"]
+    readonly_fields = [
+        *JOB_STATS_FIELDS,
+        "created",
+        "updated",
+        "children_links",
+        "stats_panel",
+    ]
+    filter_horizontal = ["parents"]
+    inlines = [ScheduleInline, RecentExecutionInline]
+    actions = ["run_now", "enable", "disable"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        newest = Execution.objects.filter(job=OuterRef("pk")).order_by(
+            "-created", "-id"
+        )
+        queryset = (
+            super()
+            .get_queryset(request)
+            # One correlated subquery per row, each a single probe of
+            # jobs_execution_job_newest: the changelist stays one query.
+            .annotate(
+                last_status=Subquery(newest.values("status")[:1]),
+                last_execution_id=Subquery(newest.values("pk")[:1]),
+            )
+        )
+        match = request.resolver_match
+        if match and (match.url_name or "").endswith("changelist"):
+            queryset = queryset.prefetch_related("schedules")
+        return queryset
+
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
+        available = [
+            name
+            for name in self.get_fields(request, obj)
+            if name not in JOB_STATS_FIELDS
+        ]
+        if obj is None:
+            available = [
+                n for n in available if n not in ("stats_panel", "children_links")
+            ]
+        placed: set[str] = set()
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = []
+        for title, names in JOB_FIELDSETS:
+            present = [name for name in names if name in available]
+            placed.update(present)
+            if present:
+                fieldsets.append((title, {"fields": present}))
+        rest = [name for name in available if name not in placed]
+        if rest:
+            fieldsets.append(("More", {"fields": rest, "classes": ["collapse"]}))
+        return fieldsets
+
+    # --- changelist columns (no query per row: annotations and one prefetch) ---
+
+    def _schedules(self, job: Job) -> list[Schedule]:
+        return [s for s in job.schedules.all() if s.enabled]
+
+    @admin.display(description="Schedule")
+    def schedule_summary(self, job: Job) -> str:
+        enabled = self._schedules(job)
+        if not enabled:
+            return "-"
+        first = schedule_meaning(enabled[0])
+        return first + (f" (+{len(enabled) - 1} more)" if len(enabled) > 1 else "")
+
+    @admin.display(description="Last run", ordering="last_status")
+    def last_status_badge(self, job: Job) -> SafeString | str:
+        status: str | None = getattr(job, "last_status", None)
+        execution_id: int | None = getattr(job, "last_execution_id", None)
+        if status is None or execution_id is None:
+            return badge("never", "never run")
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:jobs_execution_change", args=[execution_id]),
+            badge(status),
+        )
+
+    @admin.display(description="Next run")
+    def next_run(self, job: Job) -> str:
+        if not job.enabled:
+            return "- (disabled)"
+        times = [s.next_run_at for s in self._schedules(job) if s.next_run_at]
+        return _when(min(times)) if times else "-"
+
+    # --- change page ---
+
+    @admin.display(description="Children")
+    def children_links(self, job: Job) -> SafeString | str:
+        if not job.pk:
+            return "-"
+        children = job.children.select_related("app").order_by("app__name", "name")
+        return (
+            format_html_join(
+                ", ",
+                '<a href="{}">{} / {}</a>',
+                (
+                    (
+                        reverse("admin:jobs_job_change", args=[child.pk]),
+                        child.app.name,
+                        child.name,
+                    )
+                    for child in children
+                ),
+            )
+            or "None: no job waits for this one."
+        )
+
+    @admin.display(description="Runs")
+    def stats_panel(self, job: Job) -> SafeString | str:
+        if not job.pk:
+            return "-"
+        figures = stats.stats_job(job=job)
+        counts = [
+            (badge(status), count)
+            for status, count in figures["executions"].items()
+            if count
+        ]
+        runs = reverse("admin:jobs_execution_changelist") + f"?job__id__exact={job.pk}"
+        return format_html(
+            '<div id="k-job-stats">'
+            "<p>{} succeeded, {} failed; average duration {}.</p>"
+            "<p>Last success: {}. Last failure: {}. Last attempt: {}.</p>"
+            '<p>{} <a href="{}">all runs</a></p>'
+            "{}</div>",
+            figures["success_count"],
+            figures["error_count"],
+            _seconds(figures["average_duration"]),
+            _when(figures["last_success_at"]),
+            _when(figures["last_error_at"]),
+            _when(figures["last_attempted_at"]),
+            format_html_join(" ", "{} {}", counts) or "No runs yet.",
+            runs,
+            charts.hourly_svg(
+                stats.stats_hourly(job_id=job.pk),
+                width=600,
+                height=130,
+                label="This job's executions per hour",
+            ),
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: Job, form: Any, change: bool
+    ) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            stats.stats_invalidate(job_id=None)
+            return
+        # Through the service, from the stored row: enabling a job settles the slots
+        # its schedules missed, and the beat hears of it.
+        fields = {
+            name: getattr(obj, name)
+            for name in form.changed_data
+            if name != "parents" and name in {f.name for f in Job._meta.concrete_fields}
+        }
+        if fields:
+            services.job_update(job=Job.objects.get(pk=obj.pk), **fields)
+
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
+        if "parents" in form.cleaned_data:
+            services.job_set_parents(
+                job=form.instance, parents=list(form.cleaned_data["parents"])
+            )
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def save_formset(
+        self, request: HttpRequest, form: Any, formset: Any, change: bool
+    ) -> None:
+        if formset.model is not Schedule:
+            super().save_formset(request, form, formset, change)
+            return
+        # Schedules save through the service so next_run_at is always computed.
+        formset.save(commit=False)
+        for schedule in formset.deleted_objects:
+            services.schedule_delete(schedule=schedule)
+        for inline_form in formset.forms:
+            if inline_form in formset.deleted_forms or not inline_form.has_changed():
+                continue
+            inline_form.instance.job = form.instance
+            _save_schedule_form(inline_form)
+
+    # --- run now: an action on the list and a button on the page ---
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.add_execution")
+
+    def get_urls(self) -> list[URLPattern]:
+        run = path(
+            "<int:object_id>/run/",
+            self.admin_site.admin_view(require_POST(self.run_view)),
+            name="jobs_job_run",
+        )
+        return [run, *super().get_urls()]
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kw: Any
+    ) -> HttpResponse:
+        context["can_run"] = self.has_run_permission(request)
+        return super().render_change_form(request, context, *args, **kw)
+
+    def run_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        job = get_object_or_404(Job.objects.select_related("app"), pk=object_id)
+        try:
+            execution = services.job_trigger(job=job, trigger=Execution.Trigger.MANUAL)
+        except services.ServiceError as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+            return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job.pk]))
+        self.message_user(
+            request, f"Started {job.name} as #{execution.pk}.", messages.SUCCESS
+        )
+        return HttpResponseRedirect(
+            reverse("admin:jobs_execution_change", args=[execution.pk])
+        )
+
+    @admin.action(description="Run selected jobs now", permissions=["run"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        started = 0
+        for job in queryset.select_related("app"):
+            try:
+                services.job_trigger(job=job, trigger=Execution.Trigger.MANUAL)
+                started += 1
+            except services.ServiceError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, f"Started {started} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Enable selected jobs", permissions=["change"])
+    def enable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        for job in queryset:
+            services.job_update(job=job, enabled=True)
+        self.message_user(request, f"Enabled {len(queryset)} job(s).")
+
+    @admin.action(description="Disable selected jobs", permissions=["change"])
+    def disable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        for job in queryset:
+            services.job_update(job=job, enabled=False)
+        self.message_user(request, f"Disabled {len(queryset)} job(s).")
+
+
+# --- Executions ----------------------------------------------------------------------
+
+
+class CappedPaginator(Paginator):  # type: ignore[type-arg]
+    """Counts at most CAP + 1 rows (a LIMITed subquery), never the whole table:
+    the execution list shows "more than CAP" instead of an exact total."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        rows: QuerySet[Any] = self.object_list  # type: ignore[assignment]
+        return rows[: self.CAP + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.CAP
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ExecutionControlAdminMixin, admin.ModelAdmin[Execution]):
     list_display = [
         "id",
-        "job",
-        "status",
+        "job_link",
+        "status_badge",
         "trigger",
+        "attempt",
         "worker",
         "exit_code",
         "created",
-        "started_at",
-        "finished_at",
+        "took",
     ]
+    list_display_links = ["id"]
+    # Both filters have an index that also serves the default ordering:
+    # jobs_execution_status and jobs_execution_trigger.
     list_filter = ["status", "trigger"]
     list_select_related = ["job__app"]
     search_fields = ["=id", "job__name", "external_id"]
     date_hierarchy = "created"
     # The table grows without bound: never COUNT(*) it for the paginator.
     show_full_result_count = False
+    paginator = CappedPaginator
     raw_id_fields = ["job", "schedule", "retry_of", "agent"]
+    readonly_fields = [
+        "status_badge",
+        "took",
+        "attempt_chain",
+        "job_link",
+        "agent_link",
+    ]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "job",
+                    "status_badge",
+                    "desired_state",
+                    "trigger",
+                    "attempt_chain",
+                    "took",
+                    "exit_code",
+                    "reason",
+                ]
+            },
+        ),
+        (
+            "Where and when",
+            {
+                "fields": [
+                    "agent_link",
+                    "worker",
+                    "pid",
+                    "schedule",
+                    "scheduled_for",
+                    "created",
+                    "dispatched_at",
+                    "started_at",
+                    "finished_at",
+                    "paused_seconds",
+                ]
+            },
+        ),
+        (
+            "Input and errors",
+            {"fields": ["parameters", "external_id", "error"], "classes": ["collapse"]},
+        ),
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Execution]:
         queryset = super().get_queryset(request)
-        return (
-            queryset.defer("output", "error")
-            if request.resolver_match
-            and (request.resolver_match.url_name or "").endswith("changelist")
-            else queryset
-        )
+        match = request.resolver_match
+        if match and (match.url_name or "").endswith("changelist"):
+            return queryset.defer("output", "error", "parameters")
+        return queryset.select_related("job__app", "agent", "schedule", "retry_of")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -247,3 +792,79 @@ class ExecutionAdmin(ExecutionControlAdminMixin, admin.ModelAdmin[Execution]):
     ) -> bool:
         # History is read-only; runs are controlled through actions, not edits.
         return False
+
+    @admin.display(description="Job", ordering="job__name")
+    def job_link(self, obj: Execution) -> SafeString:
+        return _change_link(
+            "jobs_job_change", obj.job_id, f"{obj.job.app.name} / {obj.job.name}"
+        )
+
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: Execution) -> SafeString:
+        return badge(obj.status)
+
+    @admin.display(description="Agent")
+    def agent_link(self, obj: Execution) -> SafeString | str:
+        """The agent that ran it: the link when recorded, else the worker's row by
+        its Celery hostname (one query, on the detail page only)."""
+        agent = obj.agent or (
+            Agent.objects.filter(name=obj.worker).first() if obj.worker else None
+        )
+        if agent is None:
+            return obj.worker or "-"
+        return _change_link("agents_agent_change", agent.pk, agent.name)
+
+    @admin.display(description="Duration")
+    def took(self, obj: Execution) -> str:
+        if obj.started_at is not None and obj.finished_at is None:
+            running = (timezone.now() - obj.started_at).total_seconds()
+            return f"{_seconds(max(0.0, running - obj.paused_seconds))} so far"
+        return _seconds(obj.duration)
+
+    @admin.display(description="Attempts")
+    def attempt_chain(self, obj: Execution) -> SafeString:
+        """The retries of one run, first attempt to last; a query per attempt, and
+        attempts are bounded by the job's max_retries."""
+        chain = _attempts(obj)
+        return format_html(
+            '<span class="k-chain">{}</span>',
+            format_html_join(
+                " &rarr; ",
+                '<a href="{}" class="{}">#{} {}</a>',
+                (
+                    (
+                        reverse("admin:jobs_execution_change", args=[e.pk]),
+                        "k-current" if e.pk == obj.pk else "",
+                        e.pk,
+                        badge(e.status),
+                    )
+                    for e in chain
+                ),
+            ),
+        )
+
+
+def _attempts(execution: Execution, limit: int = 50) -> Sequence[Execution]:
+    fields = ("id", "status", "attempt", "retry_of_id", "job_id")
+    chain = [execution]
+    seen = {execution.pk}
+    while chain[0].retry_of_id and len(chain) < limit:
+        previous = (
+            Execution.objects.only(*fields).filter(pk=chain[0].retry_of_id).first()
+        )
+        if previous is None or previous.pk in seen:
+            break
+        seen.add(previous.pk)
+        chain.insert(0, previous)
+    while len(chain) < limit:
+        following = (
+            Execution.objects.only(*fields)
+            .filter(retry_of_id=chain[-1].pk)
+            .order_by("created", "id")
+            .first()
+        )
+        if following is None or following.pk in seen:
+            break
+        seen.add(following.pk)
+        chain.append(following)
+    return chain

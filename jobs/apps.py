@@ -8,5 +8,6 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
 
     def ready(self) -> None:
-        # Registers system checks; connects the lost-work receiver to agents.
-        from jobs import checks, recovery  # noqa: F401
+        # Registers system checks, the lost-work receiver for agents, and the
+        # OpenAPI extensions.
+        from jobs import checks, recovery, schema  # noqa: F401

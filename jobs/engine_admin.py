@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -63,18 +64,17 @@ class ExecutionControlAdminMixin(admin.ModelAdmin[Execution]):
     def control_view(
         self, request: HttpRequest, object_id: int, verb: str
     ) -> HttpResponse:
-        execution = get_object_or_404(
-            Execution.objects.select_related("job"), pk=object_id
-        )
-        page = reverse("admin:jobs_execution_change", args=[execution.pk])
         allowed = (
             self.has_retry_permission(request)
             if verb == "retry"
             else verb in CONTROL_VERBS and self.has_control_permission(request)
         )
         if not allowed:
-            self._message(request, "You may not do that.", messages.ERROR)
-            return HttpResponseRedirect(page)
+            raise PermissionDenied
+        execution = get_object_or_404(
+            Execution.objects.select_related("job"), pk=object_id
+        )
+        page = reverse("admin:jobs_execution_change", args=[execution.pk])
         try:
             if verb == "retry":
                 retry = services.execution_retry(execution=execution, user=request.user)

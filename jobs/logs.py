@@ -94,6 +94,8 @@ class LogWriter:
 
     def close(self) -> None:
         self.flush()
+        if not self.size:
+            return  # nothing was written: no stream to expire, skip the round trip
         try:
             get_redis_connection("default").expire(
                 log_key(self.execution_id), settings.KARMCHARI_LOG_REDIS_TTL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from django.conf import settings
@@ -49,6 +50,16 @@ class App(models.Model):
     meta = models.JSONField(
         default=dict, blank=True, help_text="Free-form data, e.g. a classpath."
     )
+    # Retention defaults for the app's jobs (empty: the KARMCHARI_KEEP_* settings).
+    keep_succeeded = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Succeeded executions kept per job."
+    )
+    keep_failed = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Other finished executions kept per job."
+    )
+    keep_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Finished executions older than this go."
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -71,6 +82,8 @@ class Job(models.Model):
         HTTP = "http"
         TASK = "task"
         EXTERNAL = "external"
+        # A JobStreamer definition of Java batchlets: stored and shown, never run.
+        BATCH = "batch", "Batch definition (not runnable)"
 
     class OverlapPolicy(models.TextChoices):
         SKIP = "skip", "Skip the new run"
@@ -82,6 +95,13 @@ class Job(models.Model):
 
     app = models.ForeignKey(App, models.PROTECT, related_name="jobs")
     name = models.CharField(max_length=200, validators=[slug_validator])
+    uid = models.UUIDField(
+        "UUID",
+        default=uuid.uuid4,
+        unique=True,
+        editable=False,
+        help_text="Stable public id (Kala's job id).",
+    )
     description = models.TextField(blank=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.SHELL)
     spec = models.JSONField(
@@ -106,6 +126,32 @@ class Job(models.Model):
         max_length=20, choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP
     )
     max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    ping_grace = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="External jobs: how long after a scheduled slot a ping to "
+        "/ping/<uid> may arrive before the run counts as late (empty: not watched).",
+    )
+    # Retention (empty: the app's setting).
+    keep_succeeded = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Succeeded executions kept (empty: app's)."
+    )
+    keep_failed = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Other finished executions kept (empty: app's).",
+    )
+    keep_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days finished executions are kept (empty: app's).",
+    )
+    legacy = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What a compatibility API keeps that has no field of its own "
+        "(Kala's free-text name and epsilon, a JobStreamer definition).",
+    )
     parents = models.ManyToManyField(
         "self", symmetrical=False, related_name="children", blank=True
     )
@@ -125,6 +171,10 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["app__name", "name"]
+        permissions = [
+            # A shell job runs any command on the workers: its own permission.
+            ("manage_shell_job", "Can create and edit shell jobs"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["app", "name"], name="jobs_job_unique_name_per_app"
@@ -137,6 +187,31 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def retention(self) -> tuple[int | None, int | None, int | None]:
+        """(succeeded kept, others kept, days kept): the job's own, else its app's,
+        else the KARMCHARI_KEEP_* settings. None (or 0 for the settings) is no limit.
+        Reads self.app: select_related it when looping over jobs."""
+        from django.conf import settings
+
+        def pick(own: int | None, app: int | None, default: int) -> int | None:
+            if own is not None:
+                return own
+            if app is not None:
+                return app
+            return default or None
+
+        return (
+            pick(
+                self.keep_succeeded,
+                self.app.keep_succeeded,
+                settings.KARMCHARI_KEEP_SUCCEEDED,
+            ),
+            pick(
+                self.keep_failed, self.app.keep_failed, settings.KARMCHARI_KEEP_FAILED
+            ),
+            pick(self.keep_days, self.app.keep_days, settings.KARMCHARI_KEEP_DAYS),
+        )
 
     @property
     def average_duration(self) -> float | None:
@@ -225,6 +300,7 @@ class Execution(models.Model):
         DEPENDENCY = "dependency"
         RETRY = "retry"
         COMPAT = "compat"
+        PING = "ping"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -316,6 +392,8 @@ class Execution(models.Model):
             models.Index(fields=["job", "-created"], name="jobs_execution_job_newest"),
             # Status filter on the execution list.
             models.Index(fields=["status", "-created"], name="jobs_execution_status"),
+            # Trigger filter on the execution list (admin), newest first.
+            models.Index(fields=["trigger", "-created"], name="jobs_execution_trigger"),
             # Outbox sweep: pending executions whose task was sent long ago (or never).
             models.Index(
                 fields=["dispatched_at"],
@@ -417,3 +495,130 @@ class ExecutionLogChunk(models.Model):
     @property
     def end(self) -> int:
         return self.offset + len(self.data)
+
+
+# --- Operations: notifications (jobs/notifications.py) ------------------------------
+
+
+class NotificationChannel(models.Model):
+    """Where notifications go: a webhook, email addresses or a Slack-style webhook."""
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Webhook (signed JSON POST)"
+        EMAIL = "email"
+        SLACK = "slack", "Slack-compatible incoming webhook"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    target = models.CharField(
+        max_length=1000, help_text="The URL, or email addresses separated by commas."
+    )
+    secret = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Webhooks: key of the X-Karmchari-Signature HMAC-SHA256 header.",
+    )
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NotificationRule(models.Model):
+    """Which events of a job's runs go to a channel. Rules of a job replace those of
+    its app; a job with none uses its app's."""
+
+    class Event(models.TextChoices):
+        FAILURE = "failure"
+        SUCCESS = "success"
+        START = "start"
+        RECOVERY = "recovery", "Recovery (first success after failures)"
+        LATE = "late", "Late (did not start within its window)"
+        SLOW = "slow", "Slow (much longer than its average)"
+
+    channel = models.ForeignKey(
+        NotificationChannel, models.CASCADE, related_name="rules"
+    )
+    app = models.ForeignKey(
+        App, models.CASCADE, null=True, blank=True, related_name="notification_rules"
+    )
+    job = models.ForeignKey(
+        Job, models.CASCADE, null=True, blank=True, related_name="notification_rules"
+    )
+    events = models.JSONField(
+        default=list, help_text="Any of failure, success, start, recovery, late, slow."
+    )
+    slow_factor = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Slow means longer than this times the average "
+        "(default KARMCHARI_NOTIFY_SLOW_FACTOR).",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(app__isnull=True, job__isnull=False)
+                | Q(app__isnull=False, job__isnull=True),
+                name="jobs_notificationrule_app_xor_job",
+                violation_error_message="A rule is for an app or for a job.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{', '.join(self.events)} -> {self.channel_id}"
+
+
+class NotificationDelivery(models.Model):
+    """One notification to one channel, and how sending it went (the delivery log)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    channel = models.ForeignKey(
+        NotificationChannel, models.CASCADE, related_name="deliveries"
+    )
+    job = models.ForeignKey(
+        Job, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    execution = models.ForeignKey(
+        Execution, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    event = models.CharField(max_length=20)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            # A late (or ping-late) alert is sent once per execution and channel.
+            models.UniqueConstraint(
+                fields=["channel", "execution", "event"],
+                name="jobs_delivery_once_per_event",
+                condition=Q(event__in=["late"]),
+            ),
+        ]
+        indexes = [
+            # The failed-deliveries metric and the admin's failure filter.
+            models.Index(
+                fields=["created"],
+                name="jobs_delivery_failed",
+                condition=Q(status="failed"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.channel_id} ({self.status})"

@@ -27,3 +27,11 @@ class ModelPermissions(DjangoModelPermissions):
             return super().has_permission(request, view)
         user = request.user
         return bool(user and user.is_authenticated and user.has_perms(required))
+
+
+SHELL_PERMISSION = "jobs.manage_shell_job"
+
+
+def can_manage_shell_jobs(user: Any) -> bool:
+    """Creating or editing a shell job (which runs any command on the workers)."""
+    return bool(user and user.is_authenticated and user.has_perm(SHELL_PERMISSION))

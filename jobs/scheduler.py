@@ -22,7 +22,8 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 
 from agents import services as agents_services
-from jobs import services
+from jobs import notifications, pings, services
+from jobs.tasks import prune_executions
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class JobScheduler(Scheduler):
         self.data: dict[str, Any] = {}
         self._pubsub: Any = None
         self._housekept = 0.0
+        self._pruned = 0.0
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         self._wait(self.tick_once())
@@ -75,11 +77,19 @@ class JobScheduler(Scheduler):
         # their running executions lost and retries them.
         for agent in agents_services.agents_sweep_stale():
             logger.warning("agent %s missed its heartbeats; now offline", agent)
+        if self._housekept - self._pruned >= settings.KARMCHARI_PRUNE_SECONDS:
+            self._pruned = self._housekept
+            # On a worker, not here: deleting may take a while.
+            prune_executions.apply_async()
         resent = services.execution_resend_stale(
             older_than=timedelta(seconds=settings.KARMCHARI_OUTBOX_SECONDS)
         )
         if resent:
             logger.warning("outbox: re-sent %d stale pending execution(s)", resent)
+        # Watched external jobs whose ping is overdue: closed as late.
+        pings.pings_close_late()
+        # Late-run notifications: a worker checks, at most every few seconds.
+        notifications.notifications_check_due()
 
     def _wait(self, seconds: float) -> None:
         """Sleep up to `seconds`, waking early when a schedule change is announced."""

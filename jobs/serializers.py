@@ -3,17 +3,27 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from agents import services as agents_services
 from jobs import schedules, services
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
+from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SpecError, mask_spec, unmask_spec
 
 
 class AppSerializer(serializers.ModelSerializer[App]):
     class Meta:
         model = App
-        fields = ["name", "description", "meta", "created"]
+        fields = [
+            "name",
+            "description",
+            "meta",
+            "keep_succeeded",
+            "keep_failed",
+            "keep_days",
+            "created",
+        ]
         read_only_fields = ["created"]
 
     def validate_meta(self, value: Any) -> Any:
@@ -71,6 +81,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         model = Job
         fields = [
             "id",
+            "uid",
             "app",
             "name",
             "description",
@@ -85,6 +96,10 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "retry_backoff",
             "overlap_policy",
             "max_concurrent",
+            "ping_grace",
+            "keep_succeeded",
+            "keep_failed",
+            "keep_days",
             "parents",
             "stats",
             "schedules",
@@ -92,7 +107,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "created",
             "updated",
         ]
-        read_only_fields = ["created", "updated"]
+        read_only_fields = ["uid", "created", "updated"]
         extra_kwargs = {
             "timeout": {"min_value": 1},
             "queue": {"allow_blank": False},
@@ -102,6 +117,19 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         data = super().to_representation(instance)
         data["spec"] = mask_spec(data.get("spec"))
         return data
+
+    def _check_shell_permission(self, attrs: dict[str, Any]) -> None:
+        """Shell jobs run any command on the workers: creating one, or changing one
+        at all, takes jobs.manage_shell_job on top of the model permission."""
+        current = self.instance
+        kind = attrs.get("kind", current.kind if current else Job.Kind.SHELL)
+        shell = kind == Job.Kind.SHELL or (current and current.kind == Job.Kind.SHELL)
+        request = self.context.get("request")
+        if shell and request is not None and not can_manage_shell_jobs(request.user):
+            raise PermissionDenied(
+                "Creating or editing shell jobs needs the "
+                "'jobs.manage_shell_job' permission."
+            )
 
     def get_warnings(self, job: Job) -> list[str]:
         # One query per response, shared by every job of a list (the root's context).
@@ -116,6 +144,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         return warnings
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        self._check_shell_permission(attrs)
         if "spec" in attrs and self.instance is not None:
             # A client that sends back what it read must not erase the secrets.
             attrs["spec"] = unmask_spec(attrs["spec"], self.instance.spec)

@@ -6,22 +6,33 @@ import functools
 import hashlib
 import logging
 import random
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 from django_redis import get_redis_connection
 
-from jobs import control, firing, logs, schedules
+from jobs import control, firing, logs, notifications, schedules
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.runners import PAUSABLE_KINDS, Outcome, RunContext, SpecError, get_runner
 from jobs.stats import stats_invalidate
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ServiceError(Exception):
@@ -146,6 +157,7 @@ def execution_claim(*, execution_id: int, worker: str) -> Execution | None:
         return None
     execution = Execution.objects.select_related("job__app").get(pk=execution_id)
     Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
+    transaction.on_commit(lambda: notifications.execution_changed(execution=execution))
     return execution
 
 
@@ -165,7 +177,9 @@ def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
             {"paused_seconds": outcome.paused_seconds} if outcome.paused_seconds else {}
         ),
     )
+    job = execution.job  # loaded with the claim; refresh_from_db() would drop it
     execution.refresh_from_db()
+    execution.job = job
     if not finished:
         logger.warning(
             "execution %s was %s before its run finished; outcome %s not recorded",
@@ -183,6 +197,7 @@ def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
     Job.objects.filter(pk=execution.job_id).update(**stats)
     execution_release_buffered(job_id=execution.job_id)
     _execution_after_finish(execution=execution)
+    transaction.on_commit(lambda: notifications.execution_changed(execution=execution))
     return execution
 
 
@@ -205,7 +220,10 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
         return execution_finish(execution=execution, outcome=outcome)
 
     def record_pid(pid: int) -> None:
-        Execution.objects.filter(pk=execution_id).update(pid=pid)
+        _with_reconnect(
+            lambda: Execution.objects.filter(pk=execution_id).update(pid=pid),
+            what=f"execution {execution_id}: recording pid",
+        )
 
     listener = control.ControlListener(execution_id)
     writer = logs.LogWriter(execution_id)
@@ -240,7 +258,34 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
         listener.close()
         # Everything is in the database before the end is: log readers rely on it.
         writer.close()
-    return execution_finish(execution=execution, outcome=outcome)
+    # The run may have outlived the worker's database connection (a restart, a
+    # failover, pg_terminate_backend): reconnect rather than leave it `running`.
+    return _with_reconnect(
+        lambda: execution_finish(execution=execution, outcome=outcome),
+        what=f"execution {execution_id}: recording its end",
+    )
+
+
+_RECONNECT_ATTEMPTS = 5
+
+
+def _with_reconnect(write: Callable[[], T], *, what: str) -> T:
+    """Run a write, opening a new database connection when the old one has died.
+
+    Only connection errors are retried, and only writes that are safe to repeat
+    (conditional UPDATEs). Within a Celery task Django checks its connection only
+    when the task starts, so a connection dropped while a job ran shows up here.
+    """
+    for attempt in range(1, _RECONNECT_ATTEMPTS + 1):
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if attempt == _RECONNECT_ATTEMPTS or connection.in_atomic_block:
+                raise
+            logger.warning("%s: database connection lost; reconnecting", what)
+            connection.close()
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
 
 
 def execution_resend_stale(*, older_than: timedelta, batch: int = 500) -> int:
@@ -631,10 +676,8 @@ def executions_send(sends: list[tuple[Execution, float]]) -> None:
 def execution_release_buffered(*, job_id: int) -> Execution | None:
     """Start the oldest buffered run of a job if it now has room (called whenever
     one of its executions ends)."""
-    job = Job.objects.select_related("app").get(pk=job_id)
-    active, _ = _active_counts({job_id})
-    if active[job_id] >= (job.max_concurrent or 1):
-        return None
+    # Most jobs never buffer: look for a buffered run first, so the common end of a
+    # run costs this one indexed query (jobs_execution_pending), not three.
     oldest = (
         Execution.objects.filter(
             job_id=job_id, status=Execution.Status.PENDING, dispatched_at__isnull=True
@@ -643,6 +686,10 @@ def execution_release_buffered(*, job_id: int) -> Execution | None:
         .first()
     )
     if oldest is None:
+        return None
+    job = Job.objects.select_related("app").get(pk=job_id)
+    active, _ = _active_counts({job_id})
+    if active[job_id] >= (job.max_concurrent or 1):
         return None
     now = timezone.now()
     taken = Execution.objects.filter(pk=oldest.pk, dispatched_at__isnull=True).update(
@@ -1015,3 +1062,132 @@ def _execution_after_finish(*, execution: Execution) -> None:
             execution_schedule_retry(execution=execution)
     finally:
         stats_invalidate(job_id=execution.job_id)
+
+
+# --- Compatibility APIs ---------------------------------------------------------------
+# What the adapters in compat/ (Karmchari, Kala, JobStreamer) need beyond the services
+# above. compat/ never writes to the database itself; everything goes through here.
+
+
+def app_get_or_create(*, name: str, description: str = "") -> App:
+    """The app of this name, created when missing (two racing callers get one)."""
+    app = App.objects.filter(name=name).first()
+    if app is not None:
+        return app
+    try:
+        with transaction.atomic():
+            return app_create(name=name, description=description)
+    except IntegrityError:
+        return App.objects.get(name=name)
+
+
+def job_get_or_create(
+    *, app: App, name: str, spec: Any, kind: str = Job.Kind.SHELL, **fields: Any
+) -> Job:
+    """The job of this name in `app`, created with these fields when missing."""
+    job = Job.objects.filter(app=app, name=name).first()
+    if job is not None:
+        return job
+    try:
+        with transaction.atomic():
+            return job_create(app=app, name=name, spec=spec, kind=kind, **fields)
+    except IntegrityError:
+        return Job.objects.get(app=app, name=name)
+
+
+def job_trigger_tagged(
+    *,
+    job: Job,
+    external_id: str,
+    trigger: str = Execution.Trigger.COMPAT,
+    parameters: dict[str, Any] | None = None,
+) -> Execution:
+    """Run the job now (job_trigger) with a seed system's id on the execution, so
+    that id finds the run later. The tag is in place before a worker can claim it."""
+    with transaction.atomic():
+        execution = job_trigger(job=job, trigger=trigger, parameters=parameters)
+        Execution.objects.filter(pk=execution.pk).update(external_id=external_id)
+        execution.external_id = external_id
+    return execution
+
+
+def job_create_scheduled(
+    *,
+    app: App,
+    name: str,
+    spec: Any,
+    kind: str = Job.Kind.SHELL,
+    schedule: dict[str, Any] | None = None,
+    run_now: bool = False,
+    **fields: Any,
+) -> Job:
+    """Create a job with at most one schedule, and run it at once if asked (and it is
+    enabled): all or nothing, so a failure stores nothing."""
+    with transaction.atomic():
+        job = job_create(app=app, name=name, spec=spec, kind=kind, **fields)
+        if schedule is not None:
+            schedule_create(job=job, **schedule)
+        if run_now and job.enabled:
+            job_trigger(job=job, trigger=Execution.Trigger.COMPAT)
+    return job
+
+
+def job_schedule_set(
+    *, job: Job, kind: str, expression: str, timezone_name: str = "UTC"
+) -> Schedule:
+    """Give a job this schedule (JobStreamer's one schedule per job): the job's
+    oldest schedule is re-timed and enabled, or a new one is made."""
+    current = job.schedules.order_by("pk").first()
+    if current is None:
+        return schedule_create(
+            job=job, kind=kind, expression=expression, timezone=timezone_name
+        )
+    return schedule_update(
+        schedule=current,
+        kind=kind,
+        expression=expression,
+        timezone=timezone_name,
+        enabled=True,
+    )
+
+
+def job_schedules_enable(*, job: Job, enabled: bool) -> int:
+    """Pause or resume all of a job's schedules; answers how many changed."""
+    changed = 0
+    for schedule in job.schedules.filter(enabled=not enabled).order_by("pk"):
+        schedule_update(schedule=schedule, enabled=enabled)
+        changed += 1
+    return changed
+
+
+def job_schedules_delete(*, job: Job) -> int:
+    """Remove all of a job's schedules; answers how many there were."""
+    doomed = list(job.schedules.all())
+    for schedule in doomed:
+        schedule_delete(schedule=schedule)
+    return len(doomed)
+
+
+def job_delete(*, job: Job) -> list[int]:
+    """Delete a job and, by Kala's rule, every child left with no other parent (and
+    theirs, and so on). Their running executions are asked to stop first. Answers the
+    primary keys deleted."""
+    with transaction.atomic():
+        doomed: list[Job] = [job]
+        seen = {job.pk}
+        index = 0
+        while index < len(doomed):
+            current = doomed[index]
+            index += 1
+            for child in current.children.prefetch_related("parents").order_by("pk"):
+                if child.pk in seen:
+                    continue
+                if {parent.pk for parent in child.parents.all()} <= seen:
+                    doomed.append(child)
+                    seen.add(child.pk)
+        for each in doomed:
+            execution_kill_active(job_id=each.pk, immediate=True)
+        Job.objects.filter(pk__in=seen).delete()
+    stats_invalidate(job_id=None)
+    _announce_schedule_change()
+    return [each.pk for each in doomed]

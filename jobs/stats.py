@@ -7,13 +7,19 @@ next run time, executions inserted by the beat tick).
 
 from __future__ import annotations
 
+import contextlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Case, Count, F, IntegerField, Max, Min, Q, Sum, Value, When
+from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from agents import live
+from agents.models import Agent
+from jobs import schedules
 from jobs.models import Execution, Job, Schedule
 
 _GLOBAL_KEY = "stats:global"
@@ -25,7 +31,9 @@ def _job_key(job_id: int) -> str:
 
 def stats_invalidate(*, job_id: int | None) -> None:
     """Forget the global figures and, given a job, that job's."""
-    keys = [_GLOBAL_KEY] if job_id is None else [_GLOBAL_KEY, _job_key(job_id)]
+    keys = [_GLOBAL_KEY, DASHBOARD_KEY]
+    if job_id is not None:
+        keys += [_job_key(job_id), _hourly_key(job_id)]
     cache.delete_many(keys)
 
 
@@ -91,4 +99,231 @@ def stats_job(*, job: Job) -> dict[str, Any]:
         "generated_at": timezone.now(),
     }
     cache.set(key, figures, settings.KARMCHARI_STATS_CACHE_SECONDS)
+    return figures
+
+
+# --- Operator console: the admin dashboard and the job page -------------------------
+
+DASHBOARD_KEY = "stats:dashboard"
+# The dashboard is for watching, so its figures live briefly; stats_invalidate() drops
+# them sooner on every change it hears of.
+DASHBOARD_SECONDS = 10
+HOURS = 24
+UPCOMING = 10
+FAILING = 10
+DASHBOARD_AGENTS = 20
+
+# Series of the hourly chart, bottom of the stack first.
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "succeeded": (Execution.Status.SUCCEEDED,),
+    "failed": (
+        Execution.Status.FAILED,
+        Execution.Status.TIMED_OUT,
+        Execution.Status.LOST,
+    ),
+    "killed": (Execution.Status.KILLED,),
+    "skipped": (Execution.Status.SKIPPED,),
+    "active": Execution.ACTIVE_STATUSES,
+}
+_OUTCOME_OF = {status: name for name, group in OUTCOMES.items() for status in group}
+
+
+def _hourly_key(job_id: int | None) -> str:
+    return f"stats:hourly:{'all' if job_id is None else job_id}"
+
+
+def stats_hourly(
+    *, job_id: int | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Executions created in each of the last 24 hours, by outcome, oldest first.
+
+    One GROUP BY over the rows of the window, found through the `created` indexes
+    (jobs_execution_newest, or jobs_execution_job_newest for one job). Hours are UTC.
+    """
+    key = _hourly_key(job_id)
+    cached = cache.get(key)
+    if cached is not None and now is None:
+        return list(cached)
+    now = now or timezone.now()
+    end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=HOURS - 1)
+    executions = Execution.objects.filter(created__gte=start)
+    if job_id is not None:
+        executions = executions.filter(job_id=job_id)
+    rows = (
+        executions.order_by()
+        .annotate(hour=TruncHour("created", tzinfo=UTC))
+        .values("hour", "status")
+        .annotate(n=Count("id"))
+    )
+    hours = [start + timedelta(hours=i) for i in range(HOURS)]
+    buckets = {hour: dict.fromkeys(OUTCOMES, 0) for hour in hours}
+    for row in rows:
+        bucket = buckets.get(row["hour"].astimezone(UTC))
+        if bucket is not None:
+            bucket[_OUTCOME_OF[row["status"]]] += row["n"]
+    series = [{"hour": hour, **buckets[hour]} for hour in hours]
+    cache.set(key, series, DASHBOARD_SECONDS)
+    return series
+
+
+def _upcoming(now: datetime) -> list[dict[str, Any]]:
+    """The next fire times over all enabled schedules of enabled jobs.
+
+    Any of the first N fire times belongs to one of the N schedules that fire first
+    (anything else fires after those N), so N rows through jobs_schedule_due and pure
+    schedule maths suffice, whatever the number of schedules.
+    """
+    rows = (
+        Schedule.objects.filter(
+            enabled=True, job__enabled=True, next_run_at__isnull=False
+        )
+        .select_related("job__app")
+        .order_by("next_run_at")[:UPCOMING]
+    )
+    fires: list[dict[str, Any]] = []
+    for schedule in rows:
+        assert schedule.next_run_at is not None
+        times = [schedule.next_run_at]
+        with contextlib.suppress(schedules.ScheduleError):
+            times += schedules.preview(
+                schedule.kind,
+                schedule.expression,
+                schedule.timezone,
+                schedule.next_run_at,
+                UPCOMING - 1,
+            )
+        if schedule.end_at is not None:
+            times = [t for t in times if t <= schedule.end_at]
+        if schedule.repetitions_left is not None:
+            times = times[: schedule.repetitions_left]
+        fires += [
+            {
+                "at": at,
+                "overdue": at < now,
+                "schedule_id": schedule.pk,
+                "expression": schedule.expression,
+                "timezone": schedule.timezone,
+                "job_id": schedule.job_id,
+                "job": schedule.job.name,
+                "app": schedule.job.app.name,
+            }
+            for at in times
+        ]
+    fires.sort(key=lambda fire: fire["at"])
+    return fires[:UPCOMING]
+
+
+def _failing() -> tuple[int, list[dict[str, Any]]]:
+    """Jobs whose last finished run failed: the last error is newer than the last
+    success (the denormalised timestamps; no look at executions)."""
+    failing = Job.objects.filter(last_error_at__isnull=False).filter(
+        Q(last_success_at__isnull=True) | Q(last_error_at__gt=F("last_success_at"))
+    )
+    rows = failing.select_related("app").order_by("-last_error_at")[:FAILING]
+    listed = [
+        {
+            "job_id": job.pk,
+            "job": job.name,
+            "app": job.app.name,
+            "enabled": job.enabled,
+            "last_error_at": job.last_error_at,
+            "last_success_at": job.last_success_at,
+            "error_count": job.error_count,
+        }
+        for job in rows
+    ]
+    total = len(listed) if len(listed) < FAILING else failing.count()
+    return total, listed
+
+
+def _agents(now: datetime) -> list[dict[str, Any]]:
+    """Agents, live ones first, with their latest load (one MGET to Redis)."""
+    gone = Case(
+        When(status=Agent.Status.OFFLINE, then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    agents = list(
+        Agent.objects.annotate(gone=gone).order_by("gone", "-last_heartbeat", "name")[
+            :DASHBOARD_AGENTS
+        ]
+    )
+    samples = live.read_many(agent.instance_id for agent in agents)
+    listed = []
+    for agent in agents:
+        sample = samples.get(str(agent.instance_id))
+        seen_at = datetime.fromtimestamp(sample.at, tz=UTC) if sample else None
+        if agent.status == Agent.Status.OFFLINE:
+            state = "offline"
+        elif not agent.is_fresh(now=now, seen_at=seen_at):
+            state = "stale"
+        else:
+            state = "draining" if agent.status == Agent.Status.DRAINING else "alive"
+        free = sample.memory_free if sample else agent.memory_free
+        averages = sample.load_average if sample else agent.load_average
+        running = (sample.running if sample else agent.running) or []
+        listed.append(
+            {
+                "id": agent.pk,
+                "name": agent.name,
+                "host": agent.host,
+                "state": state,
+                "cores": agent.cpu_cores,
+                "cpu": sample.system_cpu_load if sample else agent.system_cpu_load,
+                "load1": averages[0] if averages else None,
+                "memory_used": 1 - free / agent.memory_total
+                if free is not None and agent.memory_total
+                else None,
+                "running": 0 if state == "offline" else len(running),
+                "last_heartbeat": seen_at or agent.last_heartbeat,
+            }
+        )
+    return listed
+
+
+def stats_dashboard() -> dict[str, Any]:
+    """Everything the admin index shows, in a fixed number of queries, cached."""
+    cached = cache.get(DASHBOARD_KEY)
+    if cached is not None:
+        return dict(cached)
+    now = timezone.now()
+    jobs = Job.objects.aggregate(
+        total=Count("id"),
+        enabled=Count("id", filter=Q(enabled=True)),
+        success_count=Sum("success_count"),
+        error_count=Sum("error_count"),
+    )
+    active = dict.fromkeys(Execution.ACTIVE_STATUSES, 0)
+    # jobs_execution_status: the handful of active rows, not the whole table.
+    for row in (
+        Execution.objects.filter(status__in=Execution.ACTIVE_STATUSES)
+        .order_by()
+        .values("status")
+        .annotate(n=Count("id"))
+    ):
+        active[row["status"]] = row["n"]
+    hourly = stats_hourly(now=now)
+    failing_total, failing = _failing()
+    agents = _agents(now)
+    figures = {
+        "jobs": jobs["total"],
+        "enabled_jobs": jobs["enabled"],
+        "disabled_jobs": jobs["total"] - jobs["enabled"],
+        "success_count": jobs["success_count"] or 0,
+        "error_count": jobs["error_count"] or 0,
+        "running": active[Execution.Status.RUNNING],
+        "paused": active[Execution.Status.PAUSED],
+        "pending": active[Execution.Status.PENDING],
+        "hourly": hourly,
+        "last_day": {name: sum(hour[name] for hour in hourly) for name in OUTCOMES},
+        "upcoming": _upcoming(now),
+        "failing": failing,
+        "failing_total": failing_total,
+        "agents": agents,
+        "agents_alive": sum(1 for a in agents if a["state"] in ("alive", "draining")),
+        "agents_down": sum(1 for a in agents if a["state"] in ("stale", "offline")),
+        "generated_at": now,
+    }
+    cache.set(DASHBOARD_KEY, figures, DASHBOARD_SECONDS)
     return figures

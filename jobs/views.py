@@ -7,18 +7,23 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import ProtectedError
 from django.db.models.query import QuerySet
+from django.http import HttpResponse
 from django.utils import timezone
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs import schedules, services
+from jobs import logs, schedules, services
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
 from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
 from jobs.models import App, Execution, Job, Schedule
@@ -53,6 +58,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=status.HTTP_409_CONFLICT,
         )
     return drf_exception_handler(exc, context)
+
+
+class ObtainTokenView(ObtainAuthToken):
+    """POST username and password for a token, throttled per client address
+    (KARMCHARI_LOGIN_RATE) so passwords cannot be guessed at speed."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
 
 
 class AppViewSet(viewsets.ModelViewSet[App]):
@@ -125,6 +138,22 @@ class JobViewSet(JobEngineActions, viewsets.ModelViewSet[Job]):
         return Response(self.get_serializer(job).data)
 
 
+class PlainTextRenderer(BaseRenderer):
+    """Lets `Accept: text/plain` through content negotiation (errors stay JSON)."""
+
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Any = None,
+    ) -> bytes:
+        return str(data).encode() if data is not None else b""
+
+
 class ExecutionPagination(CursorPagination):
     ordering = "-id"
     page_size = 50
@@ -152,6 +181,27 @@ class ExecutionViewSet(
         if self.action == "retrieve":
             return ExecutionDetailSerializer
         return ExecutionSerializer
+
+    @extend_schema(responses={(200, "text/plain"): OpenApiTypes.STR})
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="output",
+        renderer_classes=[PlainTextRenderer, JSONRenderer],
+    )
+    def download(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The stored output as a text file: the combined log (stdout and stderr as
+        written), or for runs without one, stdout then stderr."""
+        execution = self.get_object()
+        text = logs.log_tail_text(execution_id=execution.pk)
+        if not text:
+            text = execution.output + (
+                f"\n--- stderr ---\n{execution.error}" if execution.error else ""
+            )
+        response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+        name = f"{execution.job.name}-{execution.pk}.log"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
 
 
 # --- Schedules -----------------------------------------------------------------------
@@ -209,6 +259,7 @@ class ScheduleViewSet(viewsets.ModelViewSet[Schedule]):
         )
 
     @extend_schema(
+        operation_id="schedules_preview_expression",
         parameters=[UnsavedPreviewQuerySerializer],
         responses=SchedulePreviewSerializer,
     )

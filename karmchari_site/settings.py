@@ -7,6 +7,7 @@ it onto real servers. Every variable is listed in .env.example.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "agents",
     "jobs",
     "compat",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -68,6 +70,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.middleware.AuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -207,10 +210,14 @@ REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header is what turns anonymous requests into
     # 401 (not 403) without making browsers pop a basic-auth dialog.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "jobs.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        "jobs.authentication.BasicAuthentication",
     ],
+    # The password-for-token endpoint (per client address).
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env_str("KARMCHARI_LOGIN_RATE", "10/minute"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ModelPermissions"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
@@ -233,6 +240,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `kind` or a `status`: name each enum after its owner.
+    "ENUM_NAME_OVERRIDES": {
+        "JobKindEnum": "jobs.models.Job.Kind",
+        "ScheduleKindEnum": "jobs.models.Schedule.Kind",
+        "ExecutionStatusEnum": "jobs.models.Execution.Status",
+        "AgentStatusEnum": "agents.models.Agent.Status",
+    },
 }
 
 # --- Karmchari -----------------------------------------------------------------------
@@ -271,6 +285,17 @@ KARMCHARI_CATCHUP_MAX = env_int("KARMCHARI_CATCHUP_MAX", 1000, minimum=1)
 # Seconds ahead of its slot that beat fires a run (sent with its ETA), so bursts
 # start on time; 0 fires at the slot.
 KARMCHARI_FIRE_AHEAD = env_float("KARMCHARI_FIRE_AHEAD", 1.0)
+# Failed API authentications (token or basic) allowed per client address within the
+# window (seconds) before that address is refused with 429.
+KARMCHARI_AUTH_FAILURE_LIMIT = env_int("KARMCHARI_AUTH_FAILURE_LIMIT", 10, minimum=1)
+KARMCHARI_AUTH_FAILURE_WINDOW = env_int("KARMCHARI_AUTH_FAILURE_WINDOW", 300, minimum=1)
+# Retention, per job unless the job or its app says otherwise: finished executions
+# kept (succeeded, and all others), and days kept; 0 is no limit. Beat has a worker
+# prune the rest every KARMCHARI_PRUNE_SECONDS.
+KARMCHARI_KEEP_SUCCEEDED = env_int("KARMCHARI_KEEP_SUCCEEDED", 100)
+KARMCHARI_KEEP_FAILED = env_int("KARMCHARI_KEEP_FAILED", 100)
+KARMCHARI_KEEP_DAYS = env_int("KARMCHARI_KEEP_DAYS", 0)
+KARMCHARI_PRUNE_SECONDS = env_float("KARMCHARI_PRUNE_SECONDS", 3600.0, minimum=1.0)
 # Seconds an execution may stay pending before beat's outbox sweep sends it again.
 KARMCHARI_OUTBOX_SECONDS = env_float("KARMCHARI_OUTBOX_SECONDS", 60.0, minimum=1.0)
 
@@ -301,6 +326,56 @@ KARMCHARI_HTTP_BODY_LIMIT = env_int("KARMCHARI_HTTP_BODY_LIMIT", 65536, minimum=
 # Seconds the stats endpoints are cached (changes invalidate them sooner).
 KARMCHARI_STATS_CACHE_SECONDS = env_int("KARMCHARI_STATS_CACHE_SECONDS", 60, minimum=0)
 
+# --- Compatibility APIs (compat/, see docs/compat.md) -------------------------------
+
+COMPAT_APIS = ("karmchari", "kala", "jobstreamer")
+# Compat APIs served without authentication, for legacy clients on a trusted network
+# (comma-separated: karmchari, kala, jobstreamer). A system check warns while any is.
+KARMCHARI_COMPAT_OPEN = env_list("KARMCHARI_COMPAT_OPEN", [])
+if unknown_compat := sorted(set(KARMCHARI_COMPAT_OPEN) - set(COMPAT_APIS)):
+    raise ImproperlyConfigured(
+        f"KARMCHARI_COMPAT_OPEN names unknown APIs {unknown_compat}: use any of "
+        f"{', '.join(COMPAT_APIS)}."
+    )
+# The app that holds Karmchari (one job per type) and Kala jobs.
+KARMCHARI_COMPAT_APP = env_str("KARMCHARI_COMPAT_APP", "default")
+
+# --- Operations: metrics, notifications, dead-man's switch pings --------------------
+
+# /metrics: a bearer token Prometheus sends, and/or client addresses or networks
+# allowed without one (e.g. "127.0.0.1,10.0.0.0/8"). Neither set: /metrics is off.
+KARMCHARI_METRICS_TOKEN = env_str("KARMCHARI_METRICS_TOKEN")
+KARMCHARI_METRICS_ALLOW = env_list("KARMCHARI_METRICS_ALLOW", [])
+for _network in KARMCHARI_METRICS_ALLOW:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"KARMCHARI_METRICS_ALLOW: {_network!r} is not an address or network."
+        ) from None
+# Notifications: a run is "slow" when it takes this many times the job's average.
+KARMCHARI_NOTIFY_SLOW_FACTOR = env_float(
+    "KARMCHARI_NOTIFY_SLOW_FACTOR", 3.0, minimum=1.0
+)
+# Webhook deliveries: seconds per attempt, attempts in all, first retry delay
+# (doubling).
+KARMCHARI_WEBHOOK_TIMEOUT = env_float("KARMCHARI_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+KARMCHARI_NOTIFY_MAX_ATTEMPTS = env_int("KARMCHARI_NOTIFY_MAX_ATTEMPTS", 5, minimum=1)
+KARMCHARI_NOTIFY_RETRY_SECONDS = env_float("KARMCHARI_NOTIFY_RETRY_SECONDS", 10.0)
+# Seconds between checks for late runs and late pings (run by beat's housekeeping).
+KARMCHARI_NOTIFY_CHECK_SECONDS = env_float("KARMCHARI_NOTIFY_CHECK_SECONDS", 30.0)
+# Base URL put in notifications' links, e.g. https://karmchari.example.com
+KARMCHARI_BASE_URL = env_str("KARMCHARI_BASE_URL", "http://127.0.0.1:8000")
+# Email notifications use Django's mail settings.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "karmchari@localhost")
+
 # --- Internationalisation, static files ----------------------------------------------
 
 LANGUAGE_CODE = "en-us"
@@ -330,6 +405,8 @@ SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 

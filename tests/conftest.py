@@ -29,6 +29,13 @@ def redis_server() -> Iterator[None]:
         process.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def fresh_rate_limits() -> None:
+    """Login throttles and failed-auth counts live in Redis: each test starts clean."""
+    cache.delete_pattern("*throttle_*")  # type: ignore[attr-defined]
+    cache.delete_pattern("*authfail:*")  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def api(admin_user: User) -> APIClient:
     """An API client authenticated as a superuser, with a token."""

@@ -115,6 +115,7 @@ def unmask_spec(spec: Any, previous: Any) -> Any:
 
 def get_runner(kind: str) -> Runner | None:
     """The runner for a job kind, or None when this version cannot run that kind."""
+    from jobs.runners.batch import BatchRunner
     from jobs.runners.external import ExternalRunner
     from jobs.runners.http import HttpRunner
     from jobs.runners.shell import ShellRunner
@@ -125,5 +126,6 @@ def get_runner(kind: str) -> Runner | None:
         "http": HttpRunner(),
         "task": TaskRunner(),
         "external": ExternalRunner(),
+        "batch": BatchRunner(),
     }
     return runners.get(kind)

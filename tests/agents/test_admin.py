@@ -117,3 +117,31 @@ def test_it_drains_selected_agents_with_an_action(
     html = response.content.decode()
     assert "Draining 1 agent(s)." in html
     assert "is offline; there is nothing to drain" in html
+
+
+def test_it_shows_cores_and_class_based_badges_that_follow_the_theme(
+    admin_client: Client, make_agent: Callable[..., Agent]
+) -> None:
+    make_agent(name="w@h", cpu_cores=12)
+    html = admin_client.get("/admin/agents/agent/").content.decode()
+    assert '<td class="field-cpu_cores">12</td>' in html
+    assert '<span class="k-badge k-badge-alive">alive</span>' in html
+    assert "background:#" not in html
+
+
+def test_a_viewer_sees_no_drain_button_and_the_endpoint_refuses(
+    make_agent: Callable[..., Agent], control: mock.MagicMock
+) -> None:
+    from django.contrib.auth.models import Permission, User
+
+    agent = make_agent(name="w@h")
+    user = User.objects.create_user("viewer", password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_agent"))
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/admin/agents/agent/{agent.pk}/change/")
+    assert page.status_code == 200
+    assert "/drain/" not in page.content.decode()
+    assert client.post(f"/admin/agents/agent/{agent.pk}/drain/").status_code == 403
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
+    control.cancel_consumer.assert_not_called()

@@ -122,7 +122,7 @@ def test_it_brings_back_online_an_agent_swept_while_alive(
     assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
 
 
-@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15)
+@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15, KARMCHARI_AGENT_DB_SECONDS=0)
 def test_it_sweeps_agents_silent_for_longer_than_the_window(
     make_agent: Callable[..., Agent], offline_events: list[dict[str, Any]]
 ) -> None:
@@ -143,6 +143,17 @@ def test_it_sweeps_agents_silent_for_longer_than_the_window(
     # A second sweep finds nothing new: each agent goes offline once.
     assert services.agents_sweep_stale(now=T0 + timedelta(seconds=60)) == [recent]
     assert len(offline_events) == 3
+
+
+@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15, KARMCHARI_AGENT_DB_SECONDS=30)
+def test_it_gives_the_saved_heartbeat_its_delay_when_redis_lost_the_stamp(
+    make_agent: Callable[..., Agent],
+) -> None:
+    """After a Redis restart no agent has a live stamp; the row may be 30 s old
+    while the worker is fine. Declaring it dead would run its jobs twice."""
+    agent = make_agent(last_heartbeat=T0)
+    assert services.agents_sweep_stale(now=T0 + timedelta(seconds=44)) == []
+    assert services.agents_sweep_stale(now=T0 + timedelta(seconds=46)) == [agent]
 
 
 @override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15)

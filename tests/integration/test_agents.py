@@ -134,6 +134,7 @@ def test_it_drains_a_worker_while_its_running_job_finishes(
     wait_for(lambda: status_of(second) == "succeeded", timeout=15)
 
 
+@pytest.mark.chaos  # kill -9 of a worker mid-run (docs/reliability.md)
 def test_it_recovers_the_work_of_a_killed_worker_on_another(
     processes: Processes, queue: str, tmp_path: Path, settings: Settings
 ) -> None:

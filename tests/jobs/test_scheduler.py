@@ -474,3 +474,15 @@ def test_two_beats_at_once_fire_every_slot_exactly_once(
     assert not Schedule.objects.filter(
         next_run_at__lte=T0 + timedelta(minutes=minutes - 1)
     ).exists()
+
+
+def test_housekeeping_has_a_worker_prune_old_executions_periodically(
+    settings: Any,
+) -> None:
+    settings.KARMCHARI_PRUNE_SECONDS = 3600
+    scheduler = JobScheduler(app=celery_app)
+    scheduler._pruned = -3600.0  # as if the last prune was an hour ago
+    with mock.patch("jobs.scheduler.prune_executions.apply_async") as prune:
+        scheduler._housekeeping()
+        scheduler._housekeeping()  # the same hour: not again
+    prune.assert_called_once_with()

@@ -417,3 +417,19 @@ def test_it_lists_schedules_in_constant_queries(
         make_schedule()
     with django_assert_num_queries(3):
         assert len(api.get("/api/schedules/").json()["results"]) == 5
+
+
+def test_it_downloads_the_output_as_a_text_file(
+    api: APIClient, make_execution: Callable[..., Execution]
+) -> None:
+    execution = make_execution(output="hello\n", error="oops\n", status="failed")
+    response = api.get(
+        f"/api/executions/{execution.pk}/output/", HTTP_ACCEPT="text/plain"
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="{execution.job.name}-{execution.pk}.log"'
+    )
+    assert response.content == b"hello\n\n--- stderr ---\noops\n"
+    assert api.get("/api/executions/999/output/").status_code == 404

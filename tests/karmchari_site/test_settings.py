@@ -96,3 +96,31 @@ def test_it_fails_at_start_on_a_bad_boolean(tmp_path: Path) -> None:
     result = load(tmp_path, DEBUG="perhaps")
     assert result.returncode != 0
     assert "DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+def test_it_passes_the_deploy_checks_with_production_settings(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"}
+    }
+    env.update(
+        KARMCHARI_DATA_DIR=str(tmp_path),
+        DEBUG="0",
+        SECRET_KEY="x" * 20 + "production-secret-key-" + "y" * 30,
+        ALLOWED_HOSTS="karmchari.example.com",
+        SECURE_SSL_REDIRECT="1",
+        SECURE_HSTS_SECONDS="31536000",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
+        SECURE_HSTS_PRELOAD="1",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

@@ -1,0 +1,281 @@
+"""Dispatch: no-op executions per second against bare Celery no-op tasks per second.
+
+One real Celery worker (prefork, same settings and concurrency for all) on a queue
+and a Redis DB of the run's own. In alternating rounds it measures:
+
+- celery: `bench.noop` tasks (defined here; each only INCRs a Redis counter so the
+  run can see it finish) sent with one producer, until the worker has run them all;
+- ours (no-op): `services.job_trigger` of a job whose runner does nothing (this
+  worker maps `task` jobs to NoopRunner), from the service call until every
+  execution is recorded finished in the database: the engine's whole path (create,
+  send, claim, control listener, live log, finish, stats, dependants) and nothing else;
+- ours (shell): the same for a shell job `true` (adds fork/exec and supervision);
+- floor: what any durably recorded run costs at least: insert a pending row, send a
+  task that claims it and marks it finished (two conditional UPDATEs), nothing else.
+
+It also measures, in this process, the shell runner's overhead over a bare fork/exec:
+`ShellRunner.run` of `true` against `subprocess.run(["/bin/true"])`.
+
+    .venv/bin/python bench/dispatch.py            # 3 rounds: 2,000 tasks, 1,000 runs
+    .venv/bin/python bench/dispatch.py --quick    # 2 rounds: 600 tasks, 300 runs
+
+Targets (DESIGN.md "Quality bars"): ratio (no-op executions / Celery tasks) >= 0.5;
+shell overhead <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from celery.signals import worker_process_init  # noqa: E402
+
+from karmchari_site.celery import app  # noqa: E402
+
+REDIS_DB = 13
+COUNTER_ENV = "KARMCHARI_BENCH_COUNTER"
+_redis: Any = None
+
+
+class NoopRunner:
+    """The smallest runner: nothing to run, so what is measured is the engine's own
+    path (claim, control listener, live log, finish, stats, dependants)."""
+
+    def validate(self, spec: Any) -> dict[str, Any]:
+        return dict(spec)
+
+    def run(self, spec: dict[str, Any], context: Any) -> Any:
+        from jobs.runners import Outcome
+
+        return Outcome(status="succeeded", exit_code=0)
+
+
+@worker_process_init.connect
+def install_noop_runner(**_: Any) -> None:
+    """In this benchmark's worker only: `task` jobs run the no-op runner in place
+    (none other exist here), so a no-op execution needs no second Celery task."""
+    from jobs import services
+
+    real = services.get_runner
+    services.get_runner = lambda kind: NoopRunner() if kind == "task" else real(kind)
+
+
+@app.task(name="bench.noop", ignore_result=True)
+def noop() -> None:
+    """The baseline: as little as a task can do and still be seen to have run."""
+    global _redis
+    if _redis is None:
+        import redis
+
+        _redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+    _redis.incr(os.environ[COUNTER_ENV])
+
+
+@app.task(name="bench.claim_finish", ignore_result=True)
+def claim_finish(execution_id: int) -> None:
+    """The durable floor: the two writes any recorded run needs (a conditional claim
+    and a finish), through the same ORM, and nothing else."""
+    from django.utils import timezone
+
+    from jobs.models import Execution
+
+    Execution.objects.filter(pk=execution_id, status="pending").update(
+        status="running", started_at=timezone.now()
+    )
+    Execution.objects.filter(pk=execution_id, status="running").update(
+        status="succeeded", finished_at=timezone.now()
+    )
+
+
+def run_floor(count: int, job: Any) -> float:
+    """Rows per second: insert a pending execution and send `bench.claim_finish`."""
+    from bench.lib.common import wait_until
+    from jobs.models import Execution
+
+    started = time.perf_counter()
+    ids = []
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            execution = Execution.objects.create(job=job)
+            ids.append(execution.pk)
+            claim_finish.apply_async(
+                (execution.pk,), queue=job.queue, producer=producer
+            )
+    batch = Execution.objects.filter(pk__in=ids, status="succeeded")
+    wait_until(lambda: batch.count() == count, timeout=300, interval=0.02)
+    return count / (time.perf_counter() - started)
+
+
+def run_celery(count: int, queue: str, counter: Any, key: str) -> float:
+    """Tasks per second: first send to the counter reaching `count`."""
+    from bench.lib.common import wait_until
+
+    counter.delete(key)
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            noop.apply_async(queue=queue, producer=producer)
+    wait_until(lambda: int(counter.get(key) or 0) >= count, timeout=120)
+    return count / (time.perf_counter() - started)
+
+
+def run_ours(count: int, job: Any) -> float:
+    """Executions per second: first service call to the last recorded finish."""
+    from django.db.models import Max
+
+    from bench.lib.common import wait_until
+    from jobs import services
+    from jobs.models import Execution
+
+    started_wall = time.time()
+    started = time.perf_counter()
+    ids = [services.job_trigger(job=job).pk for _ in range(count)]
+    batch = Execution.objects.filter(pk__in=ids)
+
+    def all_finished() -> bool:
+        return batch.filter(status__in=Execution.FINAL_STATUSES).count() == count
+
+    wait_until(all_finished, timeout=300, interval=0.02)
+    elapsed = time.perf_counter() - started
+    failed = batch.exclude(status=Execution.Status.SUCCEEDED).count()
+    if failed:
+        raise SystemExit(f"{failed} of {count} executions did not succeed")
+    # The database's own stamp of the last finish is closer than our poll.
+    last = batch.aggregate(last=Max("finished_at"))["last"]
+    if last is not None:
+        elapsed = min(elapsed, max(1e-6, last.timestamp() - started_wall))
+    return count / elapsed
+
+
+def shell_overhead(samples: int) -> dict[str, float]:
+    """Median milliseconds of ShellRunner.run("true") and of a bare /bin/true."""
+    from jobs.runners import RunContext
+    from jobs.runners.shell import ShellRunner
+
+    runner = ShellRunner()
+    spec = runner.validate({"command": "true"})
+    context = RunContext(execution_id=0, job_name="bench", app_name="bench", timeout=0)
+    ours: list[float] = []
+    bare: list[float] = []
+    for _ in range(samples):  # interleaved, so both see the same machine
+        t = time.perf_counter()
+        outcome = runner.run(spec, context)
+        ours.append((time.perf_counter() - t) * 1000)
+        assert outcome.status == "succeeded", outcome
+        t = time.perf_counter()
+        subprocess.run(["/bin/true"], check=True)
+        bare.append((time.perf_counter() - t) * 1000)
+    return {
+        "shell_ms": statistics.median(ours),
+        "bare_true_ms": statistics.median(bare),
+        "shell_overhead_ms": statistics.median(ours) - statistics.median(bare),
+        "shell_overhead_mean_ms": statistics.fmean(ours) - statistics.fmean(bare),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="under a minute")
+    parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args()
+    rounds, n_celery, n_ours, n_shell = (
+        (2, 600, 300, 100) if args.quick else (3, 2000, 1000, 500)
+    )
+
+    from bench.lib.common import Worker, bench_environment, setup_django
+
+    key = f"bench-dispatch-{os.getpid()}"
+    queue = f"bench-dispatch-{uuid.uuid4().hex[:8]}"
+    with bench_environment("dispatch", REDIS_DB) as env:
+        env[COUNTER_ENV] = key
+        os.environ[COUNTER_ENV] = key
+        vendor = setup_django()
+        import redis
+        from django.conf import settings
+
+        from jobs.models import App, Job
+
+        counter = redis.Redis.from_url(settings.REDIS_URL)
+        bench_app = App.objects.create(name="bench")
+        noop_job, shell_job = (
+            Job.objects.create(
+                app=bench_app,
+                name=name,
+                kind=kind,
+                spec=spec,
+                queue=queue,
+                overlap_policy=Job.OverlapPolicy.ALLOW_ALL,
+            )
+            for name, kind, spec in (
+                ("noop", Job.Kind.TASK, {"task": "bench.noop"}),
+                ("true", Job.Kind.SHELL, {"command": "true"}),
+            )
+        )
+        worker = Worker(
+            app="bench.dispatch:app",
+            queue=queue,
+            concurrency=args.concurrency,
+            env=env,
+            log=Path(settings.DATA_DIR) / "worker.log",
+        )
+        rates: dict[str, list[float]] = {
+            "celery": [],
+            "floor": [],
+            "noop": [],
+            "shell": [],
+        }
+        try:
+            # Warm up every path (worker start, pool, connections) before timing.
+            run_celery(50, queue, counter, key)
+            run_floor(20, noop_job)
+            run_ours(20, noop_job)
+            run_ours(20, shell_job)
+            worker.check()
+            for i in range(rounds):
+                rates["celery"].append(run_celery(n_celery, queue, counter, key))
+                rates["floor"].append(run_floor(n_ours, noop_job))
+                rates["noop"].append(run_ours(n_ours, noop_job))
+                rates["shell"].append(run_ours(n_ours, shell_job))
+                print(
+                    f"round {i + 1}: "
+                    + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()),
+                    flush=True,
+                )
+            worker.check()
+        finally:
+            worker.stop()
+            counter.delete(key)
+        shell = shell_overhead(n_shell)
+
+    celery_per_s = statistics.median(rates["celery"])
+    ours_per_s = statistics.median(rates["noop"])
+    shell_per_s = statistics.median(rates["shell"])
+    floor_per_s = statistics.median(rates["floor"])
+    figures = {
+        "ours_per_s": ours_per_s,
+        "celery_per_s": celery_per_s,
+        "ratio": ours_per_s / celery_per_s,
+        "floor_per_s": floor_per_s,
+        "floor_ratio": floor_per_s / celery_per_s,
+        "ours_shell_per_s": shell_per_s,
+        "shell_ratio": shell_per_s / celery_per_s,
+        **shell,
+        "concurrency": args.concurrency,
+    }
+    print(f"database={vendor} worker concurrency={args.concurrency}")
+    print(" ".join(f"{k}={v:.3g}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""An ASGI application serving only the original Karmchari's routes.
+
+`python manage.py karmchari_server` runs it on the original's port (51463), so old
+clients that hard-code the port keep working while the rest of Karmchari stays on its
+own port. Any other path gets Go's `404 page not found`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "karmchari_site.settings")
+
+PATHS = frozenset({"/registerJob", "/jobState"})
+_django = get_asgi_application()
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http" or scope.get("path") in PATHS:
+        await _django(scope, receive, send)
+        return
+    body = b"404 page not found\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"x-content-type-options", b"nosniff"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

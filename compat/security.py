@@ -1,0 +1,83 @@
+"""Who may call a compatibility API.
+
+By default the compat routes need the same credentials as the native API (token,
+session or HTTP basic, so `curl -u user:password` works) and Django model
+permissions. KARMCHARI_COMPAT_OPEN lists the APIs served to anonymous legacy clients
+on a trusted network; compat/checks.py warns while any is open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from django.conf import settings
+from django.http import HttpRequest
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+
+# Reading needs to see jobs and runs; anything else is running and editing them.
+READ_PERMISSIONS = ("jobs.view_job", "jobs.view_execution")
+WRITE_PERMISSIONS = (
+    "jobs.add_job",
+    "jobs.change_job",
+    "jobs.delete_job",
+    "jobs.add_execution",
+    "jobs.change_execution",
+)
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+REALM = 'Basic realm="Karmchari"'
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Either a user (None when anonymous on an open API) or a refusal."""
+
+    user: Any = None
+    status: int = 200
+    message: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+def is_open(api: str) -> bool:
+    return api in settings.KARMCHARI_COMPAT_OPEN
+
+
+def _authenticate(request: HttpRequest) -> Any:
+    """The user from the native API's authenticators (may raise APIException)."""
+    classes = cast(
+        "list[type[BaseAuthentication]]", api_settings.DEFAULT_AUTHENTICATION_CLASSES
+    )
+    authenticators = [cls() for cls in classes]
+    user = Request(request, authenticators=authenticators).user
+    return user if user is not None and user.is_authenticated else None
+
+
+def authorize(request: HttpRequest, api: str) -> Verdict:
+    if is_open(api):
+        try:
+            return Verdict(user=_authenticate(request))
+        except exceptions.APIException:
+            return Verdict()
+    try:
+        user = _authenticate(request)
+    except exceptions.AuthenticationFailed as exc:
+        return Verdict(status=401, message=str(exc.detail))
+    except exceptions.APIException as exc:  # e.g. CSRF refused for a session
+        return Verdict(status=403, message=str(exc.detail))
+    if user is None:
+        return Verdict(
+            status=401, message="Authentication credentials were not provided."
+        )
+    needed = READ_PERMISSIONS if request.method in SAFE_METHODS else WRITE_PERMISSIONS
+    if not user.has_perms(needed):
+        return Verdict(
+            status=403,
+            message="You do not have permission to perform this action.",
+        )
+    return Verdict(user=user)

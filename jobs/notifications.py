@@ -1,0 +1,399 @@
+"""Notifications: hear about failures (and starts, successes, recoveries, late and
+slow runs) without watching the screen.
+
+jobs.services calls execution_changed() after an execution is claimed or finished;
+beat's housekeeping calls notifications_check_due() for late runs. Both only decide
+and record: each notification is a NotificationDelivery row, sent by the Celery task
+jobs.deliver_notification (never from the request or the runner), retried with
+exponential backoff, its attempts and last error kept as the delivery log.
+
+Which rules apply: a job's own rules, or else its app's (NotificationRule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from jobs.models import (
+    Execution,
+    Job,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+)
+
+logger = logging.getLogger(__name__)
+
+Event = NotificationRule.Event
+FAILURE_STATUSES = (
+    Execution.Status.FAILED,
+    Execution.Status.TIMED_OUT,
+    Execution.Status.LOST,
+    Execution.Status.KILLED,
+)
+SIGNATURE_HEADER = "X-Karmchari-Signature"
+_LAST_CHECK_KEY = "notifications:last-check"
+
+
+class DeliveryFailed(Exception):
+    """One attempt failed; the task retries until it runs out of attempts."""
+
+
+# --- Deciding what to send -----------------------------------------------------------
+
+
+def notification_rules(*, job: Job) -> list[NotificationRule]:
+    """The job's own rules, else its app's; only enabled channels."""
+    rules = list(
+        NotificationRule.objects.filter(job=job, channel__enabled=True).select_related(
+            "channel"
+        )
+    )
+    if rules or NotificationRule.objects.filter(job=job).exists():
+        return rules
+    return list(
+        NotificationRule.objects.filter(
+            app_id=job.app_id, channel__enabled=True
+        ).select_related("channel")
+    )
+
+
+def _events_of(execution: Execution) -> list[str]:
+    """What an execution that was just claimed or finished is news of."""
+    events: list[str] = []
+    if execution.status == Execution.Status.RUNNING:
+        return [Event.START]
+    if not execution.is_finished or execution.status == Execution.Status.SKIPPED:
+        return []
+    if execution.status != Execution.Status.SUCCEEDED:
+        return [Event.FAILURE]
+    events.append(Event.SUCCESS)
+    previous = (
+        Execution.objects.filter(
+            job_id=execution.job_id,
+            status__in=[Execution.Status.SUCCEEDED, *FAILURE_STATUSES],
+            finished_at__lte=execution.finished_at,
+        )
+        .exclude(pk=execution.pk)
+        .order_by("-finished_at", "-id")
+        .values_list("status", flat=True)
+        .first()
+    )
+    if previous is not None and previous != Execution.Status.SUCCEEDED:
+        events.append(Event.RECOVERY)
+    return events
+
+
+def _is_slow(execution: Execution, job: Job, factor: float) -> bool:
+    duration = execution.duration
+    runs = job.success_count + job.error_count
+    if duration is None or runs < 2:
+        return False
+    # The average of the runs before this one (its own duration is already counted).
+    average = (job.duration_total - duration) / (runs - 1)
+    return average > 0 and duration > factor * average
+
+
+def _payload(event: str, job: Job, execution: Execution | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event": event,
+        "app": job.app.name,
+        "job": job.name,
+        "job_id": job.pk,
+        "sent_at": timezone.now().isoformat(),
+    }
+    if execution is not None:
+        body["execution"] = {
+            "id": execution.pk,
+            "status": execution.status,
+            "exit_code": execution.exit_code,
+            "trigger": execution.trigger,
+            "attempt": execution.attempt,
+            "scheduled_for": _iso(execution.scheduled_for),
+            "started_at": _iso(execution.started_at),
+            "finished_at": _iso(execution.finished_at),
+            "duration": execution.duration,
+            "reason": execution.reason,
+            "error": (execution.error or "")[-1000:],
+            "url": f"{settings.KARMCHARI_BASE_URL.rstrip('/')}"
+            f"/admin/jobs/execution/{execution.pk}/change/",
+        }
+    return body
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def notifications_queue(
+    *, job: Job, execution: Execution | None, events: list[str]
+) -> list[NotificationDelivery]:
+    """Record a delivery per matching rule and event; send each after commit."""
+    made: list[NotificationDelivery] = []
+    for rule in notification_rules(job=job):
+        wanted = set(rule.events)
+        for event in events:
+            if event not in wanted:
+                continue
+            try:
+                with transaction.atomic():
+                    delivery = NotificationDelivery.objects.create(
+                        channel=rule.channel,
+                        job=job,
+                        execution=execution,
+                        event=event,
+                        payload=_payload(event, job, execution),
+                    )
+            except IntegrityError:
+                continue  # a late alert already recorded for this run
+            made.append(delivery)
+    if made:
+        from jobs.tasks import deliver_notification
+
+        ids = [delivery.pk for delivery in made]
+        transaction.on_commit(
+            lambda: [deliver_notification.delay(pk) for pk in ids] and None
+        )
+    return made
+
+
+def execution_changed(*, execution: Execution) -> None:
+    """An execution was claimed (running) or finished. Called after commit by
+    jobs.services; never raises into the runner."""
+    from jobs import metrics
+
+    try:
+        metrics.metrics_observe_execution(execution=execution)
+    except Exception:
+        logger.exception("execution %s: could not record metrics", execution.pk)
+    try:
+        events = _events_of(execution)
+        if not events:
+            return
+        # The common case, no rule anywhere near this job, costs one small query
+        # on the hot path of every run instead of four.
+        if not NotificationRule.objects.filter(
+            Q(job_id=execution.job_id) | Q(app__jobs=execution.job_id)
+        ).exists():
+            return
+        job = Job.objects.select_related("app").get(pk=execution.job_id)
+        rules = notification_rules(job=job)
+        if not rules:
+            return
+        if execution.is_finished and any(Event.SLOW in rule.events for rule in rules):
+            factor = min(
+                rule.slow_factor or settings.KARMCHARI_NOTIFY_SLOW_FACTOR
+                for rule in rules
+            )
+            if _is_slow(execution, job, factor):
+                events.append(Event.SLOW)
+        if events:
+            notifications_queue(job=job, execution=execution, events=events)
+    except Exception:
+        logger.exception("execution %s: could not queue notifications", execution.pk)
+
+
+# --- Late runs -----------------------------------------------------------------------
+
+
+def notifications_check_late(*, now: Any = None) -> int:
+    """Scheduled runs still pending past their window (slot + epsilon), or recorded as
+    missed, produce one `late` notification each. Answers how many were queued."""
+    now = now or timezone.now()
+    default_epsilon = timedelta(seconds=settings.KARMCHARI_DEFAULT_EPSILON)
+    candidates = (
+        Execution.objects.filter(
+            Q(job__notification_rules__isnull=False)
+            | Q(job__app__notification_rules__isnull=False),
+            trigger=Execution.Trigger.SCHEDULE,
+            scheduled_for__gte=now - timedelta(days=1),
+            scheduled_for__lte=now,
+            status__in=[Execution.Status.PENDING, Execution.Status.SKIPPED],
+        )
+        .select_related("job__app", "schedule")
+        .distinct()
+    )
+    queued = 0
+    for execution in candidates:
+        assert execution.scheduled_for is not None
+        if execution.status == Execution.Status.SKIPPED:
+            if "overlap" in execution.reason:
+                continue  # skipped on purpose, not late
+        else:
+            epsilon = (
+                execution.schedule.epsilon
+                if execution.schedule and execution.schedule.epsilon is not None
+                else default_epsilon
+            )
+            if execution.scheduled_for + epsilon > now:
+                continue
+        queued += len(
+            notifications_queue(
+                job=execution.job, execution=execution, events=[Event.LATE]
+            )
+        )
+    return queued
+
+
+def notifications_check_due() -> None:
+    """Called by beat's housekeeping every second: at most every
+    KARMCHARI_NOTIFY_CHECK_SECONDS, send the check task (a worker runs it)."""
+    from django.core.cache import cache
+
+    try:
+        due = cache.add(
+            _LAST_CHECK_KEY, 1, timeout=settings.KARMCHARI_NOTIFY_CHECK_SECONDS
+        )
+        if due:
+            from jobs.tasks import check_notifications
+
+            check_notifications.delay()
+    except Exception:
+        logger.warning("could not send the late-run check", exc_info=True)
+
+
+# --- Sending -------------------------------------------------------------------------
+
+
+def webhook_signature(*, secret: str, body: bytes) -> str:
+    """`sha256=<hex>`: HMAC-SHA256 of the exact request body with the channel secret."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def _text(payload: dict[str, Any]) -> str:
+    execution = payload.get("execution") or {}
+    what = {
+        Event.FAILURE: f"failed ({execution.get('status')}, exit code "
+        f"{execution.get('exit_code')})",
+        Event.SUCCESS: "succeeded",
+        Event.START: "started",
+        Event.RECOVERY: "recovered: succeeded after failing",
+        Event.LATE: "is late: it did not start within its window",
+        Event.SLOW: f"is slow: took {execution.get('duration') or 0:.1f}s, much "
+        "longer than its average",
+    }.get(payload["event"], payload["event"])
+    line = f"[Karmchari] {payload['app']}/{payload['job']} {what}"
+    if execution.get("reason"):
+        line += f"\n{execution['reason']}"
+    if execution.get("url"):
+        line += f"\n{execution['url']}"
+    return line
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    try:
+        response = requests.post(
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+            timeout=settings.KARMCHARI_WEBHOOK_TIMEOUT,
+        )
+    except requests.RequestException as exc:
+        raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+    if response.status_code >= 300:
+        raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+    return response.status_code
+
+
+def _send(delivery: NotificationDelivery) -> int | None:
+    channel = delivery.channel
+    payload = delivery.payload
+    if channel.kind == NotificationChannel.Kind.EMAIL:
+        text = _text(payload)
+        recipients = [a.strip() for a in channel.target.split(",") if a.strip()]
+        try:
+            send_mail(
+                text.splitlines()[0],
+                text + "\n\n" + json.dumps(payload, indent=2),
+                settings.DEFAULT_FROM_EMAIL,
+                recipients,
+            )
+        except Exception as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+        return None
+    if channel.kind == NotificationChannel.Kind.SLACK:
+        body = json.dumps({"text": _text(payload)}).encode()
+        return _post(channel.target, body, {})
+    body = json.dumps(payload, sort_keys=True).encode()
+    headers = {
+        "X-Karmchari-Event": delivery.event,
+        "X-Karmchari-Delivery": str(delivery.pk),
+        "X-Karmchari-Timestamp": str(int(time.time())),
+    }
+    if channel.secret:
+        headers[SIGNATURE_HEADER] = webhook_signature(secret=channel.secret, body=body)
+    return _post(channel.target, body, headers)
+
+
+def notification_deliver(*, delivery_id: int, final: bool) -> NotificationDelivery:
+    """One attempt. DeliveryFailed when it failed and more attempts remain (`final`
+    False); the last failure is recorded as `failed`."""
+    delivery = NotificationDelivery.objects.select_related("channel").get(
+        pk=delivery_id
+    )
+    if delivery.status == NotificationDelivery.Status.SENT:
+        return delivery  # delivered twice by the broker: send once
+    delivery.attempts += 1
+    try:
+        delivery.response_code = _send(delivery)
+    except DeliveryFailed as exc:
+        delivery.error = str(exc)
+        if final:
+            delivery.status = NotificationDelivery.Status.FAILED
+        delivery.save(update_fields=["attempts", "error", "status"])
+        logger.warning(
+            "notification %s to %s failed (attempt %s): %s",
+            delivery.pk,
+            delivery.channel,
+            delivery.attempts,
+            exc,
+        )
+        if not final:
+            raise
+        return delivery
+    delivery.status = NotificationDelivery.Status.SENT
+    delivery.sent_at = timezone.now()
+    delivery.error = ""
+    delivery.save(
+        update_fields=["attempts", "response_code", "status", "sent_at", "error"]
+    )
+    return delivery
+
+
+def retry_countdown(*, attempt: int) -> float:
+    """Seconds before attempt `attempt + 1`: doubling from the setting."""
+    base = float(settings.KARMCHARI_NOTIFY_RETRY_SECONDS)
+    return base * 2.0 ** (attempt - 1)
+
+
+def notification_metrics() -> Iterator[Metric]:
+    failures = CounterMetricFamily(
+        "karmchari_notification_failures",
+        "Notifications that failed after every attempt, by channel kind.",
+        labels=["kind"],
+    )
+    counts = dict.fromkeys(NotificationChannel.Kind.values, 0)
+    rows = NotificationDelivery.objects.filter(
+        status=NotificationDelivery.Status.FAILED
+    ).values_list("channel__kind", flat=True)
+    for kind in rows:
+        counts[kind] = counts.get(kind, 0) + 1
+    for kind, n in counts.items():
+        failures.add_metric([kind], n)
+    yield failures

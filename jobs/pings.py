@@ -1,0 +1,125 @@
+"""Dead-man's switch: external jobs report by pinging, healthchecks.io style.
+
+A cron Karmchari does not run (a job of kind `external`) pings
+
+    /ping/<job uid>          it succeeded
+    /ping/<job uid>/start    it started
+    /ping/<job uid>/fail     it failed
+
+with GET or POST (a POST body of up to 10 KB is kept as the run's output). The job's
+UUID is the credential, as with healthchecks: no login, so a one-line `curl` at the
+end of a crontab entry works; treat the URL as a secret. Each ping lands on the run
+in progress (the one its schedule fired, or the one `/start` opened) or, when none is
+running, records a run of its own.
+
+When the job has a schedule and a `ping_grace`, a scheduled run with no ping within
+its slot + grace is closed as failed ("late") and the job's `late` notifications go
+out; beat checks this every second.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from uuid import UUID
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from jobs import notifications, services
+from jobs.models import Execution, Job
+from jobs.runners import Outcome
+
+logger = logging.getLogger(__name__)
+
+BODY_LIMIT = 10_000
+VERBS = {"": "succeeded", "start": "running", "fail": "failed"}
+
+
+def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
+    """Apply one ping to the job's run in progress, or record a run for it."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = (
+            Execution.objects.select_for_update()
+            .filter(job=job, status=Execution.Status.RUNNING)
+            .order_by("-created", "-id")
+            .first()
+        )
+        if verb == "start":
+            if current is not None and current.trigger == Execution.Trigger.SCHEDULE:
+                # The schedule opened this run; the process now says it began.
+                Execution.objects.filter(pk=current.pk).update(started_at=now)
+                current.started_at = now
+                return current
+            return Execution.objects.create(
+                job=job,
+                trigger=Execution.Trigger.PING,
+                status=Execution.Status.RUNNING,
+                started_at=now,
+                worker="ping",
+            )
+        if current is None:
+            current = Execution.objects.create(
+                job=job,
+                trigger=Execution.Trigger.PING,
+                status=Execution.Status.RUNNING,
+                started_at=now,
+                worker="ping",
+            )
+    status = VERBS[verb]
+    reason = "" if status == "succeeded" else "The job pinged /fail."
+    outcome = Outcome(status=status, output=body, reason=reason)
+    return services.execution_finish(execution=current, outcome=outcome)
+
+
+def pings_close_late(*, now: datetime | None = None) -> int:
+    """Close scheduled runs of watched external jobs whose ping is overdue, as
+    failed, and send their `late` notifications. Answers how many were closed."""
+    now = now or timezone.now()
+    overdue = Execution.objects.filter(
+        status=Execution.Status.RUNNING,
+        trigger=Execution.Trigger.SCHEDULE,
+        job__kind=Job.Kind.EXTERNAL,
+        job__ping_grace__isnull=False,
+        scheduled_for__lt=now,
+    ).select_related("job__app")
+    closed = 0
+    for execution in overdue:
+        job = execution.job
+        assert execution.scheduled_for is not None and job.ping_grace is not None
+        if execution.scheduled_for + job.ping_grace > now:
+            continue
+        outcome = Outcome(
+            status=Execution.Status.FAILED,
+            reason=f"Late: no ping within {job.ping_grace} of the slot.",
+        )
+        services.execution_finish(execution=execution, outcome=outcome)
+        notifications.notifications_queue(
+            job=job, execution=execution, events=[notifications.Event.LATE]
+        )
+        logger.warning("job %s: no ping for slot %s", job.name, execution.scheduled_for)
+        closed += 1
+    return closed
+
+
+@csrf_exempt
+def ping_view(request: HttpRequest, uid: UUID, verb: str = "") -> HttpResponse:
+    if request.method not in ("GET", "HEAD", "POST"):
+        response = HttpResponse("Method not allowed\n", status=405)
+        response["Allow"] = "GET, HEAD, POST"
+        return response
+    job = Job.objects.select_related("app").filter(uid=uid).first()
+    if job is None:
+        return HttpResponse("Not found\n", status=404, content_type="text/plain")
+    if job.kind != Job.Kind.EXTERNAL:
+        return HttpResponse(
+            f"Job {job.name!r} is not of kind external; only those take pings.\n",
+            status=400,
+            content_type="text/plain",
+        )
+    body = request.body[:BODY_LIMIT].decode("utf-8", errors="replace")
+    ping_record(job=job, verb=verb, body=body if request.method == "POST" else "")
+    return HttpResponse("OK\n", content_type="text/plain")

@@ -1,0 +1,31 @@
+"""Template tags of the operator console (the admin index is the dashboard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.utils.safestring import SafeString
+
+from jobs import charts, stats
+from karmchari_site.admin_ui import badge as make_badge
+
+register = template.Library()
+
+
+@register.simple_tag
+def karmchari_dashboard() -> dict[str, Any]:
+    """The dashboard's figures (cached aggregates) and its chart."""
+    figures = stats.stats_dashboard()
+    figures["chart"] = charts.hourly_svg(figures["hourly"])
+    return figures
+
+
+@register.simple_tag
+def badge(state: str) -> SafeString:
+    return make_badge(state)
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"

@@ -1,0 +1,1 @@
+"""`karmchari`: the command line for Karmchari's REST API."""

@@ -1,0 +1,24 @@
+"""Small pieces of the operator console shared by the jobs and agents admins.
+
+The colours live in static/karmchari/console.css, on top of the admin's CSS variables,
+so badges follow the light and dark themes.
+"""
+
+from __future__ import annotations
+
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+
+def badge(state: str, label: str | None = None, *, element_id: str = "") -> SafeString:
+    """A small coloured span for a status or liveness (`k-badge-<state>` in CSS)."""
+    text = label if label is not None else state.replace("_", " ")
+    if element_id:
+        return format_html(
+            '<span id="{}" class="k-badge k-badge-{}" data-state="{}">{}</span>',
+            element_id,
+            state,
+            state,
+            text,
+        )
+    return format_html('<span class="k-badge k-badge-{}">{}</span>', state, text)

@@ -1,0 +1,99 @@
+"""compat/edn.py: EDN in and out, and its JSON twin."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from fractions import Fraction
+
+import pytest
+
+from compat import edn
+from compat.edn import Keyword
+
+UID = uuid.UUID("5424c784-a145-4d3e-96f3-b9d99858611a")
+WHEN = datetime(2015, 4, 13, 9, 0, tzinfo=UTC)
+
+
+def test_it_writes_string_keys_as_keywords_and_tags_instants_and_uuids() -> None:
+    text = edn.dumps(
+        {
+            "job/name": "MyShell",
+            "job/stats": {"total": 49, "average": Fraction(2660, 39)},
+            "job-execution/start-time": WHEN,
+            "agent/instance-id": UID,
+            "job-execution/batch-status": {"db/ident": Keyword("batch-status/queued")},
+            "agent/executions": [],
+            "schedule/active?": True,
+            "nothing": None,
+        }
+    )
+    assert ':job/name "MyShell"' in text
+    assert ":job/stats {:total 49 :average 2660/39}" in text
+    assert '#inst "2015-04-13T09:00:00' in text
+    assert f'#uuid "{UID}"' in text
+    assert ":db/ident :batch-status/queued" in text
+    assert ":agent/executions []" in text
+    assert ":schedule/active? true" in text and ":nothing nil" in text
+
+
+def test_it_reads_what_it_writes() -> None:
+    data = {
+        "job/name": "x",
+        "n": [1, 2.5, "s", None, False],
+        "t": WHEN,
+        "u": UID,
+        "r": Fraction(1, 3),
+    }
+    assert edn.loads(edn.dumps(data)) == data
+
+
+def test_it_reads_the_seed_payloads_into_plain_python() -> None:
+    text = """{:id "JOB-1" :steps [{:id "STEP-1" :batchlet {:ref "example.Batchlet"}}]
+               :tags #{:a} :list (1 2) :k :batch-status/queued}"""
+    assert edn.loads(text) == {
+        "id": "JOB-1",
+        "steps": [{"id": "STEP-1", "batchlet": {"ref": "example.Batchlet"}}],
+        "tags": ["a"],
+        "list": [1, 2],
+        "k": "batch-status/queued",
+    }
+    assert edn.loads(b"") is None
+
+
+@pytest.mark.parametrize(
+    "text", ["{:a", "{:a 1 :b}", ")", '"open', "#foo 1", b"\xff\xfe"]
+)
+def test_it_raises_edn_error_on_bad_text(text: str | bytes) -> None:
+    with pytest.raises(edn.EdnError):
+        edn.loads(text)
+
+
+def test_it_renders_json_as_liberator_does() -> None:
+    text = edn.to_json(
+        {
+            "job/name": "x",
+            "s": {"db/ident": Keyword("batch-status/completed")},
+            "t": WHEN,
+            "u": UID,
+            "r": Fraction(1, 4),
+        }
+    )
+    assert json.loads(text) == {
+        "job/name": "x",
+        "s": {"db/ident": "batch-status/completed"},
+        "t": "2015-04-13T09:00:00.000Z",
+        "u": str(UID),
+        "r": 0.25,
+    }
+
+
+def test_it_makes_read_data_storable_as_json() -> None:
+    stored = edn.plain_json(
+        edn.loads(f'{{:t #inst "2015-04-13T09:00:00Z" :u #uuid "{UID}"}}')
+    )
+    assert json.loads(json.dumps(stored)) == {
+        "t": "2015-04-13T09:00:00.000Z",
+        "u": str(UID),
+    }

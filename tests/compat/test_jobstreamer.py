@@ -1,0 +1,309 @@
+"""compat/jobstreamer.py: the JobStreamer control bus API, in EDN and JSON."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from agents.models import Agent
+from compat import edn
+from jobs.models import App, Execution, Job, Schedule
+
+pytestmark = pytest.mark.django_db
+
+EDN = "application/edn"
+APP_BODY = """{
+:name "batch-example"
+:description "Batch example"
+:classpath [
+"file:///home/app/target/classes"
+"file:///var/m2/repository/xxx/xxx.jar"
+]
+}"""
+README_JOB = """{
+:id "JOB-1"
+:steps [
+{
+:id "STEP-1"
+:batchlet {
+:ref "example.Batchlet"
+}
+}
+]
+}"""
+SHELL_JOB = '{:job/name "MyShell" :steps [{:id "s1" :batchlet {:command "echo hi"}}]}'
+
+
+def send(client: Client, method: str, path: str, body: str = "", **extra: Any) -> Any:
+    return getattr(client, method)(path, body, content_type=EDN, **extra)
+
+
+def read(response: Any) -> Any:
+    assert response["Content-Type"] == "application/edn;charset=UTF-8"
+    return edn.loads(response.content)
+
+
+@pytest.fixture
+def app(curl: Client) -> str:
+    response = send(curl, "post", "/apps", APP_BODY)
+    assert response.status_code == 201, response.content
+    return "batch-example"
+
+
+def test_it_deploys_an_application_from_the_seed_payload(
+    curl: Client, app: str
+) -> None:
+    stored = App.objects.get(name=app)
+    assert stored.description == "Batch example"
+    assert stored.meta["classpath"][0] == "file:///home/app/target/classes"
+    (listed,) = read(curl.get("/apps"))
+    assert listed["application/name"] == listed["name"] == app
+    assert listed["classpath"] == listed["application/classpaths"]
+    # The original's spelling is accepted too, and updates.
+    body = '{:application/name "batch-example" :application/description "New"}'
+    assert send(curl, "post", "/apps", body).status_code == 201
+    assert App.objects.get(name=app).description == "New"
+
+
+def test_it_registers_the_seed_job_as_a_stored_but_not_runnable_batch(
+    curl: Client, app: str
+) -> None:
+    response = send(curl, "post", f"/{app}/jobs", README_JOB)
+    assert response.status_code == 201
+    assert read(response)["job/name"] == "JOB-1"
+    job = Job.objects.get(app__name=app, name="JOB-1")
+    assert job.kind == Job.Kind.BATCH
+    assert job.spec["steps"][0]["batchlet"] == {"ref": "example.Batchlet"}
+    listed = read(curl.get(f"/{app}/jobs"))
+    assert listed["hits"] == 1 and (listed["limit"], listed["offset"]) == (20, 1)
+    (item,) = listed["results"]
+    assert item["job/id"] == "JOB-1" and item["job/restartable?"] is True
+    detail = read(curl.get(f"/{app}/job/JOB-1"))
+    assert detail["steps"][0]["id"] == "STEP-1"
+    response = send(curl, "post", f"/{app}/job/JOB-1/executions")
+    assert response.status_code == 400
+    assert "cannot run" in read(response)["messages"][0]
+    assert not Execution.objects.exists()
+
+
+def test_it_shows_a_job_as_the_seed_does(curl: Client, app: str) -> None:
+    assert send(curl, "post", f"/{app}/jobs", SHELL_JOB).status_code == 201
+    job = Job.objects.get(app__name=app, name="MyShell")
+    assert (job.kind, job.spec) == (Job.Kind.SHELL, {"command": "echo hi"})
+    body = '{:job/name "MyShell" :schedule/cron-notation "0 0 * * * ?"}'
+    response = send(curl, "post", f"/{app}/job/MyShell/schedule", body)
+    assert response.status_code == 201
+    assert Schedule.objects.get(job=job).expression == "0 0 * * * ?"
+    execution = Execution.objects.create(job=job, status=Execution.Status.PENDING)
+    detail = read(curl.get(f"/{app}/job/MyShell"))
+    assert detail["db/id"] == job.pk
+    assert detail["job/name"] == "MyShell" and detail["job/restartable?"] is True
+    assert detail["job/stats"] == {"total": 1, "success": 0, "failure": 0, "average": 0}
+    assert detail["job/schedule"] == {
+        "schedule/active?": True,
+        "schedule/cron-notation": "0 0 * * * ?",
+    }
+    start = detail["job/next-execution"]["job-execution/start-time"]
+    assert start > timezone.now() and (start.minute, start.second) == (0, 0)
+    latest = detail["job/latest-execution"]
+    assert latest["job-execution/batch-status"] == {"db/ident": "batch-status/queued"}
+    created = latest["job-execution/create-time"]
+    assert abs((created - execution.created).total_seconds()) < 0.001
+    raw = curl.get(f"/{app}/job/MyShell").content.decode()
+    assert ":db/ident :batch-status/queued" in raw and "#inst" in raw
+
+
+def test_it_stops_resumes_and_deletes_a_schedule(curl: Client, app: str) -> None:
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    send(
+        curl,
+        "post",
+        f"/{app}/job/MyShell/schedule",
+        '{:schedule/cron-notation "0 0 * * * ?"}',
+    )
+    assert curl.put(f"/{app}/job/MyShell/schedule/pause").status_code == 204
+    assert (
+        read(curl.get(f"/{app}/job/MyShell"))["job/schedule"]["schedule/active?"]
+        is False
+    )
+    assert curl.put(f"/{app}/job/MyShell/schedule/resume").status_code == 204
+    assert Schedule.objects.get().enabled
+    # A new notation re-times the one schedule.
+    send(
+        curl,
+        "put",
+        f"/{app}/job/MyShell/schedule",
+        '{:schedule/cron-notation "0 30 * * * ?"}',
+    )
+    assert Schedule.objects.get().expression == "0 30 * * * ?"
+    assert curl.delete(f"/{app}/job/MyShell/schedule").status_code == 204
+    assert not Schedule.objects.exists()
+    assert "job/schedule" not in read(curl.get(f"/{app}/job/MyShell"))
+    assert curl.put(f"/{app}/job/MyShell/schedule/pause").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{}",
+        '{:schedule/cron-notation "every day"}',
+        '{:schedule/cron-notation "0 0 25 * * ?"}',
+    ],
+)
+def test_it_refuses_a_bad_schedule(curl: Client, app: str, body: str) -> None:
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    response = send(curl, "post", f"/{app}/job/MyShell/schedule", body)
+    assert response.status_code == 400
+    assert read(response)["messages"]
+    assert not Schedule.objects.exists()
+
+
+def test_it_runs_and_lists_executions(curl: Client, app: str) -> None:
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    response = send(
+        curl, "post", f"/{app}/job/MyShell/executions", '{:date "2026-01-01"}'
+    )
+    assert response.status_code == 201
+    created = read(response)
+    execution = Execution.objects.get()
+    assert execution.parameters == {"date": "2026-01-01"}
+    assert execution.trigger == Execution.Trigger.COMPAT
+    assert created["job-execution/execution-id"] == execution.pk
+    assert created["job-execution/job-parameters"] == '{:date "2026-01-01"}'
+    # Another run while this one is queued: 409, as JobStreamer.
+    response = send(curl, "post", f"/{app}/job/MyShell/executions")
+    assert response.status_code == 409
+    assert Execution.objects.count() == 1
+    listed = read(curl.get(f"/{app}/job/MyShell/executions"))
+    assert listed["hits"] == 1
+    assert listed["results"][0]["job-execution/execution-id"] == execution.pk
+    one = read(curl.get(f"/{app}/job/MyShell/execution/{execution.pk}"))
+    assert one["db/id"] == execution.pk
+    assert curl.get(f"/{app}/job/MyShell/execution/999999").status_code == 404
+    # stop = kill through the control bus.
+    response = curl.put(f"/{app}/job/MyShell/execution/{execution.pk}/stop")
+    assert response.status_code == 200
+    execution.refresh_from_db()
+    assert execution.status == Execution.Status.KILLED
+
+
+def test_it_updates_and_deletes_a_job(curl: Client, app: str) -> None:
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    body = '{:job/name "MyShell" :job/command "echo bye"}'
+    response = send(curl, "put", f"/{app}/job/MyShell", body)
+    assert response.status_code == 200
+    assert Job.objects.get(name="MyShell").spec == {"command": "echo bye"}
+    # POSTing an existing name updates it too.
+    send(curl, "post", f"/{app}/jobs", README_JOB.replace("JOB-1", "MyShell"))
+    assert Job.objects.get(name="MyShell").kind == Job.Kind.BATCH
+    assert curl.delete(f"/{app}/job/MyShell").status_code == 204
+    assert not Job.objects.exists()
+    assert curl.get(f"/{app}/job/MyShell").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{:steps []}",
+        '{:job/name "bad name"}',
+        '{:job/name "x"',
+        "[1 2]",
+        "{:job/name 5}",
+    ],
+)
+def test_it_refuses_a_bad_job(curl: Client, app: str, body: str) -> None:
+    response = send(curl, "post", f"/{app}/jobs", body)
+    assert response.status_code == 400
+    assert read(response)["messages"]
+    assert not Job.objects.exists()
+
+
+def test_it_ignores_a_body_of_another_media_type(curl: Client, app: str) -> None:
+    response = curl.post(f"/{app}/jobs", '{:job/name "x"}', content_type="text/plain")
+    assert response.status_code == 400  # no body: no name
+    assert not Job.objects.exists()
+
+
+def test_it_answers_json_when_asked_and_406_when_nothing_fits(
+    curl: Client, app: str
+) -> None:
+    response = curl.post(
+        f"/{app}/jobs",
+        json.dumps({"job/name": "J", "job/command": "true"}),
+        content_type="application/json",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 201
+    assert response["Content-Type"] == "application/json;charset=UTF-8"
+    assert json.loads(response.content)["job/name"] == "J"
+    assert curl.get(f"/{app}/jobs", HTTP_ACCEPT="text/html").status_code == 406
+    browser = "text/html,application/xhtml+xml,*/*;q=0.8"
+    assert read(curl.get(f"/{app}/jobs", HTTP_ACCEPT=browser))["hits"] == 1
+
+
+def test_it_shows_agents_with_their_stats(curl: Client) -> None:
+    agent = Agent.objects.create(
+        name="celery@host",
+        host="127.0.0.1",
+        os_name="Linux",
+        os_version="6.1",
+        cpu_arch="x86_64",
+        cpu_cores=4,
+        memory_total=8281976832,
+        memory_free=1070014464,
+        swap_total=34359734272,
+        swap_free=34325999616,
+        process_cpu_load=0.02,
+        cpu_time=13.05,
+        system_cpu_load=0.07,
+        load_average=[2.43, 2.0, 1.5],
+        last_heartbeat=timezone.now(),
+    )
+    (listed,) = read(curl.get("/agents"))
+    assert listed["agent/instance-id"] == agent.instance_id
+    one = read(curl.get(f"/agent/{agent.instance_id}"))
+    assert one == listed
+    assert one["agent/name"] == "celery@host" and one["agent/cpu-core"] == 4
+    assert one["command"] == "ready" and one["agent/jobs"] == {"running": 0}
+    assert one["agent/stats"] == {
+        "memory": {
+            "physical": {"free": 1070014464, "total": 8281976832},
+            "swap": {"free": 34325999616, "total": 34359734272},
+        },
+        "cpu": {
+            "process": {"load": 0.02, "time": 13050000000},
+            "system": {"load": 0.07, "load-average": 2.43},
+        },
+    }
+    assert "#uuid" in curl.get(f"/agent/{agent.instance_id}").content.decode()
+    assert curl.get(f"/agent/{uuid.uuid4()}").status_code == 404
+    assert curl.get("/agent/not-a-uuid").status_code == 404
+
+
+def test_it_prints_app_stats_as_the_seed(curl: Client, app: str) -> None:
+    for name in ("a", "b", "c"):
+        send(curl, "post", f"/{app}/jobs", f'{{:job/name "{name}"}}')
+    response = curl.get(f"/{app}/stats")
+    assert read(response) == {"agents": 0, "jobs": 3}
+    assert response.content == b"{:agents 0 :jobs 3}"
+    assert curl.get("/nowhere/stats").status_code == 404
+
+
+def test_it_requires_credentials_unless_opened(client: Client, settings: Any) -> None:
+    response = client.post("/apps", APP_BODY, content_type=EDN)
+    assert (response.status_code, response.content) == (401, b"Unauthorized")
+    assert not App.objects.exists()
+    settings.KARMCHARI_COMPAT_OPEN = ["jobstreamer"]
+    assert client.post("/apps", APP_BODY, content_type=EDN).status_code == 201
+
+
+def test_it_leaves_reserved_paths_to_django(curl: Client) -> None:
+    # /api/jobs is not the jobs of an app called "api": Django adds the slash.
+    response = curl.get("/api/jobs")
+    assert response.status_code == 301 and response["Location"] == "/api/jobs/"
+    assert curl.get("/admin/stats").status_code in (301, 302, 404)

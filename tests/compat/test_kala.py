@@ -1,0 +1,414 @@
+"""compat/kala.py: Kala's JSON API under /api/v1/."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.test import APIClient
+
+from jobs import services
+from jobs.models import Execution, Job, Schedule
+from jobs.runners import Outcome
+
+pytestmark = pytest.mark.django_db
+
+COMMAND = (
+    "bash /home/ajvb/gocode/src/github.com/ajvb/kala/examples/example-kala-commands/"
+    "example-command.sh"
+)
+# The seed's schedule, moved from 2015 into the future (a past start is refused).
+SCHEDULE = "R2/2099-06-04T19:25:16.828696-07:00/PT10S"
+ZERO = "0001-01-01T00:00:00Z"
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def post(client: Client, path: str, body: Any) -> Any:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    # curl -d sends form encoding; Kala ignores the Content-Type.
+    return client.post(path, data, content_type="application/x-www-form-urlencoded")
+
+
+def create(client: Client, **job: Any) -> str:
+    job.setdefault("name", "test_job")
+    job.setdefault("command", "true")
+    response = post(client, "/api/v1/job/", job)
+    assert response.status_code == 201, response.content
+    return str(json.loads(response.content)["id"])
+
+
+def go(response: Any) -> Any:
+    assert response["Content-Type"] == "application/json;charset=UTF-8"
+    assert response.content.endswith(b"}\n")
+    return json.loads(response.content)
+
+
+def test_it_prints_what_the_seed_examples_print(curl: Client) -> None:
+    # curl http://127.0.0.1:8000/api/v1/job/
+    response = curl.get("/api/v1/job/")
+    assert response.content == b'{"jobs":{}}\n'
+    # curl .../api/v1/job/ -d '{"epsilon": "PT5S", "command": ..., "name": ..., ...}'
+    response = post(
+        curl,
+        "/api/v1/job/",
+        f'{{"epsilon": "PT5S", "command": "{COMMAND}", "name": "test_job", '
+        f'"schedule": "{SCHEDULE}"}}',
+    )
+    assert response.status_code == 201
+    job_id = go(response)["id"]
+    assert UUID.fullmatch(job_id)
+    assert response.content == f'{{"id":"{job_id}"}}\n'.encode()
+
+    listed = go(curl.get("/api/v1/job/"))
+    job = listed["jobs"][job_id]
+    assert list(job)[:16] == [
+        "name", "id", "command", "owner", "disabled", "dependent_jobs",
+        "parent_jobs", "schedule", "retries", "epsilon", "success_count",
+        "last_success", "error_count", "last_error", "last_attempted_run",
+        "next_run_at",
+    ]  # fmt: skip
+    assert job == {
+        "name": "test_job",
+        "id": job_id,
+        "command": COMMAND,
+        "owner": "",
+        "disabled": False,
+        "dependent_jobs": None,
+        "parent_jobs": None,
+        "schedule": SCHEDULE,
+        "retries": 0,
+        "epsilon": "PT5S",
+        "success_count": 0,
+        "last_success": ZERO,
+        "error_count": 0,
+        "last_error": ZERO,
+        "last_attempted_run": ZERO,
+        "next_run_at": "2099-06-05T02:25:17Z",
+        "metadata": {
+            "success_count": 0,
+            "last_success": ZERO,
+            "error_count": 0,
+            "last_error": ZERO,
+            "last_attempted_run": ZERO,
+        },
+        "stats": None,
+    }
+    # curl http://127.0.0.1:8000/api/v1/job/<id>  (the seed omits the slash)
+    assert go(curl.get(f"/api/v1/job/{job_id}")) == {"job": job}
+    # curl http://127.0.0.1:8000/api/v1/job/<id> -X DELETE
+    response = curl.delete(f"/api/v1/job/{job_id}")
+    assert (response.status_code, response.content) == (204, b"")
+    response = curl.get(f"/api/v1/job/{job_id}")
+    assert (response.status_code, response.content) == (404, b"")
+
+
+def test_it_prints_job_stats_as_the_seed_shows(curl: Client) -> None:
+    job_id = create(curl, schedule=SCHEDULE)
+    # A job that never ran: Kala's null, not [].
+    assert go(curl.get(f"/api/v1/job/stats/{job_id}/")) == {"job_stats": None}
+    job = Job.objects.get(uid=job_id)
+    execution = Execution.objects.create(job=job, status=Execution.Status.RUNNING)
+    services.execution_finish(
+        execution=execution, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+    )
+    execution.refresh_from_db()
+    (stat,) = go(curl.get(f"/api/v1/job/stats/{job_id}/"))["job_stats"]
+    ran_at = stat["ran_at"]
+    assert stat == {
+        "job_id": job_id,
+        "ran_at": ran_at,
+        "number_of_retries": 0,
+        "success": True,
+        "execution_duration": stat["execution_duration"],
+        "JobId": job_id,
+        "RanAt": ran_at,
+        "NumberOfRetries": 0,
+        "Success": True,
+        "ExecutionDuration": stat["execution_duration"],
+    }
+    assert isinstance(stat["execution_duration"], int)
+    assert ran_at.endswith("Z") and ran_at.startswith(str(datetime.now(UTC).year))
+    detail = go(curl.get(f"/api/v1/job/{job_id}/"))["job"]
+    assert detail["success_count"] == detail["metadata"]["success_count"] == 1
+    assert detail["last_success"] != ZERO
+    assert detail["stats"] == [stat]
+
+
+def test_it_counts_each_attempt_and_one_stat_per_run(curl: Client) -> None:
+    job_id = create(curl, schedule=SCHEDULE, retries=2)
+    job = Job.objects.get(uid=job_id)
+    assert (job.max_retries, job.retry_backoff) == (2, 0)
+    previous = None
+    for attempt in (1, 2, 3):
+        execution = Execution.objects.create(
+            job=job, status=Execution.Status.RUNNING, attempt=attempt, retry_of=previous
+        )
+        services.execution_finish(
+            execution=execution, outcome=Outcome(status=Execution.Status.FAILED)
+        )
+        previous = execution
+    stats = go(curl.get(f"/api/v1/job/stats/{job_id}/"))["job_stats"]
+    assert [(s["number_of_retries"], s["success"]) for s in stats] == [(2, False)]
+    detail = go(curl.get(f"/api/v1/job/{job_id}/"))["job"]
+    assert (detail["error_count"], detail["success_count"]) == (3, 0)
+
+
+def test_it_prints_app_stats_in_both_spellings(curl: Client) -> None:
+    create(curl, schedule=SCHEDULE)
+    create(curl, name="off", schedule=SCHEDULE, disabled=True)
+    stats = go(curl.get("/api/v1/stats/"))["Stats"]
+    assert {k: v for k, v in stats.items() if k not in ("created", "CreatedAt")} == {
+        "active_jobs": 1,
+        "disabled_jobs": 1,
+        "jobs": 2,
+        "error_count": 0,
+        "success_count": 0,
+        "next_run_at": "2099-06-05T02:25:17Z",
+        "last_attempted_run": ZERO,
+        "ActiveJobs": 1,
+        "DisabledJobs": 1,
+        "Jobs": 2,
+        "ErrorCount": 0,
+        "SuccessCount": 0,
+        "NextRunAt": "2099-06-05T02:25:17Z",
+        "LastAttemptedRun": ZERO,
+    }
+    assert stats["created"] == stats["CreatedAt"] != ZERO
+
+
+def test_it_runs_a_job_without_schedule_at_once(curl: Client) -> None:
+    job_id = create(curl, command="echo hi")
+    job = Job.objects.get(uid=job_id)
+    assert job.kind == Job.Kind.SHELL and job.spec == {"command": "echo hi"}
+    assert not job.schedules.exists()
+    (execution,) = job.executions.all()
+    assert execution.trigger == Execution.Trigger.COMPAT
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["next_run_at"] == ZERO
+
+
+def test_it_stores_schedule_epsilon_and_repeats(curl: Client) -> None:
+    job_id = create(curl, schedule="R1/2099-01-01T00:00:00Z/PT10S", epsilon="PT5S")
+    schedule = Schedule.objects.get(job__uid=job_id)
+    assert schedule.kind == Schedule.Kind.INTERVAL
+    assert schedule.epsilon == timedelta(seconds=5)
+    assert schedule.next_run_at == datetime(2099, 1, 1, tzinfo=UTC)
+    assert not Execution.objects.exists()  # it waits for its start
+    # R1 = one repeat after the first run: two runs in all.
+    start = datetime(2099, 1, 1, tzinfo=UTC)
+    for seconds in (1, 11, 21, 31):
+        services.schedules_fire_due(now=start + timedelta(seconds=seconds))
+    assert Execution.objects.filter(job__uid=job_id).count() == 2
+
+
+def test_it_accepts_a_start_without_offset_as_utc(curl: Client) -> None:
+    job_id = create(curl, schedule="R/2099-01-01T10:00:00.5/P1W")
+    schedule = Schedule.objects.get(job__uid=job_id)
+    assert schedule.next_run_at == datetime(2099, 1, 1, 10, 0, 1, tzinfo=UTC)
+
+
+def test_it_accepts_the_go_client_payload(curl: Client) -> None:
+    # client.CreateJob marshals the whole Job struct.
+    body = {
+        "name": "from-go",
+        "id": "",
+        "command": "true",
+        "owner": "ops@example.com",
+        "disabled": False,
+        "dependent_jobs": None,
+        "parent_jobs": None,
+        "schedule": SCHEDULE,
+        "retries": 1,
+        "epsilon": "",
+        "next_run_at": ZERO,
+        "metadata": {
+            "success_count": 0,
+            "last_success": ZERO,
+            "error_count": 0,
+            "last_error": ZERO,
+            "last_attempted_run": ZERO,
+        },
+        "stats": None,
+    }
+    job_id = create(curl, **body)
+    assert UUID.fullmatch(job_id)
+    job = go(curl.get(f"/api/v1/job/{job_id}/"))["job"]
+    assert (job["owner"], job["retries"], job["epsilon"]) == ("ops@example.com", 1, "")
+
+
+def test_it_replaces_a_client_id_and_matches_keys_case_insensitively(
+    curl: Client,
+) -> None:
+    mine = str(uuid.uuid4())
+    response = post(
+        curl, "/api/v1/job/", {"id": mine, "Name": "Capital", "COMMAND": "true"}
+    )
+    job_id = go(response)["id"]
+    assert job_id != mine
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["name"] == "Capital"
+
+
+def test_it_keeps_free_text_and_duplicate_names(curl: Client) -> None:
+    first = create(curl, name="My nightly job")
+    second = create(curl, name="My nightly job")
+    names = {j["name"] for j in go(curl.get("/api/v1/job/"))["jobs"].values()}
+    assert names == {"My nightly job"}
+    assert Job.objects.get(uid=first).name != Job.objects.get(uid=second).name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        "[1, 2]",
+        '{"name": "x", "command": "true"',
+        {"name": "x"},
+        {"command": "true"},
+        {"name": "", "command": "true"},
+        {"name": "x", "command": "true", "retries": "2"},
+        {"name": "x", "command": "true", "retries": -1},
+        {"name": "x", "command": "true", "retries": 1.5},
+        {"name": "x", "command": "true", "disabled": "yes"},
+        {"name": 5, "command": "true"},
+        {"name": "x", "command": "true", "parent_jobs": "abc"},
+        {"name": "x", "command": "true", "schedule": "R2/2099-01-01T00:00:00Z"},
+        {"name": "x", "command": "true", "schedule": "5/2099-01-01T00:00:00Z/PT10S"},
+        {"name": "x", "command": "true", "schedule": "Rx/2099-01-01T00:00:00Z/PT10S"},
+        {"name": "x", "command": "true", "schedule": "R2/2099-01-01/PT10S"},
+        {"name": "x", "command": "true", "schedule": "R2/2099-13-01T00:00:00Z/PT1S"},
+        {"name": "x", "command": "true", "schedule": "R2/2015-06-04T19:25:16Z/PT10S"},
+        {"name": "x", "command": "true", "schedule": "R2/2099-01-01T00:00:00Z/10S"},
+        {"name": "x", "command": "true", "schedule": "R2/2099-01-01T00:00:00Z/PT0S"},
+        {"name": "x", "command": "true", "schedule": SCHEDULE, "epsilon": "5s"},
+        {"name": "x", "command": "true", "parent_jobs": [str(uuid.uuid4())]},
+    ],
+)
+def test_it_refuses_bad_input_with_400_and_stores_nothing(
+    curl: Client, body: Any
+) -> None:
+    response = post(curl, "/api/v1/job/", body)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content.endswith(b"\n")
+    assert not Job.objects.exists()
+    assert not Execution.objects.exists()
+
+
+def test_it_ignores_a_bad_epsilon_without_schedule_as_kala(curl: Client) -> None:
+    job_id = create(curl, epsilon="garbage")
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["epsilon"] == "garbage"
+
+
+def test_it_links_dependent_jobs_by_the_seed_rules(curl: Client) -> None:
+    parent = create(curl, name="parent", schedule=SCHEDULE)
+    other = create(curl, name="other", schedule=SCHEDULE)
+    only_child = create(
+        curl, name="child", parent_jobs=[parent], schedule="R/2099-01-01T00:00:00Z/PT1S"
+    )
+    shared = create(curl, name="shared", parent_jobs=[parent, other])
+    child_job = Job.objects.get(uid=only_child)
+    # A child runs after its parents only: no schedule, no run of its own.
+    assert not child_job.schedules.exists() and not child_job.executions.exists()
+    detail = go(curl.get(f"/api/v1/job/{parent}/"))["job"]
+    assert detail["dependent_jobs"] == [only_child, shared]
+    assert go(curl.get(f"/api/v1/job/{shared}/"))["job"]["parent_jobs"] == [
+        parent,
+        other,
+    ]
+    # A parent's success runs its children (jobs/services.py _release_children).
+    execution = Execution.objects.create(
+        job=Job.objects.get(uid=parent), status=Execution.Status.RUNNING
+    )
+    services.execution_finish(
+        execution=execution, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+    )
+    assert child_job.executions.get().trigger == Execution.Trigger.DEPENDENCY
+    # Deleting a parent deletes the children that have no other parent.
+    assert curl.delete(f"/api/v1/job/{parent}/").status_code == 204
+    assert not Job.objects.filter(uid__in=[parent, only_child]).exists()
+    assert go(curl.get(f"/api/v1/job/{shared}/"))["job"]["parent_jobs"] == [other]
+    # Deleting a child leaves its parent.
+    assert curl.delete(f"/api/v1/job/{shared}/").status_code == 204
+    assert go(curl.get(f"/api/v1/job/{other}/"))["job"]["dependent_jobs"] is None
+
+
+def test_it_starts_enables_and_disables(curl: Client) -> None:
+    job_id = create(curl, schedule=SCHEDULE)
+    for path in ("start", "disable", "start", "enable"):
+        response = curl.post(f"/api/v1/job/{path}/{job_id}/")
+        assert (response.status_code, response.content) == (204, b"")
+    job = Job.objects.get(uid=job_id)
+    assert job.enabled
+    # The start while disabled ran nothing, as in Kala.
+    assert job.executions.get().trigger == Execution.Trigger.COMPAT
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/job/{}/"),
+        ("delete", "/api/v1/job/{}/"),
+        ("get", "/api/v1/job/stats/{}/"),
+        ("post", "/api/v1/job/start/{}/"),
+        ("post", "/api/v1/job/enable/{}/"),
+        ("post", "/api/v1/job/disable/{}/"),
+    ],
+)
+@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "stats"])
+def test_it_answers_404_with_an_empty_body_for_unknown_ids(
+    curl: Client, method: str, path: str, job_id: str
+) -> None:
+    response = getattr(curl, method)(path.format(job_id))
+    assert (response.status_code, response.content) == (404, b"")
+
+
+def test_it_serves_the_slashless_forms_without_losing_a_post(curl: Client) -> None:
+    response = post(curl, "/api/v1/job", {"name": "x", "command": "true"})
+    assert response.status_code == 201
+    job_id = go(response)["id"]
+    assert curl.post(f"/api/v1/job/start/{job_id}").status_code == 204
+    assert curl.get(f"/api/v1/job/stats/{job_id}").status_code == 200
+    assert curl.get("/api/v1/stats").status_code == 200
+
+
+def test_it_answers_405_on_a_wrong_method(curl: Client) -> None:
+    job_id = create(curl, schedule=SCHEDULE)
+    assert curl.put(f"/api/v1/job/{job_id}/").status_code == 405
+    assert curl.get(f"/api/v1/job/start/{job_id}/").status_code == 405
+    assert curl.delete("/api/v1/job/").status_code == 405
+
+
+def test_it_requires_credentials_unless_opened(client: Client, settings: Any) -> None:
+    response = post(client, "/api/v1/job/", {"name": "x", "command": "true"})
+    assert response.status_code == 401
+    assert not Job.objects.exists()
+    settings.KARMCHARI_COMPAT_OPEN = ["kala"]
+    assert client.get("/api/v1/job/").content == b'{"jobs":{}}\n'
+
+
+def test_it_shows_a_kala_job_in_the_native_api_and_the_admin(
+    curl: Client, api: APIClient, admin_client: Client
+) -> None:
+    job_id = create(curl, name="round-trip", schedule=SCHEDULE)
+    jobs = api.get("/api/jobs/", {"app": "default"}).json()["results"]
+    (native,) = [j for j in jobs if j["name"] == "round-trip"]
+    assert native["kind"] == "shell" and native["spec"] == {"command": "true"}
+    assert native["schedules"][0]["expression"] == SCHEDULE
+    response = admin_client.get("/admin/jobs/job/")
+    assert response.status_code == 200 and b"round-trip" in response.content
+    # And back: a job disabled through the native API is disabled in Kala.
+    assert api.post(f"/api/jobs/{native['id']}/disable/").status_code == 200
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["disabled"] is True
+
+
+def test_it_lists_only_shell_jobs_of_the_compat_app(
+    curl: Client, make_job: Any, make_app: Any, admin_user: User
+) -> None:
+    make_job(app=make_app("elsewhere"))
+    make_job(app=make_app("default"), kind=Job.Kind.EXTERNAL, spec={})
+    assert curl.get("/api/v1/job/").content == b'{"jobs":{}}\n'

@@ -1,0 +1,47 @@
+"""compat/karmchari_asgi.py: only the original Karmchari's routes, on their own port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+
+from compat.karmchari_asgi import application
+
+
+async def call(
+    path: str, method: str = "GET", query: bytes = b""
+) -> list[dict[str, Any]]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1")],
+        "server": ("127.0.0.1", 51463),
+        "client": ("127.0.0.1", 40000),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": b""})
+    start = await communicator.receive_output(5)
+    body = await communicator.receive_output(5)
+    return [start, body]
+
+
+def test_it_answers_other_paths_as_go_does() -> None:
+    start, body = async_to_sync(call)("/api/jobs/")
+    assert start["status"] == 404
+    assert body["body"] == b"404 page not found\n"
+
+
+@pytest.mark.django_db(transaction=True)  # middleware (audit) may write
+def test_it_passes_the_karmchari_routes_to_django() -> None:
+    start, _ = async_to_sync(call)("/jobState", method="DELETE")
+    assert start["status"] == 405

@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from jobs import jobfile, services
+from jobs.models import App, Job, Schedule
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("jobs", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def apply_text(tmp_path: Path, text: str, *args: str) -> str:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text)
+    return run("apply", str(path), *args)
+
+
+@pytest.fixture
+def world(make_app: Callable[..., App]) -> dict[str, Job]:
+    ops = make_app("ops", description="Operations", meta={"team": "sre"})
+    make_app("other")
+    backup = services.job_create(
+        app=ops,
+        name="backup",
+        spec={"command": "backup.sh", "env": {"DB_PASSWORD": "hunter2", "N": "1"}},
+        timeout=600,
+        max_retries=2,
+        tags=["nightly"],
+        overlap_policy=Job.OverlapPolicy.BUFFER_ONE,
+    )
+    report = services.job_create(
+        app=ops, name="report", spec={"command": "report.sh"}, parents=[backup]
+    )
+    services.schedule_create(
+        job=backup,
+        kind="cron",
+        expression="0 3 * * *",
+        timezone="Europe/Paris",
+        epsilon=timedelta(seconds=90),
+    )
+    services.schedule_create(
+        job=backup, kind="interval", expression="R/2026-01-01T00:00:00Z/PT6H"
+    )
+    return {"backup": backup, "report": report}
+
+
+def test_it_round_trips_an_export_without_changes(
+    world: dict[str, Job], tmp_path: Path
+) -> None:
+    exported = run("export")
+    assert "hunter2" not in exported  # secrets are masked
+    document = yaml.safe_load(exported)
+    backup = document["apps"]["ops"]["jobs"]["backup"]
+    assert backup["timeout"] == 600
+    assert backup["schedules"][0] == {
+        "kind": "cron",
+        "expression": "0 3 * * *",
+        "timezone": "Europe/Paris",
+        "epsilon": 90,
+    }
+    assert document["apps"]["ops"]["jobs"]["report"]["parents"] == ["backup"]
+    schedule_ids = set(Schedule.objects.values_list("pk", flat=True))
+
+    assert apply_text(tmp_path, exported).strip() == "No changes."
+    assert run("export") == exported
+    assert set(Schedule.objects.values_list("pk", flat=True)) == schedule_ids
+    world["backup"].refresh_from_db()
+    assert world["backup"].spec["env"]["DB_PASSWORD"] == "hunter2"
+
+
+def test_it_exports_only_the_asked_app(world: dict[str, Job]) -> None:
+    document = yaml.safe_load(run("export", "--app", "other"))
+    assert list(document["apps"]) == ["other"]
+
+
+FILE = """\
+version: 1
+apps:
+  ops:
+    description: Operations
+    jobs:
+      extract:
+        spec: {command: extract.sh}
+        schedules:
+          - {kind: cron, expression: "*/5 * * * *"}
+      load:
+        spec: {command: load.sh}
+        timeout: 30
+        parents: [extract, other/audit]
+  other:
+    jobs:
+      audit:
+        kind: external
+        spec: {}
+"""
+
+
+def test_it_creates_what_a_file_declares_and_is_idempotent(tmp_path: Path) -> None:
+    out = apply_text(tmp_path, FILE)
+    assert "+ app ops" in out
+    assert "+ job ops/load" in out
+    assert "+ schedule cron '*/5 * * * *' (UTC)" in out
+    assert "parents: none -> ops/extract, other/audit" in out
+    load = Job.objects.get(name="load")
+    assert load.timeout == 30
+    assert {p.name for p in load.parents.all()} == {"extract", "audit"}
+    schedule = Schedule.objects.get(job__name="extract")
+    assert schedule.next_run_at is not None
+
+    assert apply_text(tmp_path, FILE).strip() == "No changes."
+
+
+def test_it_shows_a_diff_on_dry_run_and_writes_nothing(
+    world: dict[str, Job], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(run("export", "--app", "ops"))
+    backup = document["apps"]["ops"]["jobs"]["backup"]
+    backup["timeout"] = 1200
+    backup["schedules"][0]["enabled"] = False
+    backup["schedules"][1]["expression"] = "R/2026-01-01T00:00:00Z/PT12H"
+    document["apps"]["ops"]["jobs"]["fresh"] = {"spec": {"command": "true"}}
+    del document["apps"]["ops"]["jobs"]["report"]
+    text = yaml.safe_dump(document, sort_keys=False)
+
+    out = apply_text(tmp_path, text, "--dry-run", "--prune")
+
+    assert out.splitlines() == [
+        "~ job ops/backup",
+        "    timeout: 600 -> 1200",
+        "    ~ schedule cron '0 3 * * *' (Europe/Paris): enabled: true -> false",
+        "    + schedule interval 'R/2026-01-01T00:00:00Z/PT12H' (UTC)",
+        "    - schedule interval 'R/2026-01-01T00:00:00Z/PT6H' (UTC)",
+        "+ job ops/fresh",
+        "- job ops/report",
+        "1 to create, 1 to change, 1 to delete.",
+        "Dry run: nothing was changed.",
+    ]
+    world["backup"].refresh_from_db()
+    assert world["backup"].timeout == 600
+    assert Job.objects.filter(name="report").exists()
+    assert not Job.objects.filter(name="fresh").exists()
+
+
+def test_it_changes_a_schedule_in_place_and_prunes_only_when_asked(
+    world: dict[str, Job], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(run("export", "--app", "ops"))
+    document["apps"]["ops"]["jobs"]["backup"]["schedules"][0]["enabled"] = False
+    del document["apps"]["ops"]["jobs"]["report"]
+    text = yaml.safe_dump(document, sort_keys=False)
+    cron = Schedule.objects.get(kind="cron")
+
+    apply_text(tmp_path, text)
+    cron.refresh_from_db()
+    assert cron.enabled is False  # the same row, edited
+    assert Job.objects.filter(name="report").exists()
+
+    apply_text(tmp_path, text, "--prune")
+    assert not Job.objects.filter(name="report").exists()
+    assert Job.objects.filter(app__name="other").count() == 0  # untouched app
+    assert apply_text(tmp_path, text, "--prune").strip() == "No changes."
+
+
+def test_it_names_the_file_position_of_each_problem(tmp_path: Path) -> None:
+    text = """\
+apps:
+  ops:
+    jobs:
+      bad:
+        spec: {command: "true"}
+        timeout: soon
+        overlap_policy: sometimes
+        schedules:
+          - {kind: cron, expression: "61 * * * *"}
+      ghost:
+        spec: {}
+        kind: teleport
+        parents: [nowhere]
+"""
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="nothing was changed"):
+        call_command("jobs", "apply", str(path), stdout=io.StringIO(), stderr=err)
+    problems = err.getvalue()
+    assert f"{path}:6:18: apps.ops.jobs.bad.timeout:" in problems
+    assert f"{path}:7:25: apps.ops.jobs.bad.overlap_policy:" in problems
+    assert f"{path}:9:38: apps.ops.jobs.bad.schedules[0].expression:" in problems
+    assert "minute" in problems
+    assert f"{path}:12:15: apps.ops.jobs.ghost.kind:" in problems
+    assert not App.objects.exists()
+
+
+def test_it_reports_where_the_yaml_is_broken(tmp_path: Path) -> None:
+    with pytest.raises(jobfile.JobfileError) as caught:
+        jobfile.jobfile_load(text="apps:\n  ops: {jobs: [\n", filename="j.yaml")
+    assert caught.value.problems[0].startswith("j.yaml:3:1:")
+
+
+def test_it_refuses_a_masked_secret_without_a_stored_one(tmp_path: Path) -> None:
+    text = """\
+apps:
+  ops:
+    jobs:
+      new:
+        spec: {command: "true", env: {API_TOKEN: "********"}}
+"""
+    with pytest.raises(jobfile.JobfileError, match="no stored secret"):
+        jobfile.jobfile_plan(document=jobfile.jobfile_load(text=text, filename="f"))
+
+
+def test_it_applies_a_changed_secret_without_printing_it(
+    world: dict[str, Job], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(run("export", "--app", "ops"))
+    document["apps"]["ops"]["jobs"]["backup"]["spec"]["env"]["DB_PASSWORD"] = "new"
+    out = apply_text(tmp_path, yaml.safe_dump(document))
+    assert "spec: (a secret value changed)" in out
+    assert "hunter2" not in out
+    assert '"new"' not in out
+    world["backup"].refresh_from_db()
+    assert world["backup"].spec["env"]["DB_PASSWORD"] == "new"

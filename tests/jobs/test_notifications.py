@@ -1,0 +1,291 @@
+"""Notifications, delivered to a real local HTTP receiver and Django's mail outbox."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import time_machine
+from django.core import mail
+from django.test.utils import override_settings
+from django.utils import timezone
+
+from jobs import notifications, services
+from jobs.models import (
+    App,
+    Execution,
+    Job,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+)
+from jobs.runners import Outcome
+from karmchari_site.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records requests and answers with the
+    queued status codes (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"headers": dict(self.headers), "body": body})
+                code = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(code)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def eager() -> Iterator[None]:
+    """Tasks run in-process when sent (retries included, without their countdown)."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def job(make_app: Callable[..., App], make_job: Callable[..., Job]) -> Job:
+    return make_job(app=make_app("ops"), name="backup")
+
+
+def rule(
+    job: Job | None = None, app: App | None = None, **channel: Any
+) -> NotificationRule:
+    events = channel.pop("events")
+    slow_factor = channel.pop("slow_factor", None)
+    made = NotificationChannel.objects.create(name=f"c{channel['kind']}", **channel)
+    return NotificationRule.objects.create(
+        channel=made, job=job, app=app, events=events, slow_factor=slow_factor
+    )
+
+
+def run(
+    job: Job, status: str, seconds: float = 1.0, capture: Callable | None = None
+) -> Execution:
+    execution = Execution.objects.create(
+        job=job,
+        status=Execution.Status.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=seconds),
+    )
+    assert capture is not None
+    with capture(execute=True):
+        services.execution_finish(
+            execution=execution,
+            outcome=Outcome(status=status, exit_code=0 if status == "succeeded" else 2),
+        )
+    return execution
+
+
+def test_it_posts_a_signed_webhook_on_failure(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, secret="s3", events=["failure"])
+
+    run(job, "succeeded", capture=django_capture_on_commit_callbacks)
+    assert receiver.requests == []
+    execution = run(job, "failed", capture=django_capture_on_commit_callbacks)
+
+    [request] = receiver.requests
+    body = request["body"]
+    expected = hmac.new(b"s3", body, hashlib.sha256).hexdigest()
+    assert request["headers"]["X-Karmchari-Signature"] == f"sha256={expected}"
+    assert request["headers"]["X-Karmchari-Event"] == "failure"
+    payload = json.loads(body)
+    assert payload["event"] == "failure"
+    assert (payload["app"], payload["job"]) == ("ops", "backup")
+    assert payload["execution"]["id"] == execution.pk
+    assert payload["execution"]["exit_code"] == 2
+    delivery = NotificationDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == (
+        "sent",
+        1,
+        200,
+    )
+
+
+def test_it_retries_a_failing_webhook_and_keeps_a_delivery_log(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    receiver.answers = [500, 502]
+
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+
+    assert len(receiver.requests) == 3
+    delivery = NotificationDelivery.objects.get()
+    assert (delivery.status, delivery.attempts, delivery.error) == ("sent", 3, "")
+    assert [notifications.retry_countdown(attempt=n) for n in (1, 2, 3)] == [
+        10.0,
+        20.0,
+        40.0,
+    ]
+
+
+@override_settings(KARMCHARI_NOTIFY_MAX_ATTEMPTS=2)
+def test_it_gives_up_after_the_last_attempt_and_counts_it(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    receiver.answers = [500, 500, 500]
+
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+
+    assert len(receiver.requests) == 2
+    delivery = NotificationDelivery.objects.get()
+    assert delivery.status == "failed"
+    assert delivery.error.startswith("HTTP 500")
+    [family] = list(notifications.notification_metrics())
+    assert {s.labels["kind"]: s.value for s in family.samples}["webhook"] == 1
+
+
+def test_it_emails_through_djangos_mail_settings(
+    job: Job, mailoutbox: list[mail.EmailMessage], django_capture_on_commit_callbacks
+) -> None:
+    rule(
+        job=job,
+        kind="email",
+        target="ops@example.com, me@example.com",
+        events=["failure"],
+    )
+
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+
+    [message] = mailoutbox
+    assert message.to == ["ops@example.com", "me@example.com"]
+    assert message.subject.startswith("[Karmchari] ops/backup failed")
+
+
+def test_it_posts_slack_text(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="slack", target=receiver.url, events=["success"])
+
+    run(job, "succeeded", capture=django_capture_on_commit_callbacks)
+
+    [request] = receiver.requests
+    text = json.loads(request["body"])["text"]
+    assert text.startswith("[Karmchari] ops/backup succeeded")
+
+
+def test_it_notifies_recovery_after_failures_only(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, events=["recovery"])
+    capture = django_capture_on_commit_callbacks
+
+    run(job, "succeeded", capture=capture)
+    run(job, "failed", capture=capture)
+    run(job, "failed", capture=capture)
+    run(job, "succeeded", capture=capture)
+    run(job, "succeeded", capture=capture)
+
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == ["recovery"]
+
+
+def test_it_uses_the_apps_rules_unless_the_job_has_its_own(
+    job: Job,
+    make_job: Callable[..., Job],
+    receiver: Receiver,
+    mailoutbox: list[mail.EmailMessage],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    other = make_job(app=job.app, name="other")
+    rule(app=job.app, kind="webhook", target=receiver.url, events=["failure"])
+    rule(job=other, kind="email", target="me@example.com", events=["failure"])
+
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+    run(other, "failed", capture=django_capture_on_commit_callbacks)
+
+    assert [json.loads(r["body"])["job"] for r in receiver.requests] == ["backup"]
+    assert [m.subject.split()[1] for m in mailoutbox] == ["ops/other"]
+
+
+def test_it_notifies_start_when_a_worker_claims_the_run(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, events=["start"])
+    execution = Execution.objects.create(job=job)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_claim(execution_id=execution.pk, worker="w1")
+
+    [request] = receiver.requests
+    assert json.loads(request["body"])["execution"]["status"] == "running"
+
+
+def test_it_notifies_a_run_much_slower_than_its_average(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, events=["slow"], slow_factor=3)
+    capture = django_capture_on_commit_callbacks
+    for _ in range(3):
+        run(job, "succeeded", seconds=10, capture=capture)
+    run(job, "succeeded", seconds=25, capture=capture)  # 2.5x: not slow
+    assert receiver.requests == []
+
+    run(job, "succeeded", seconds=60, capture=capture)
+
+    [request] = receiver.requests
+    assert json.loads(request["body"])["event"] == "slow"
+
+
+def test_it_notifies_a_late_scheduled_run_once(
+    job: Job,
+    receiver: Receiver,
+    make_schedule: Callable,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    rule(job=job, kind="webhook", target=receiver.url, events=["late"])
+    schedule = make_schedule(job=job, epsilon=timedelta(seconds=30))
+    slot = timezone.now().replace(microsecond=0)
+    execution = Execution.objects.create(
+        job=job, schedule=schedule, scheduled_for=slot, trigger="schedule"
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notifications.notifications_check_late(now=slot) == 0
+    with (
+        time_machine.travel(slot + timedelta(seconds=31)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert notifications.notifications_check_late() == 1
+        assert notifications.notifications_check_late() == 0
+
+    [request] = receiver.requests
+    payload = json.loads(request["body"])
+    assert (payload["event"], payload["execution"]["id"]) == ("late", execution.pk)

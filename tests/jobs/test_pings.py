@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from jobs.models import Execution, Job
+from jobs.pings import pings_close_late
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def monitor(make_job: Callable[..., Job]) -> Job:
+    return make_job(kind="external", spec={}, ping_grace=timedelta(minutes=5))
+
+
+def test_a_ping_records_a_successful_run(client: Client, monitor: Job) -> None:
+    response = client.post(
+        f"/ping/{monitor.uid}", data=b"backup done", content_type="text/plain"
+    )
+    assert (response.status_code, response.content) == (200, b"OK\n")
+    [run] = monitor.executions.all()
+    assert (run.status, run.trigger) == ("succeeded", "ping")
+    monitor.refresh_from_db()
+    assert monitor.success_count == 1
+
+
+def test_start_then_fail_closes_the_same_run(client: Client, monitor: Job) -> None:
+    assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
+    [run] = monitor.executions.all()
+    assert run.status == "running"
+    assert client.get(f"/ping/{monitor.uid}/fail").status_code == 200
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert monitor.executions.count() == 1
+
+
+def test_a_ping_finishes_the_run_its_schedule_opened(
+    client: Client, monitor: Job
+) -> None:
+    scheduled = Execution.objects.create(
+        job=monitor,
+        trigger="schedule",
+        status="running",
+        scheduled_for=timezone.now(),
+    )
+    client.get(f"/ping/{monitor.uid}/start")
+    client.get(f"/ping/{monitor.uid}")
+    scheduled.refresh_from_db()
+    assert scheduled.status == "succeeded"
+    assert monitor.executions.count() == 1
+
+
+def test_an_overdue_scheduled_run_is_closed_as_late_and_notified(
+    monitor: Job, make_job: Callable[..., Job]
+) -> None:
+    slot = timezone.now() - timedelta(minutes=6)
+    late = Execution.objects.create(
+        job=monitor, trigger="schedule", status="running", scheduled_for=slot
+    )
+    in_grace = Execution.objects.create(
+        job=make_job(kind="external", spec={}, ping_grace=timedelta(minutes=10)),
+        trigger="schedule",
+        status="running",
+        scheduled_for=slot,
+    )
+    with mock.patch("jobs.notifications.notifications_queue") as queue:
+        assert pings_close_late() == 1
+    late.refresh_from_db()
+    assert late.status == "failed"
+    assert late.reason.startswith("Late: no ping within 0:05:00")
+    assert queue.call_args.kwargs["events"] == ["late"]
+    in_grace.refresh_from_db()
+    assert in_grace.status == "running"
+
+
+def test_it_answers_unknown_uids_and_other_kinds_clearly(
+    client: Client, make_job: Callable[..., Job]
+) -> None:
+    assert client.get("/ping/6f1c1c57-4a43-4b0c-9a43-0e2f3a9b1d11").status_code == 404
+    assert client.get("/ping/not-a-uuid").status_code == 404
+    shell = make_job()
+    response = client.get(f"/ping/{shell.uid}")
+    assert response.status_code == 400
+    assert b"not of kind external" in response.content
+    assert not shell.executions.exists()
+    assert client.put(f"/ping/{shell.uid}").status_code == 405

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from jobs.models import Execution, ExecutionEvent, Job
+from jobs.retention import executions_prune
+from jobs.tasks import prune_executions
+
+pytestmark = pytest.mark.django_db
+
+
+def statuses(job: Job) -> list[str]:
+    return list(job.executions.order_by("id").values_list("status", flat=True))
+
+
+def test_it_keeps_the_newest_of_each_outcome_and_never_active_runs(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    settings: object,
+) -> None:
+    job = make_job(keep_succeeded=2, keep_failed=1)
+    for status in ["succeeded"] * 4 + ["failed", "timed_out", "running", "pending"]:
+        make_execution(job=job, status=status)
+    assert executions_prune() == 3
+    assert statuses(job) == [
+        "succeeded",
+        "succeeded",
+        "timed_out",
+        "running",
+        "pending",
+    ]
+
+
+def test_a_job_setting_wins_over_its_apps_which_wins_over_the_default(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    settings: object,
+) -> None:
+    settings.KARMCHARI_KEEP_SUCCEEDED = 5  # type: ignore[attr-defined]
+    own = make_job(keep_succeeded=1)
+    from_app = make_job()
+    from_app.app.keep_succeeded = 2
+    from_app.app.save()
+    for job in (own, from_app):
+        for _ in range(4):
+            make_execution(job=job, status="succeeded")
+    executions_prune()
+    assert len(statuses(own)) == 1
+    assert len(statuses(from_app)) == 2
+
+
+def test_it_drops_runs_older_than_the_days_kept(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    job = make_job(keep_days=7)
+    with time_machine.travel(timezone.now() - timedelta(days=8)):
+        make_execution(job=job, status="failed")
+        old_active = make_execution(job=job, status="paused")
+    make_execution(job=job, status="failed")
+    assert executions_prune() == 1
+    assert statuses(job) == ["paused", "failed"]
+    assert Execution.objects.filter(pk=old_active.pk).exists()
+
+
+def test_it_removes_the_events_of_pruned_runs(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    job = make_job(keep_failed=0)
+    doomed = make_execution(job=job, status="killed")
+    ExecutionEvent.objects.create(execution=doomed, action="kill", detail="by ops")
+    prune_executions()
+    assert not ExecutionEvent.objects.exists()
+
+
+def test_no_limit_keeps_everything(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    settings: object,
+) -> None:
+    settings.KARMCHARI_KEEP_SUCCEEDED = 0  # type: ignore[attr-defined]
+    job = make_job()
+    for _ in range(3):
+        make_execution(job=job, status="succeeded")
+    assert executions_prune() == 0

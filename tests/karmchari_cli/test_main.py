@@ -1,0 +1,166 @@
+"""The `karmchari` CLI against a live Karmchari server (and a real worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+
+from jobs import services
+from jobs.models import App, Execution, Job
+from karmchari_cli.main import main
+from tests.integration.conftest import ROOT, Processes, processes, queue  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def server(live_server, admin_user: User, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
+    token = Token.objects.create(user=admin_user)
+    monkeypatch.setenv("KARMCHARI_URL", live_server.url)
+    monkeypatch.setenv("KARMCHARI_TOKEN", token.key)
+    monkeypatch.setenv("KARMCHARI_CONFIG", "/nonexistent/karmchari.ini")
+    return str(token.key)
+
+
+@pytest.fixture
+def ops_job(make_app: Callable[..., App]) -> Job:
+    return services.job_create(
+        app=make_app("ops"), name="disk-report", spec={"command": "df -h /"}
+    )
+
+
+def test_it_lists_jobs_as_a_table_and_as_json(
+    server: str, ops_job: Job, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["jobs", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "APP",
+        "NAME",
+        "KIND",
+        "ENABLED",
+        "QUEUE",
+        "NEXT_RUN",
+        "RUNS",
+    ]
+    assert lines[1].split()[:6] == [
+        str(ops_job.pk),
+        "ops",
+        "disk-report",
+        "shell",
+        "yes",
+        "celery",
+    ]
+    assert main(["--json", "jobs", "list", "--app", "ops"]) == 0
+    assert [job["name"] for job in json.loads(capsys.readouterr().out)] == [
+        "disk-report"
+    ]
+
+
+def test_it_explains_an_auth_failure(
+    server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KARMCHARI_TOKEN", "wrong")
+    assert main(["agents"]) == 3
+    err = capsys.readouterr().err
+    assert "Authentication failed" in err
+    assert "Invalid token" in err
+
+    monkeypatch.delenv("KARMCHARI_TOKEN")
+    assert main(["agents"]) == 3
+    assert "No API token: set KARMCHARI_TOKEN" in capsys.readouterr().err
+
+
+def test_it_reads_the_config_file(
+    server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "config.ini"
+    url = os.environ["KARMCHARI_URL"]
+    config.write_text(f"[work]\nurl = {url}\ntoken = {server}\n")
+    monkeypatch.setenv("KARMCHARI_CONFIG", str(config))
+    monkeypatch.delenv("KARMCHARI_TOKEN")
+    monkeypatch.delenv("KARMCHARI_URL")
+    assert main(["--profile", "work", "--json", "agents"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_it_previews_a_schedule(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["schedules", "preview", "30 9 * * 1", "--tz", "Asia/Kolkata", "-n", "2"])
+        == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("(Asia/Kolkata)")
+    assert len(out) == 3
+    assert out[1].strip().endswith("T09:30:00+05:30")
+
+    assert main(["schedules", "preview", "61 * * * *"]) == 1
+    assert "minute" in capsys.readouterr().err
+
+
+def test_it_runs_lists_and_kills_an_execution(
+    server: str, ops_job: Job, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No worker consumes the queue: the run stays pending until killed.
+    assert main(["run", "ops/disk-report", "--param", "day=monday"]) == 0
+    execution = Execution.objects.get(job=ops_job)
+    assert execution.parameters == {"day": "monday"}
+    assert f"Execution {execution.pk} of ops/disk-report: pending" in (
+        capsys.readouterr().out
+    )
+
+    assert main(["executions", "list", "--job", "disk-report"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[1].split()[:3] == [str(execution.pk), "ops/disk-report", "pending"]
+
+    assert main(["kill", str(execution.pk)]) == 0
+    assert "asked to kill" in capsys.readouterr().out
+    execution.refresh_from_db()
+    assert execution.status == Execution.Status.KILLED
+
+    assert main(["kill", str(execution.pk)]) == 1
+    assert "already finished" in capsys.readouterr().err
+    assert main(["run", "no-such-job"]) == 1
+    assert "No job named 'no-such-job'" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_it_follows_a_real_run_and_exits_with_its_code(
+    server: str,
+    processes: Processes,  # noqa: F811
+    queue: str,  # noqa: F811
+    make_app: Callable[..., App],
+) -> None:
+    processes.worker(queue)
+    services.job_create(
+        app=make_app("it"),
+        name="count",
+        queue=queue,
+        spec={"command": "for i in 1 2 3; do echo line $i; sleep 0.3; done; exit 3"},
+    )
+    # The installed entry point runs karmchari_cli.main:main, as `-m` does here.
+    result = subprocess.run(
+        [sys.executable, "-m", "karmchari_cli", "run", "it/count", "--follow"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout == "line 1\nline 2\nline 3\n", result.stderr
+    assert result.returncode == 3
+    assert "failed (exit code 3)" in result.stderr
