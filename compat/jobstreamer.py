@@ -139,7 +139,7 @@ def read_body(request: HttpRequest) -> Any:
             ) from None
     try:
         return json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Problem(400, f"IOException: cannot read the JSON body: {exc}") from None
 
 

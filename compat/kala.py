@@ -205,7 +205,7 @@ def decode(body: bytes) -> dict[str, Any]:
         raise KalaError("http: request body too large")
     try:
         data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise KalaError(f"invalid JSON: {exc}") from None
     if data is None:
         data = {}

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
-APP_FIELDS = ("description", "meta")
+APP_FIELDS = ("description", "meta", "keep_succeeded", "keep_failed", "keep_days")
 JOB_FIELDS = (
     "description",
     "kind",
@@ -52,6 +52,10 @@ JOB_FIELDS = (
     "retry_backoff",
     "overlap_policy",
     "max_concurrent",
+    "ping_grace",
+    "keep_succeeded",
+    "keep_failed",
+    "keep_days",
 )
 SCHEDULE_FIELDS = (
     "kind",

@@ -21,10 +21,11 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.utils import timezone
 from django_redis import get_redis_connection
 
+from agents.models import Agent
 from jobs import control, firing, logs, notifications, schedules
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.runners import PAUSABLE_KINDS, Outcome, RunContext, SpecError, get_runner
@@ -44,9 +45,15 @@ class Conflict(ServiceError):
 
 
 def app_create(
-    *, name: str, description: str = "", meta: dict[str, Any] | None = None
+    *,
+    name: str,
+    description: str = "",
+    meta: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> App:
-    return App.objects.create(name=name, description=description, meta=meta or {})
+    return App.objects.create(
+        name=name, description=description, meta=meta or {}, **fields
+    )
 
 
 def app_update(*, app: App, **fields: Any) -> App:
@@ -150,9 +157,16 @@ def execution_send(*, execution: Execution) -> None:
 def execution_claim(*, execution_id: int, worker: str) -> Execution | None:
     """Move a pending execution to running; None if someone else already has it."""
     now = timezone.now()
+    # The worker's Agent row, in the same statement (NULL if it never registered).
+    agent = Agent.objects.filter(name=worker).values("pk")[:1]
     claimed = Execution.objects.filter(
         pk=execution_id, status=Execution.Status.PENDING
-    ).update(status=Execution.Status.RUNNING, started_at=now, worker=worker)
+    ).update(
+        status=Execution.Status.RUNNING,
+        started_at=now,
+        worker=worker,
+        agent_id=Subquery(agent),
+    )
     if not claimed:
         return None
     execution = Execution.objects.select_related("job__app").get(pk=execution_id)

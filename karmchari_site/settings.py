@@ -219,6 +219,11 @@ REST_FRAMEWORK = {
         "login": env_str("KARMCHARI_LOGIN_RATE", "10/minute"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ModelPermissions"],
+    "DEFAULT_PARSER_CLASSES": [
+        "jobs.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",

@@ -280,3 +280,17 @@ def test_only_external_jobs_report(
     execution = make_execution(status=Execution.Status.RUNNING)
     response = api.post(f"/api/executions/{execution.pk}/report/", {"status": "failed"})
     assert response.status_code == 409
+
+
+def test_it_links_the_claim_to_the_workers_agent(
+    make_execution: Callable[..., Execution],
+) -> None:
+    from agents.models import Agent
+
+    agent = Agent.objects.create(name="q@box1")
+    claimed = services.execution_claim(
+        execution_id=make_execution().pk, worker="q@box1"
+    )
+    assert claimed is not None and claimed.agent_id == agent.pk
+    unknown = services.execution_claim(execution_id=make_execution().pk, worker="x@y")
+    assert unknown is not None and unknown.agent_id is None
