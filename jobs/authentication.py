@@ -58,7 +58,17 @@ class FailureLimitMixin:
 
 
 class TokenAuthentication(FailureLimitMixin, authentication.TokenAuthentication):
+    """`Authorization: Token <key>`, checked against the hashed API tokens."""
+
     keyword = "Token"
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        from jobs.tokens import token_authenticate
+
+        token = token_authenticate(key=key)
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        return token.user, token
 
 
 class BasicAuthentication(FailureLimitMixin, authentication.BasicAuthentication):

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import PermissionDenied
 
 from agents import services as agents_services
@@ -388,3 +389,17 @@ class JobStatsDetailSerializer(StatsSerializer):
     job = serializers.IntegerField()
     last_success_at = serializers.DateTimeField(allow_null=True)
     last_error_at = serializers.DateTimeField(allow_null=True)
+
+
+# --- API tokens ----------------------------------------------------------------------
+
+
+class TokenRequestSerializer(AuthTokenSerializer):
+    name = serializers.CharField(
+        max_length=100, default="api", help_text="What or who will use the token."
+    )
+
+
+class TokenAnswerSerializer(serializers.Serializer[Any]):
+    token = serializers.CharField(help_text="The key: shown this once, never again.")
+    name = serializers.CharField()

@@ -13,7 +13,6 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -21,9 +20,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs import logs, schedules, services
+from jobs import logs, schedules, services, tokens
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
 from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
 from jobs.models import App, Execution, Job, Schedule
@@ -36,6 +36,8 @@ from jobs.serializers import (
     SchedulePreviewQuerySerializer,
     SchedulePreviewSerializer,
     ScheduleSerializer,
+    TokenAnswerSerializer,
+    TokenRequestSerializer,
     UnsavedPreviewQuerySerializer,
     validate_schedule_expression,
 )
@@ -60,12 +62,27 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return drf_exception_handler(exc, context)
 
 
-class ObtainTokenView(ObtainAuthToken):
-    """POST username and password for a token, throttled per client address
+class ObtainTokenView(APIView):
+    """POST username and password (and optionally a token `name`) for a new API
+    token; the key is in the answer, once. Throttled per client address
     (KARMCHARI_LOGIN_RATE) so passwords cannot be guessed at speed."""
 
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "login"
+
+    @extend_schema(request=TokenRequestSerializer, responses=TokenAnswerSerializer)
+    def post(self, request: Request) -> Response:
+        serializer = TokenRequestSerializer(
+            data=request.data, context={"request": request}
+        )
+        serializer.is_valid(raise_exception=True)
+        token, key = tokens.token_create(
+            user=serializer.validated_data["user"],
+            name=serializer.validated_data["name"],
+        )
+        return Response({"token": key, "name": token.name})
 
 
 class AppViewSet(viewsets.ModelViewSet[App]):

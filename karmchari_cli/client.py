@@ -62,7 +62,7 @@ def load_settings(
         raise AuthError(
             "No API token: set KARMCHARI_TOKEN, pass --token, or put "
             f"'token = ...' under [{profile}] in {path}. Get one with "
-            "POST /api/token/ or `python manage.py drf_create_token USER`."
+            "POST /api/token/ or `python manage.py create_token USER`."
         )
     source = (
         "flags/environment"

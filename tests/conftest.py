@@ -9,11 +9,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs.models import App, Execution, Job, Schedule
 from karmchari_site import embedded
+from tests.tokens import make_token
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,7 +40,7 @@ def fresh_rate_limits() -> None:
 def api(admin_user: User) -> APIClient:
     """An API client authenticated as a superuser, with a token."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=admin_user)
+    token = make_token(admin_user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return client
 

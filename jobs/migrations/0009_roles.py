@@ -5,8 +5,8 @@ operator viewer + runs, pauses, resumes, kills and retries executions, drains ag
 editor   operator + creates and edits apps, jobs and schedules (not shell jobs).
 admin    editor + shell jobs, notification settings, API tokens, the audit log.
 
-Re-running is harmless; permissions added by later migrations are granted by the
-migration that adds them.
+Re-running is harmless; permissions added by later migrations (API tokens: 0011) are
+granted by the migration that adds them.
 """
 
 from __future__ import annotations
@@ -36,10 +36,6 @@ EDIT = [
 ADMIN = [
     "jobs.manage_shell_job",
     "jobs.delete_execution",
-    "authtoken.view_token",
-    "authtoken.add_token",
-    "authtoken.change_token",
-    "authtoken.delete_token",
     "jobs.view_notificationchannel",
     "jobs.add_notificationchannel",
     "jobs.change_notificationchannel",
@@ -89,7 +85,6 @@ class Migration(migrations.Migration):
         ("jobs", "0008_job_shell_permission"),
         ("agents", "0002_stats_and_unique_name"),
         ("audit", "0001_initial"),
-        ("authtoken", "0004_alter_tokenproxy_options"),
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
     ]

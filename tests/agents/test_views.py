@@ -7,12 +7,12 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from agents import services
 from agents.models import Agent
 from tests.agents.conftest import make_sample
+from tests.tokens import make_token
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.agents.urls")]
 
@@ -28,7 +28,7 @@ def client_with(*perms: str) -> APIClient:
     for perm in perms:
         user.user_permissions.add(Permission.objects.get(codename=perm))
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user)}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user)}")
     return client
 
 

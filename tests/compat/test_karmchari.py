@@ -187,9 +187,9 @@ def test_it_requires_credentials_by_default(client: Client) -> None:
 
 
 def test_it_accepts_a_token_too(client: Client, admin_user: User) -> None:
-    from rest_framework.authtoken.models import Token
+    from tests.tokens import make_token
 
-    token = Token.objects.create(user=admin_user)
+    token = make_token(admin_user)
     response = client.post(
         "/registerJob",
         "type=teams",

@@ -7,10 +7,10 @@ import time
 import pytest
 import requests
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 
 from jobs.models import Execution
 from tests.integration.conftest import Processes
+from tests.tokens import make_token
 from tests.waiting import group_gone, process_state, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -49,7 +49,7 @@ class Api:
 
 @pytest.fixture
 def api(live_server, admin_user: User) -> Api:  # type: ignore[no-untyped-def]
-    return Api(live_server.url, Token.objects.create(user=admin_user).key)
+    return Api(live_server.url, make_token(admin_user).key)
 
 
 def test_it_pauses_and_resumes_a_running_shell_job(

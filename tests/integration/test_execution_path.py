@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import requests
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 
 from jobs.models import Execution
 from tests.integration.conftest import Processes
+from tests.tokens import make_token
 from tests.waiting import group_gone, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def http(live_server, admin_user: User) -> requests.Session:  # type: ignore[no-untyped-def]
     session = requests.Session()
-    token = Token.objects.create(user=admin_user)
+    token = make_token(admin_user)
     session.headers["Authorization"] = f"Token {token.key}"
     session.base_url = live_server.url  # type: ignore[attr-defined]
     return session

@@ -7,10 +7,10 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs.models import App, Job
+from tests.tokens import make_token
 
 pytestmark = pytest.mark.django_db
 
@@ -25,9 +25,7 @@ def client_for(role: str) -> APIClient:
     user = User.objects.create_user(f"{role}-user", password="pw")
     user.groups.add(Group.objects.get(name=role))
     client = APIClient()
-    client.credentials(
-        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
-    )
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user).key}")
     return client
 
 

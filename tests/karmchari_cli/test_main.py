@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
 
 from jobs import services
 from jobs.models import App, Execution, Job
 from karmchari_cli.main import main
 from tests.integration.conftest import ROOT, Processes, processes, queue  # noqa: F401
+from tests.tokens import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def server(live_server, admin_user: User, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
-    token = Token.objects.create(user=admin_user)
+    token = make_token(admin_user)
     monkeypatch.setenv("KARMCHARI_URL", live_server.url)
     monkeypatch.setenv("KARMCHARI_TOKEN", token.key)
     monkeypatch.setenv("KARMCHARI_CONFIG", "/nonexistent/karmchari.ini")
@@ -73,7 +73,7 @@ def test_it_explains_an_auth_failure(
     assert main(["agents"]) == 3
     err = capsys.readouterr().err
     assert "Authentication failed" in err
-    assert "Invalid token" in err
+    assert "Invalid or revoked token" in err
 
     monkeypatch.delenv("KARMCHARI_TOKEN")
     assert main(["agents"]) == 3

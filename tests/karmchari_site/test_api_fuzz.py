@@ -29,9 +29,9 @@ schema.app = get_wsgi_application()  # type: ignore[attr-defined]
 
 @pytest.fixture
 def token(admin_user: Any) -> str:
-    from rest_framework.authtoken.models import Token
+    from tests.tokens import make_token
 
-    return Token.objects.create(user=admin_user).key
+    return make_token(admin_user).key
 
 
 @schema.parametrize()

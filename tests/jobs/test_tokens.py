@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from jobs import tokens
+from jobs.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_stores_only_a_hash_of_the_key(admin_user: User) -> None:
+    token, key = tokens.token_create(user=admin_user, name="ci")
+    assert key.startswith("kc_") and len(key) > 40
+    stored = ApiToken.objects.get(pk=token.pk)
+    assert key not in (stored.key_hash, stored.prefix)
+    assert stored.prefix == key[:10]
+    assert tokens.token_authenticate(key=key) == stored
+
+
+def test_a_revoked_token_no_longer_authenticates(
+    anon: APIClient, admin_user: User
+) -> None:
+    token, key = tokens.token_create(user=admin_user, name="ci")
+    anon.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert anon.get("/api/jobs/").status_code == 200
+    tokens.token_revoke(token=token)
+    response = anon.get("/api/jobs/")
+    assert response.status_code == 401
+    assert response.json()["detail"] == "Invalid or revoked token."
+
+
+def test_it_records_the_last_use_at_most_once_a_minute(
+    anon: APIClient, admin_user: User
+) -> None:
+    token, key = tokens.token_create(user=admin_user, name="ci")
+    anon.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        anon.get("/api/jobs/")
+        first = ApiToken.objects.get(pk=token.pk).last_used_at
+    with time_machine.travel(start + timedelta(seconds=30), tick=False):
+        anon.get("/api/jobs/")
+        assert ApiToken.objects.get(pk=token.pk).last_used_at == first
+    with time_machine.travel(start + timedelta(minutes=2), tick=False):
+        anon.get("/api/jobs/")
+        assert ApiToken.objects.get(pk=token.pk).last_used_at > first
+
+
+def test_the_token_endpoint_makes_a_new_named_token(
+    anon: APIClient, admin_user: User
+) -> None:
+    response = anon.post(
+        "/api/token/", {"username": "admin", "password": "password", "name": "laptop"}
+    )
+    assert response.status_code == 200
+    assert response.json()["name"] == "laptop"
+    assert ApiToken.objects.get().name == "laptop"
+
+
+def test_the_command_prints_a_working_key(admin_user: User, capsys: object) -> None:
+    call_command("create_token", "admin", "--name", "deploy")
+    key = capsys.readouterr().out.strip()  # type: ignore[attr-defined]
+    assert tokens.token_authenticate(key=key) is not None
+
+
+def test_the_admin_shows_the_key_once_and_revokes(
+    admin_client: Client, admin_user: User
+) -> None:
+    response = admin_client.post(
+        "/admin/jobs/apitoken/add/",
+        {"user": admin_user.pk, "name": "grafana"},
+        follow=True,
+    )
+    assert b"Its key, shown only now: kc_" in response.content
+    token = ApiToken.objects.get(name="grafana")
+    admin_client.post(
+        "/admin/jobs/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}
+    )
+    token.refresh_from_db()
+    assert token.revoked_at is not None
