@@ -28,7 +28,17 @@ from django.views.decorators.http import require_POST
 from agents.models import Agent
 from jobs import charts, schedules, services, stats, tokens
 from jobs.engine_admin import ExecutionControlAdminMixin
-from jobs.models import ApiToken, App, Execution, Job, Schedule
+from jobs.models import (
+    ApiToken,
+    App,
+    Execution,
+    Job,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+    Schedule,
+)
+from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SpecError, mask_spec, unmask_spec
 from karmchari_site.admin_ui import badge
 
@@ -363,8 +373,17 @@ class JobForm(forms.ModelForm[Job]):
         if self.instance.pk and "spec" in self.fields:
             self.initial["spec"] = mask_spec(self.instance.spec)
 
+    # Set by JobAdmin.get_form from the requesting user.
+    may_manage_shell = True
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        if data.get("kind") == Job.Kind.SHELL and not self.may_manage_shell:
+            self.add_error(
+                "kind",
+                "Creating or editing shell jobs needs the 'jobs.manage_shell_job' "
+                "permission.",
+            )
         previous = self.instance.spec if self.instance.pk else None
         if "spec" in data and "kind" in data:
             spec = unmask_spec(data["spec"], previous)
@@ -585,6 +604,21 @@ class JobAdmin(admin.ModelAdmin[Job]):
                 label="This job's executions per hour",
             ),
         )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A shell job runs any command on the workers: editing one takes its own
+        # permission (the admin then shows it read-only).
+        shell = obj is not None and obj.kind == Job.Kind.SHELL
+        if shell and not can_manage_shell_jobs(request.user):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        form.may_manage_shell = can_manage_shell_jobs(request.user)
+        return form
 
     def save_model(
         self, request: HttpRequest, obj: Job, form: Any, change: bool
@@ -907,3 +941,62 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
         for token in queryset:
             tokens.token_revoke(token=token)
         self.message_user(request, f"Revoked {len(queryset)} token(s).")
+
+
+# --- Notifications -------------------------------------------------------------------
+
+
+class NotificationRuleForm(forms.ModelForm[NotificationRule]):
+    """`events` as checkboxes of the known events, not raw JSON."""
+
+    events = forms.MultipleChoiceField(
+        choices=NotificationRule.Event.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = NotificationRule
+        fields = ["channel", "app", "job", "events", "slow_factor"]
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
+    list_display = ["name", "kind", "target", "enabled", "created"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "target"]
+
+
+@admin.register(NotificationRule)
+class NotificationRuleAdmin(admin.ModelAdmin[NotificationRule]):
+    form = NotificationRuleForm
+    list_display = ["channel", "app", "job", "events", "slow_factor"]
+    list_select_related = ["channel", "app", "job"]
+    list_filter = ["channel"]
+    raw_id_fields = ["job"]
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(admin.ModelAdmin[NotificationDelivery]):
+    """The delivery log: read-only."""
+
+    list_display = [
+        "created",
+        "channel",
+        "job",
+        "event",
+        "status",
+        "attempts",
+        "response_code",
+        "sent_at",
+    ]
+    list_filter = ["status", "event", "channel"]
+    list_select_related = ["channel", "job"]
+    date_hierarchy = "created"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: NotificationDelivery | None = None
+    ) -> bool:
+        return False

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compat import edn
 from compat.edn import Keyword
@@ -97,3 +100,30 @@ def test_it_makes_read_data_storable_as_json() -> None:
         "t": "2015-04-13T09:00:00.000Z",
         "u": str(UID),
     }
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_it_only_ever_raises_edn_error_on_garbage(data: bytes) -> None:
+    with contextlib.suppress(edn.EdnError):
+        edn.loads(data)
+
+
+KEYS = st.from_regex(r"[a-z]{1,8}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.from_regex(r"[a-z]{1,8}", fullmatch=True), inner, max_size=4
+            )
+        ),
+        max_leaves=20,
+    )
+)
+def test_what_it_writes_it_reads_back(value: object) -> None:
+    assert edn.loads(edn.dumps(value)) == value

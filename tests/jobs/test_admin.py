@@ -638,3 +638,29 @@ def test_a_viewer_sees_no_control_buttons_and_the_endpoints_refuse(
     assert execution.desired_state == Execution.DesiredState.RUN
     assert not ExecutionEvent.objects.exists()
     assert Execution.objects.count() == 2
+
+
+def test_it_configures_notifications_in_the_admin(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    from jobs.models import NotificationChannel, NotificationRule
+
+    app = make_app("ops")
+    response = admin_client.post(
+        "/admin/jobs/notificationchannel/add/",
+        {
+            "name": "hook",
+            "kind": "webhook",
+            "target": "https://x.test/h",
+            "enabled": "on",
+        },
+    )
+    assert response.status_code == 302, response.content[:2000]
+    channel = NotificationChannel.objects.get()
+    response = admin_client.post(
+        "/admin/jobs/notificationrule/add/",
+        {"channel": channel.pk, "app": app.pk, "events": ["failure", "late"]},
+    )
+    assert response.status_code == 302, response.content[:2000]
+    assert NotificationRule.objects.get().events == ["failure", "late"]
+    assert admin_client.get("/admin/jobs/notificationdelivery/").status_code == 200

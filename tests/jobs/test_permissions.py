@@ -80,3 +80,25 @@ def test_a_superuser_needs_no_role(
 ) -> None:
     make_app("default")
     assert api.post("/api/jobs/", SHELL_JOB).status_code == 201
+
+
+def test_the_admin_keeps_shell_jobs_from_editors(
+    make_app: Callable[..., App], make_job: Callable[..., Job]
+) -> None:
+    from django.test import Client
+
+    app = make_app("default")
+    job = make_job()
+    user = User.objects.create_user("ed", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name="editor"))
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get(f"/admin/jobs/job/{job.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content  # read-only for them
+    response = browser.post(
+        "/admin/jobs/job/add/",
+        {"app": app.pk, "name": "sneaky", "kind": "shell", "spec": '{"command": "id"}'},
+    )
+    assert b"jobs.manage_shell_job" in response.content
+    assert not Job.objects.filter(name="sneaky").exists()

@@ -430,13 +430,13 @@ def test_a_disabled_job_does_not_fire(
 def test_two_beats_at_once_fire_every_slot_exactly_once(
     make_job: Callable[..., Job],
 ) -> None:
-    """Two beats race over 2,400 slots (200 schedules x 12 minutes of simulated
+    """Two beats race over 10,000 slots (1,000 schedules x 10 minutes of simulated
     time): every slot gets exactly one execution, none is missed."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
         pytest.skip("the two-beats race needs PostgreSQL (set DATABASE_URL)")
-    schedules_n, minutes = 200, 12
+    schedules_n, minutes = 1000, 10
     jobs = [
         make_job(name=f"race-{n}", overlap_policy="allow_all")
         for n in range(schedules_n)
@@ -452,7 +452,7 @@ def test_two_beats_at_once_fire_every_slot_exactly_once(
             for minute in range(minutes):
                 barrier.wait(timeout=30)
                 services.schedules_fire_due(
-                    now=T0 + timedelta(minutes=minute, seconds=1), batch=50
+                    now=T0 + timedelta(minutes=minute, seconds=1), batch=100
                 )
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
