@@ -159,19 +159,25 @@ def execution_claim(*, execution_id: int, worker: str) -> Execution | None:
     now = timezone.now()
     # The worker's Agent row, in the same statement (NULL if it never registered).
     agent = Agent.objects.filter(name=worker).values("pk")[:1]
-    claimed = Execution.objects.filter(
-        pk=execution_id, status=Execution.Status.PENDING
-    ).update(
-        status=Execution.Status.RUNNING,
-        started_at=now,
-        worker=worker,
-        agent_id=Subquery(agent),
-    )
-    if not claimed:
-        return None
-    execution = Execution.objects.select_related("job__app").get(pk=execution_id)
-    Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
-    transaction.on_commit(lambda: notifications.execution_changed(execution=execution))
+    # One transaction: if the connection dies half-way, nothing is claimed and the
+    # caller can try again (execution_run does), instead of a run left "running"
+    # that nobody will ever finish.
+    with transaction.atomic():
+        claimed = Execution.objects.filter(
+            pk=execution_id, status=Execution.Status.PENDING
+        ).update(
+            status=Execution.Status.RUNNING,
+            started_at=now,
+            worker=worker,
+            agent_id=Subquery(agent),
+        )
+        if not claimed:
+            return None
+        execution = Execution.objects.select_related("job__app").get(pk=execution_id)
+        Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
+        transaction.on_commit(
+            lambda: notifications.execution_changed(execution=execution)
+        )
     return execution
 
 
@@ -217,7 +223,10 @@ def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
 
 def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     """Claim, run and finish one execution. A no-op if it is not pending any more."""
-    execution = execution_claim(execution_id=execution_id, worker=worker)
+    execution = _with_reconnect(
+        lambda: execution_claim(execution_id=execution_id, worker=worker),
+        what=f"execution {execution_id}: claiming it",
+    )
     if execution is None:
         logger.info("execution %s is not pending; nothing to run", execution_id)
         return None

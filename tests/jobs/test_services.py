@@ -294,3 +294,33 @@ def test_it_links_the_claim_to_the_workers_agent(
     assert claimed is not None and claimed.agent_id == agent.pk
     unknown = services.execution_claim(execution_id=make_execution().pk, worker="x@y")
     assert unknown is not None and unknown.agent_id is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_cut_short_by_a_dropped_connection_is_retried_whole(
+    make_execution: Callable[..., Execution],
+) -> None:
+    from django.db import OperationalError
+    from django.db.models.query import QuerySet
+
+    execution = make_execution()
+    real_get = QuerySet.get
+    calls = {"n": 0}
+
+    def flaky_get(self: QuerySet, *args: object, **kwargs: object) -> object:
+        # The claim's read after its UPDATE: the connection dies there, once.
+        if self.model is Execution and calls["n"] == 0:
+            calls["n"] += 1
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_get(self, *args, **kwargs)
+
+    with (
+        mock.patch.object(QuerySet, "get", flaky_get),
+        mock.patch("jobs.services.time.sleep"),
+        mock.patch("jobs.tasks.run_execution.apply_async"),
+    ):
+        services.execution_run(execution_id=execution.pk, worker="w")
+    execution.refresh_from_db()
+    # Without the transaction the first UPDATE stayed: "running" for ever.
+    assert execution.status == Execution.Status.SUCCEEDED
+    assert calls["n"] == 1
