@@ -617,7 +617,8 @@ class JobAdmin(admin.ModelAdmin[Job]):
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
     ) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
-        form.may_manage_shell = can_manage_shell_jobs(request.user)
+        # A fresh class per request (modelform_factory), so this is per user.
+        form.may_manage_shell = can_manage_shell_jobs(request.user)  # type: ignore[attr-defined]
         return form
 
     def save_model(
