@@ -49,7 +49,11 @@ class JobScheduler(Scheduler):
         """One pass: fire what is due and answer the seconds until the next slot
         (capped at MAX_SLEEP). Never raises: a failing database or broker is logged
         and tried again on the next tick."""
-        close_old_connections()
+        if time.monotonic() - self._housekept >= HOUSEKEEPING_SECONDS:
+            # Recycle the connection once a second, not every tick: with health
+            # checks on, each recycle costs a round trip. A connection that dies in
+            # between fails the tick's query, and the handler below recycles it.
+            close_old_connections()
         ahead = timedelta(seconds=settings.KARMCHARI_FIRE_AHEAD)
         try:
             now = now or timezone.now()
