@@ -60,10 +60,29 @@ class App(models.Model):
     keep_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Finished executions older than this go."
     )
+    # Per-app access (jobs/access.py): who sees and acts on the app's jobs.
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="karmchari_apps",
+        help_text="Users who see and act on this app's jobs. Matters only with "
+        "per-app access on (KARMCHARI_PER_APP_ACCESS).",
+    )
+    groups = models.ManyToManyField(
+        "auth.Group",
+        blank=True,
+        related_name="karmchari_apps",
+        help_text="Groups whose members see and act on this app's jobs. Matters "
+        "only with per-app access on (KARMCHARI_PER_APP_ACCESS).",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        permissions = [
+            # With per-app access on, sees every app as if it were off.
+            ("access_all_apps", "Can access every app"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=~Q(name__in=RESERVED_APP_NAMES),

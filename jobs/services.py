@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 
 from agents.models import Agent
-from jobs import control, firing, logs, notifications, schedules
+from jobs import access, control, firing, logs, notifications, schedules
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.runners import PAUSABLE_KINDS, Outcome, RunContext, SpecError, get_runner
 from jobs.stats import stats_invalidate
@@ -49,17 +49,54 @@ def app_create(
     name: str,
     description: str = "",
     meta: dict[str, Any] | None = None,
+    users: Iterable[Any] | None = None,
+    groups: Iterable[Any] | None = None,
+    creator: Any = None,
     **fields: Any,
 ) -> App:
-    return App.objects.create(
-        name=name, description=description, meta=meta or {}, **fields
-    )
+    """A new app, granted to `users` and `groups` (per-app access), and to its
+    `creator` when per-app access would otherwise hide it from them."""
+    with transaction.atomic():
+        app = App.objects.create(
+            name=name, description=description, meta=meta or {}, **fields
+        )
+        app_set_access(app=app, users=users, groups=groups)
+        if creator is not None:
+            app_grant_creator(app=app, user=creator)
+    return app
 
 
-def app_update(*, app: App, **fields: Any) -> App:
+def app_update(
+    *,
+    app: App,
+    users: Iterable[Any] | None = None,
+    groups: Iterable[Any] | None = None,
+    **fields: Any,
+) -> App:
     for name, value in fields.items():
         setattr(app, name, value)
-    app.save(update_fields=list(fields))
+    with transaction.atomic():
+        app.save(update_fields=list(fields))
+        app_set_access(app=app, users=users, groups=groups)
+    return app
+
+
+def app_set_access(
+    *, app: App, users: Iterable[Any] | None, groups: Iterable[Any] | None
+) -> App:
+    """Who sees the app with per-app access on; None leaves that side unchanged."""
+    if users is not None:
+        app.users.set(users)
+    if groups is not None:
+        app.groups.set(groups)
+    return app
+
+
+def app_grant_creator(*, app: App, user: Any) -> App:
+    """Grants a new app to the user who made it, if per-app access would hide it
+    from them (they could not see what they just made)."""
+    if user is not None and user.is_authenticated and access.is_restricted(user):
+        app.users.add(user)
     return app
 
 
@@ -1092,14 +1129,15 @@ def _execution_after_finish(*, execution: Execution) -> None:
 # above. compat/ never writes to the database itself; everything goes through here.
 
 
-def app_get_or_create(*, name: str, description: str = "") -> App:
-    """The app of this name, created when missing (two racing callers get one)."""
+def app_get_or_create(*, name: str, description: str = "", creator: Any = None) -> App:
+    """The app of this name, created when missing (two racing callers get one; the
+    creator is granted it as by app_create)."""
     app = App.objects.filter(name=name).first()
     if app is not None:
         return app
     try:
         with transaction.atomic():
-            return app_create(name=name, description=description)
+            return app_create(name=name, description=description, creator=creator)
     except IntegrityError:
         return App.objects.get(name=name)
 

@@ -344,6 +344,13 @@ if unknown_compat := sorted(set(KARMCHARI_COMPAT_OPEN) - set(COMPAT_APIS)):
 # The app that holds Karmchari (one job per type) and Kala jobs.
 KARMCHARI_COMPAT_APP = env_str("KARMCHARI_COMPAT_APP", "default")
 
+# --- Per-app access (jobs/access.py, see docs/operations.md) ------------------------
+
+# On: a user sees and acts only on the apps granted to them or to one of their groups
+# (App.users, App.groups), unless a superuser or holding jobs.access_all_apps. Off:
+# model permissions alone decide, over every app.
+KARMCHARI_PER_APP_ACCESS = env_bool("KARMCHARI_PER_APP_ACCESS", False)
+
 # --- Operations: metrics, notifications, dead-man's switch pings --------------------
 
 # /metrics: a bearer token Prometheus sends, and/or client addresses or networks
