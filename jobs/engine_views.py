@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import logs, services, stats
+from jobs import access, logs, services, stats
 from jobs.models import Execution, Job
 from jobs.serializers import (
     ExecutionDetailSerializer,
@@ -249,11 +249,13 @@ class JobEngineActions:
 
 
 class StatsView(APIView):
-    """Totals over all jobs (cached; refreshed on change)."""
+    """Totals over all jobs (cached; refreshed on change); with per-app access, over
+    the jobs of the caller's apps (computed on each call)."""
 
     # For the model permission check: reading stats needs jobs.view_job.
     queryset = Job.objects.all()
 
     @extend_schema(responses=GlobalStatsSerializer)
     def get(self, request: Request) -> Response:
-        return Response(GlobalStatsSerializer(stats.stats_global()).data)
+        figures = stats.stats_global(apps=access.scope(request.user))
+        return Response(GlobalStatsSerializer(figures).data)

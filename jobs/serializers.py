@@ -2,18 +2,71 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import PermissionDenied
 
 from agents import services as agents_services
-from jobs import schedules, services
+from jobs import access, schedules, services
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SpecError, mask_spec, unmask_spec
 
 
+def _request_user(context: dict[str, Any]) -> Any:
+    request = context.get("request")
+    return getattr(request, "user", None)
+
+
+def _restricted(context: dict[str, Any]) -> bool:
+    """Whether per-app access narrows this request (never without one: internal)."""
+    request = context.get("request")
+    return request is not None and access.is_restricted(request.user)
+
+
+class AppScopedField:
+    """A related field whose choices are narrowed to the apps the requesting user
+    may see (per-app access): any other object is answered "does not exist", as a
+    missing one. Without a request in the context (internal use), all objects."""
+
+    app_path: str
+
+    def get_queryset(self) -> Any:
+        queryset = super().get_queryset()  # type: ignore[misc]
+        context: dict[str, Any] = self.context  # type: ignore[attr-defined]
+        if not _restricted(context):
+            return queryset
+        return access.restrict(queryset, _request_user(context), self.app_path)
+
+
+class AppField(AppScopedField, serializers.SlugRelatedField[App]):
+    app_path = ""
+
+
+class JobField(AppScopedField, serializers.PrimaryKeyRelatedField[Job]):
+    app_path = "app"
+
+
 class AppSerializer(serializers.ModelSerializer[App]):
+    users = serializers.SlugRelatedField(
+        slug_field=get_user_model().USERNAME_FIELD,
+        queryset=get_user_model().objects.all(),
+        many=True,
+        required=False,
+        help_text="Usernames that see and act on the app's jobs (per-app access); "
+        "writing takes jobs.change_app.",
+    )
+    groups = serializers.SlugRelatedField(
+        slug_field="name",
+        queryset=Group.objects.all(),
+        many=True,
+        required=False,
+        help_text="Names of groups whose members see and act on the app's jobs "
+        "(per-app access); writing takes jobs.change_app.",
+    )
+
     class Meta:
         model = App
         fields = [
@@ -23,6 +76,8 @@ class AppSerializer(serializers.ModelSerializer[App]):
             "keep_succeeded",
             "keep_failed",
             "keep_days",
+            "users",
+            "groups",
             "created",
         ]
         read_only_fields = ["created"]
@@ -31,6 +86,17 @@ class AppSerializer(serializers.ModelSerializer[App]):
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
         return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # Creating an app takes jobs.add_app; granting it to others, change_app too.
+        user = _request_user(self.context)
+        granting = "users" in attrs or "groups" in attrs
+        if granting and user is not None and not user.has_perm("jobs.change_app"):
+            raise PermissionDenied(
+                "Granting an app to users or groups needs the 'jobs.change_app' "
+                "permission."
+            )
+        return attrs
 
 
 class JobStatsSerializer(serializers.ModelSerializer[Job]):
@@ -59,7 +125,7 @@ class JobScheduleSerializer(serializers.ModelSerializer[Schedule]):
 
 
 class JobSerializer(serializers.ModelSerializer[Job]):
-    app = serializers.SlugRelatedField(slug_field="name", queryset=App.objects.all())
+    app = AppField(slug_field="name", queryset=App.objects.all())
     spec = serializers.JSONField(
         help_text='What to run; for a shell job {"command": "...", "cwd": "/abs", '
         '"env": {"NAME": "value"}}.'
@@ -71,8 +137,12 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     # Read from the prefetched set: JobViewSet prefetches "schedules".
     schedules = JobScheduleSerializer(many=True, read_only=True)
     # Kala's dependent jobs: this job runs after each success of any of these.
-    parents = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Job.objects.all(), required=False
+    parents = JobField(
+        many=True,
+        queryset=Job.objects.all(),
+        required=False,
+        help_text="Ids of the jobs this one runs after; with per-app access, only "
+        "those the caller may see are listed (and kept when others are sent).",
     )
     warnings = serializers.SerializerMethodField(
         help_text="Why this job might not run, e.g. no live agent consumes its queue."
@@ -117,6 +187,21 @@ class JobSerializer(serializers.ModelSerializer[Job]):
     def to_representation(self, instance: Job) -> dict[str, Any]:
         data = super().to_representation(instance)
         data["spec"] = mask_spec(data.get("spec"))
+        if "parents" in data and _restricted(self.context):
+            user = _request_user(self.context)
+            # Parents in apps hidden from the caller are left out: from the
+            # prefetched parents, against the caller's app ids read once per response.
+            context = self.root.context if self.root else self.context
+            if "visible_app_ids" not in context:
+                context["visible_app_ids"] = set(
+                    access.apps_for(user).values_list("pk", flat=True)
+                )
+            visible = context["visible_app_ids"]
+            data["parents"] = [
+                parent.pk
+                for parent in instance.parents.all()
+                if parent.app_id in visible
+            ]
         return data
 
     def _check_shell_permission(self, attrs: dict[str, Any]) -> None:
@@ -150,6 +235,10 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             # A client that sends back what it read must not erase the secrets.
             attrs["spec"] = unmask_spec(attrs["spec"], self.instance.spec)
         if "parents" in attrs:
+            if _restricted(self.context):
+                attrs["parents"] = access.keep_hidden_parents(
+                    _request_user(self.context), self.instance, attrs["parents"]
+                )
             why = services.job_parents_cycle(
                 job=self.instance, parents=attrs["parents"]
             )
@@ -235,7 +324,7 @@ class RunSerializer(serializers.Serializer[Any]):
 
 
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
-    job = serializers.PrimaryKeyRelatedField(queryset=Job.objects.all())
+    job = JobField(queryset=Job.objects.all())
     description = serializers.SerializerMethodField()
 
     class Meta:

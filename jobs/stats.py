@@ -13,14 +13,26 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Case, Count, F, IntegerField, Max, Min, Q, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
 from agents import live
 from agents.models import Agent
 from jobs import schedules
-from jobs.models import Execution, Job, Schedule
+from jobs.models import App, Execution, Job, Schedule
 
 _GLOBAL_KEY = "stats:global"
 
@@ -44,11 +56,32 @@ def _by_status(executions: Any) -> dict[str, int]:
     return counts
 
 
-def stats_global() -> dict[str, Any]:
-    cached = cache.get(_GLOBAL_KEY)
-    if cached is not None:
-        return dict(cached)
-    jobs = Job.objects.aggregate(
+def _within(
+    apps: QuerySet[App] | None,
+) -> tuple[QuerySet[Job], QuerySet[Execution], QuerySet[Schedule]]:
+    """Jobs, executions and schedules of `apps` (None: of every app)."""
+    jobs, executions, schedules_ = (
+        Job.objects.all(),
+        Execution.objects.all(),
+        Schedule.objects.all(),
+    )
+    if apps is None:
+        return jobs, executions, schedules_
+    return (
+        jobs.filter(app__in=apps),
+        executions.filter(job__app__in=apps),
+        schedules_.filter(job__app__in=apps),
+    )
+
+
+def stats_global(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
+    """Totals over the jobs of `apps` (access.scope(); None: every app, cached)."""
+    if apps is None:
+        cached = cache.get(_GLOBAL_KEY)
+        if cached is not None:
+            return dict(cached)
+    job_rows, execution_rows, schedule_rows = _within(apps)
+    jobs = job_rows.aggregate(
         jobs=Count("id"),
         enabled=Count("id", filter=Q(enabled=True)),
         success_count=Sum("success_count"),
@@ -57,7 +90,7 @@ def stats_global() -> dict[str, Any]:
         duration_total=Sum("duration_total"),
     )
     runs = (jobs["success_count"] or 0) + (jobs["error_count"] or 0)
-    executions = _by_status(Execution.objects.all())
+    executions = _by_status(execution_rows)
     figures = {
         "jobs": jobs["jobs"],
         "enabled_jobs": jobs["enabled"],
@@ -66,14 +99,15 @@ def stats_global() -> dict[str, Any]:
         "error_count": jobs["error_count"] or 0,
         "average_duration": (jobs["duration_total"] or 0.0) / runs if runs else None,
         "last_attempted_at": jobs["last_attempted_at"],
-        "next_run_at": Schedule.objects.filter(
-            enabled=True, job__enabled=True
-        ).aggregate(next=Min("next_run_at"))["next"],
+        "next_run_at": schedule_rows.filter(enabled=True, job__enabled=True).aggregate(
+            next=Min("next_run_at")
+        )["next"],
         "active_executions": sum(executions[s] for s in Execution.ACTIVE_STATUSES),
         "executions": executions,
         "generated_at": timezone.now(),
     }
-    cache.set(_GLOBAL_KEY, figures, settings.KARMCHARI_STATS_CACHE_SECONDS)
+    if apps is None:
+        cache.set(_GLOBAL_KEY, figures, settings.KARMCHARI_STATS_CACHE_SECONDS)
     return figures
 
 
@@ -133,21 +167,26 @@ def _hourly_key(job_id: int | None) -> str:
 
 
 def stats_hourly(
-    *, job_id: int | None = None, now: datetime | None = None
+    *,
+    job_id: int | None = None,
+    now: datetime | None = None,
+    apps: QuerySet[App] | None = None,
 ) -> list[dict[str, Any]]:
-    """Executions created in each of the last 24 hours, by outcome, oldest first.
+    """Executions created in each of the last 24 hours, by outcome, oldest first,
+    of one job, or of the jobs of `apps` (None: every app; cached).
 
     One GROUP BY over the rows of the window, found through the `created` indexes
     (jobs_execution_newest, or jobs_execution_job_newest for one job). Hours are UTC.
     """
     key = _hourly_key(job_id)
-    cached = cache.get(key)
+    cached = cache.get(key) if apps is None else None
     if cached is not None and now is None:
         return list(cached)
     now = now or timezone.now()
     end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=HOURS - 1)
-    executions = Execution.objects.filter(created__gte=start)
+    _, executions, _ = _within(apps)
+    executions = executions.filter(created__gte=start)
     if job_id is not None:
         executions = executions.filter(job_id=job_id)
     rows = (
@@ -163,21 +202,21 @@ def stats_hourly(
         if bucket is not None:
             bucket[_OUTCOME_OF[row["status"]]] += row["n"]
     series = [{"hour": hour, **buckets[hour]} for hour in hours]
-    cache.set(key, series, DASHBOARD_SECONDS)
+    if apps is None:
+        cache.set(key, series, DASHBOARD_SECONDS)
     return series
 
 
-def _upcoming(now: datetime) -> list[dict[str, Any]]:
+def _upcoming(now: datetime, apps: QuerySet[App] | None = None) -> list[dict[str, Any]]:
     """The next fire times over all enabled schedules of enabled jobs.
 
     Any of the first N fire times belongs to one of the N schedules that fire first
     (anything else fires after those N), so N rows through jobs_schedule_due and pure
     schedule maths suffice, whatever the number of schedules.
     """
+    _, _, schedule_rows = _within(apps)
     rows = (
-        Schedule.objects.filter(
-            enabled=True, job__enabled=True, next_run_at__isnull=False
-        )
+        schedule_rows.filter(enabled=True, job__enabled=True, next_run_at__isnull=False)
         .select_related("job__app")
         .order_by("next_run_at")[:UPCOMING]
     )
@@ -214,10 +253,11 @@ def _upcoming(now: datetime) -> list[dict[str, Any]]:
     return fires[:UPCOMING]
 
 
-def _failing() -> tuple[int, list[dict[str, Any]]]:
+def _failing(apps: QuerySet[App] | None = None) -> tuple[int, list[dict[str, Any]]]:
     """Jobs whose last finished run failed: the last error is newer than the last
     success (the denormalised timestamps; no look at executions)."""
-    failing = Job.objects.filter(last_error_at__isnull=False).filter(
+    job_rows, _, _ = _within(apps)
+    failing = job_rows.filter(last_error_at__isnull=False).filter(
         Q(last_success_at__isnull=True) | Q(last_error_at__gt=F("last_success_at"))
     )
     rows = failing.select_related("app").order_by("-last_error_at")[:FAILING]
@@ -282,13 +322,17 @@ def _agents(now: datetime) -> list[dict[str, Any]]:
     return listed
 
 
-def stats_dashboard() -> dict[str, Any]:
-    """Everything the admin index shows, in a fixed number of queries, cached."""
-    cached = cache.get(DASHBOARD_KEY)
-    if cached is not None:
-        return dict(cached)
+def stats_dashboard(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
+    """Everything the admin index shows, in a fixed number of queries, over the jobs
+    of `apps` (access.scope(); None: every app, cached). Agents are shared by all
+    apps: always all of them."""
+    if apps is None:
+        cached = cache.get(DASHBOARD_KEY)
+        if cached is not None:
+            return dict(cached)
     now = timezone.now()
-    jobs = Job.objects.aggregate(
+    job_rows, execution_rows, _ = _within(apps)
+    jobs = job_rows.aggregate(
         total=Count("id"),
         enabled=Count("id", filter=Q(enabled=True)),
         success_count=Sum("success_count"),
@@ -297,14 +341,14 @@ def stats_dashboard() -> dict[str, Any]:
     active = dict.fromkeys(Execution.ACTIVE_STATUSES, 0)
     # jobs_execution_status: the handful of active rows, not the whole table.
     for row in (
-        Execution.objects.filter(status__in=Execution.ACTIVE_STATUSES)
+        execution_rows.filter(status__in=Execution.ACTIVE_STATUSES)
         .order_by()
         .values("status")
         .annotate(n=Count("id"))
     ):
         active[row["status"]] = row["n"]
-    hourly = stats_hourly(now=now)
-    failing_total, failing = _failing()
+    hourly = stats_hourly(now=now, apps=apps)
+    failing_total, failing = _failing(apps)
     agents = _agents(now)
     figures = {
         "jobs": jobs["total"],
@@ -317,7 +361,7 @@ def stats_dashboard() -> dict[str, Any]:
         "pending": active[Execution.Status.PENDING],
         "hourly": hourly,
         "last_day": {name: sum(hour[name] for hour in hourly) for name in OUTCOMES},
-        "upcoming": _upcoming(now),
+        "upcoming": _upcoming(now, apps),
         "failing": failing,
         "failing_total": failing_total,
         "agents": agents,
@@ -325,5 +369,6 @@ def stats_dashboard() -> dict[str, Any]:
         "agents_down": sum(1 for a in agents if a["state"] in ("stale", "offline")),
         "generated_at": now,
     }
-    cache.set(DASHBOARD_KEY, figures, DASHBOARD_SECONDS)
+    if apps is None:
+        cache.set(DASHBOARD_KEY, figures, DASHBOARD_SECONDS)
     return figures

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
@@ -48,6 +48,36 @@ def api(admin_user: User) -> APIClient:
 @pytest.fixture
 def anon() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., User]:
+    """A user with these permissions (e.g. "jobs.view_job") and groups (e.g. the
+    "editor" role), granted these apps (per-app access)."""
+
+    def make(
+        username: str = "member",
+        *,
+        perms: Iterable[str] = (),
+        groups: Iterable[str] = (),
+        apps: Iterable[App] = (),
+        **fields: Any,
+    ) -> User:
+        user = User.objects.create_user(username, password="pw", **fields)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(
+                Permission.objects.get(
+                    content_type__app_label=app_label, codename=codename
+                )
+            )
+        for name in groups:
+            user.groups.add(Group.objects.get_or_create(name=name)[0])
+        for app in apps:
+            app.users.add(user)
+        return user
+
+    return make
 
 
 @pytest.fixture
