@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, Model, OuterRef, Q, QuerySet, Subquery
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -24,9 +24,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timeuntil
 from django.views.decorators.http import require_POST
+from django_stubs_ext import StrOrPromise
 
 from agents.models import Agent
-from jobs import charts, schedules, services, stats, tokens
+from jobs import access, charts, schedules, services, stats, tokens
 from jobs.engine_admin import ExecutionControlAdminMixin
 from jobs.models import (
     ApiToken,
@@ -79,13 +80,67 @@ def _change_link(name: str, pk: int, text: str) -> SafeString:
     return format_html('<a href="{}">{}</a>', reverse(f"admin:{name}", args=[pk]), text)
 
 
+M = TypeVar("M", bound=Model)
+
+
+class AppScopedAdmin(admin.ModelAdmin[M]):
+    """Per-app access in the console: the changelist, change pages, actions,
+    autocomplete (which reads this queryset) and the choices of app and job fields
+    show only what the user may see. Other rows answer as missing."""
+
+    # The path from the model to its app, as access.restrict() takes it.
+    app_path: str
+
+    def app_condition(self, request: HttpRequest) -> Q:
+        return access.condition(request.user, self.app_path)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[M]:
+        return super().get_queryset(request).filter(self.app_condition(request))
+
+    def formfield_for_foreignkey(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if "queryset" not in kwargs:
+            choices = access.visible(db_field.related_model, request.user)
+            if choices is not None:
+                kwargs["queryset"] = choices
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(
+        self, db_field: Any, request: HttpRequest, **kwargs: Any
+    ) -> Any:
+        if "queryset" not in kwargs:
+            choices = access.visible(db_field.related_model, request.user)
+            if choices is not None:
+                kwargs["queryset"] = choices
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class AppListFilter(admin.RelatedFieldListFilter):
+    """The app filter, offering only the apps the user may see."""
+
+    def field_choices(
+        self, field: Any, request: HttpRequest, model_admin: Any
+    ) -> list[tuple[str, StrOrPromise]]:
+        return [(str(app.pk), str(app)) for app in access.apps_for(request.user)]
+
+
 @admin.register(App)
-class AppAdmin(admin.ModelAdmin[App]):
+class AppAdmin(AppScopedAdmin[App]):
+    app_path = ""
     list_display = ["name", "description", "job_count", "created"]
     search_fields = ["name", "description"]
+    filter_horizontal = ["users", "groups"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[App]:
         return super().get_queryset(request).annotate(job_total=Count("jobs"))
+
+    def save_related(
+        self, request: HttpRequest, form: Any, formsets: Any, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        if not change:
+            services.app_grant_creator(app=form.instance, user=request.user)
 
     @admin.display(description="Jobs", ordering="job_total")
     def job_count(self, app: App) -> SafeString:
@@ -200,7 +255,8 @@ class ScheduleInline(admin.TabularInline[Schedule, Job]):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin[Schedule]):
+class ScheduleAdmin(AppScopedAdmin[Schedule]):
+    app_path = "job__app"
     form = ScheduleForm
     change_form_template = "admin/jobs/schedule/change_form.html"
     list_display = [
@@ -450,7 +506,8 @@ JOB_STATS_FIELDS = [
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin[Job]):
+class JobAdmin(AppScopedAdmin[Job]):
+    app_path = "app"
     form = JobForm
     change_form_template = "admin/jobs/job/change_form.html"
     list_display = [
@@ -462,7 +519,7 @@ class JobAdmin(admin.ModelAdmin[Job]):
         "last_status_badge",
         "next_run",
     ]
-    list_filter = ["app", "kind", "enabled", LastStatusFilter]
+    list_filter = [("app", AppListFilter), "kind", "enabled", LastStatusFilter]
     list_select_related = ["app"]
     search_fields = ["name", "description", "owner", "app__name"]
     readonly_fields = [
@@ -494,6 +551,17 @@ class JobAdmin(admin.ModelAdmin[Job]):
         if match and (match.url_name or "").endswith("changelist"):
             queryset = queryset.prefetch_related("schedules")
         return queryset
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Job | None:
+        job = super().get_object(request, object_id, from_field)
+        if job is not None:
+            # For the read-only "children" field (which gets no request): the
+            # children this user may see, as a lazy queryset.
+            visible = access.restrict(job.children.all(), request.user, "app")
+            setattr(job, "visible_children", visible)  # noqa: B010
+        return job
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
         available = [
@@ -555,7 +623,9 @@ class JobAdmin(admin.ModelAdmin[Job]):
     def children_links(self, job: Job) -> SafeString | str:
         if not job.pk:
             return "-"
-        children = job.children.select_related("app").order_by("app__name", "name")
+        # Narrowed to what the user may see by get_object; all of them elsewhere.
+        children = getattr(job, "visible_children", job.children.all())
+        children = children.select_related("app").order_by("app__name", "name")
         return (
             format_html_join(
                 ", ",
@@ -642,9 +712,12 @@ class JobAdmin(admin.ModelAdmin[Job]):
         self, request: HttpRequest, form: Any, formsets: Any, change: bool
     ) -> None:
         if "parents" in form.cleaned_data:
-            services.job_set_parents(
-                job=form.instance, parents=list(form.cleaned_data["parents"])
+            parents = access.keep_hidden_parents(
+                request.user,
+                form.instance if change else None,
+                form.cleaned_data["parents"],
             )
+            services.job_set_parents(job=form.instance, parents=parents)
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 
@@ -686,7 +759,10 @@ class JobAdmin(admin.ModelAdmin[Job]):
     def run_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         if not self.has_run_permission(request):
             raise PermissionDenied
-        job = get_object_or_404(Job.objects.select_related("app"), pk=object_id)
+        job = get_object_or_404(
+            access.restrict(Job.objects.select_related("app"), request.user, "app"),
+            pk=object_id,
+        )
         try:
             execution = services.job_trigger(job=job, trigger=Execution.Trigger.MANUAL)
         except services.ServiceError as exc:
@@ -743,7 +819,8 @@ class CappedPaginator(Paginator):  # type: ignore[type-arg]
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ExecutionControlAdminMixin, admin.ModelAdmin[Execution]):
+class ExecutionAdmin(AppScopedAdmin[Execution], ExecutionControlAdminMixin):
+    app_path = "job__app"
     list_display = [
         "id",
         "job_link",
@@ -967,17 +1044,25 @@ class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
 
 
 @admin.register(NotificationRule)
-class NotificationRuleAdmin(admin.ModelAdmin[NotificationRule]):
+class NotificationRuleAdmin(AppScopedAdmin[NotificationRule]):
     form = NotificationRuleForm
     list_display = ["channel", "app", "job", "events", "slow_factor"]
     list_select_related = ["channel", "app", "job"]
     list_filter = ["channel"]
     raw_id_fields = ["job"]
 
+    def app_condition(self, request: HttpRequest) -> Q:
+        # A rule is for an app or for a job: the user sees those of their apps.
+        return access.condition(request.user, "app") | access.condition(
+            request.user, "job__app"
+        )
+
 
 @admin.register(NotificationDelivery)
-class NotificationDeliveryAdmin(admin.ModelAdmin[NotificationDelivery]):
-    """The delivery log: read-only."""
+class NotificationDeliveryAdmin(AppScopedAdmin[NotificationDelivery]):
+    """The delivery log: read-only (with per-app access, of the user's jobs)."""
+
+    app_path = "job__app"
 
     list_display = [
         "created",

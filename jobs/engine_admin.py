@@ -71,9 +71,8 @@ class ExecutionControlAdminMixin(admin.ModelAdmin[Execution]):
         )
         if not allowed:
             raise PermissionDenied
-        execution = get_object_or_404(
-            Execution.objects.select_related("job"), pk=object_id
-        )
+        # The admin's queryset: with per-app access, only the user's executions.
+        execution = get_object_or_404(self.get_queryset(request), pk=object_id)
         page = reverse("admin:jobs_execution_change", args=[execution.pk])
         try:
             if verb == "retry":

@@ -1,0 +1,312 @@
+"""Per-app access in the operator console (jobs/admin.py, jobs/engine_admin.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.test import Client, override_settings
+from django.utils import timezone
+
+from jobs.models import (
+    App,
+    Execution,
+    ExecutionEvent,
+    Job,
+    NotificationChannel,
+    NotificationRule,
+    Schedule,
+)
+
+pytestmark = pytest.mark.django_db
+
+on = override_settings(KARMCHARI_PER_APP_ACCESS=True)
+
+PERMS = [
+    f"{label}.{verb}_{model}"
+    for label, model in (
+        ("jobs", "app"),
+        ("jobs", "job"),
+        ("jobs", "schedule"),
+        ("jobs", "execution"),
+        ("jobs", "notificationrule"),
+    )
+    for verb in ("view", "add", "change")
+] + ["jobs.manage_shell_job"]
+
+
+@pytest.fixture(autouse=True)
+def no_broker() -> Iterator[mock.MagicMock]:
+    with mock.patch("jobs.tasks.run_execution.apply_async") as apply_async:
+        yield apply_async
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    cache.clear()
+
+
+@pytest.fixture
+def mine(make_app: Callable[..., App]) -> App:
+    return make_app("mine")
+
+
+@pytest.fixture
+def theirs(make_app: Callable[..., App]) -> App:
+    return make_app("theirs")
+
+
+@pytest.fixture
+def operator(make_user: Callable[..., User], mine: App) -> Client:
+    """A staff user with the model permissions, granted the app "mine"."""
+    client = Client()
+    client.force_login(make_user("operator", perms=PERMS, apps=[mine], is_staff=True))
+    return client
+
+
+def page(client: Client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    return response.content.decode()
+
+
+def choices(response: Any, field: str) -> set[str]:
+    form = response.context["adminform"].form
+    return {str(obj) for obj in form.fields[field].queryset}
+
+
+def test_the_console_is_unchanged_while_off(
+    operator: Client, theirs: App, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(app=theirs, name="their-job")
+    assert "their-job" in page(operator, "/admin/jobs/job/")
+    assert page(operator, f"/admin/jobs/job/{job.pk}/change/")
+
+
+@on
+def test_changelists_show_only_the_users_apps(
+    operator: Client,
+    mine: App,
+    theirs: App,
+    make_app: Callable[..., App],
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    make_schedule: Callable[..., Schedule],
+) -> None:
+    own, other = make_job(app=mine, name="own-job"), make_job(app=theirs, name="x-job")
+    own_run, other_run = make_execution(job=own), make_execution(job=other)
+    make_schedule("0 9 * * *", job=own)
+    make_schedule("0 7 * * *", job=other)
+
+    apps = page(operator, "/admin/jobs/app/")
+    assert f"/admin/jobs/app/{mine.pk}/change/" in apps
+    assert f"/admin/jobs/app/{theirs.pk}/change/" not in apps
+    jobs = page(operator, "/admin/jobs/job/")
+    assert "own-job" in jobs and "x-job" not in jobs
+    # The app filter offers only the user's apps (shown from two on).
+    User.objects.get(username="operator").karmchari_apps.add(make_app("ours"))
+    jobs = page(operator, "/admin/jobs/job/")
+    assert f"?app__id__exact={mine.pk}" in jobs
+    assert f"?app__id__exact={theirs.pk}" not in jobs
+    runs = page(operator, "/admin/jobs/execution/")
+    assert f"/admin/jobs/execution/{own_run.pk}/change/" in runs
+    assert f"/admin/jobs/execution/{other_run.pk}/change/" not in runs
+    schedules = page(operator, "/admin/jobs/schedule/")
+    assert "0 9 * * *" in schedules and "0 7 * * *" not in schedules
+
+
+@on
+def test_pages_of_other_apps_answer_as_missing(
+    operator: Client,
+    theirs: App,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    make_schedule: Callable[..., Schedule],
+) -> None:
+    job = make_job(app=theirs)
+    run = make_execution(job=job)
+    schedule = make_schedule(job=job)
+    for url in (
+        f"/admin/jobs/app/{theirs.pk}/change/",
+        f"/admin/jobs/job/{job.pk}/change/",
+        f"/admin/jobs/execution/{run.pk}/change/",
+        f"/admin/jobs/schedule/{schedule.pk}/change/",
+    ):
+        # The admin's answer for a missing object: back to the index, with a note.
+        response = operator.get(url, follow=True)
+        assert response.redirect_chain == [("/admin/", 302)], url
+        assert "Perhaps it was deleted?" in response.content.decode()
+
+
+@on
+def test_it_cannot_run_or_control_runs_of_other_apps(
+    operator: Client,
+    theirs: App,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    job = make_job(app=theirs)
+    running = make_execution(job=job, status=Execution.Status.RUNNING)
+    failed = make_execution(job=job, status=Execution.Status.FAILED)
+
+    assert operator.post(f"/admin/jobs/job/{job.pk}/run/").status_code == 404
+    for verb in ("pause", "kill"):
+        url = f"/admin/jobs/execution/{running.pk}/control/{verb}/"
+        assert operator.post(url).status_code == 404
+    url = f"/admin/jobs/execution/{failed.pk}/control/retry/"
+    assert operator.post(url).status_code == 404
+    # Bulk actions act on the changelist's rows: the others are not among them.
+    operator.post(
+        "/admin/jobs/execution/",
+        {"action": "kill_selected", "_selected_action": [running.pk]},
+    )
+    operator.post(
+        "/admin/jobs/job/", {"action": "run_now", "_selected_action": [job.pk]}
+    )
+    running.refresh_from_db()
+    assert running.desired_state == Execution.DesiredState.RUN
+    assert not ExecutionEvent.objects.exists()
+    assert Execution.objects.count() == 2
+
+
+@on
+def test_forms_offer_only_the_users_apps_and_jobs(
+    operator: Client,
+    mine: App,
+    theirs: App,
+    make_job: Callable[..., Job],
+) -> None:
+    make_job(app=mine, name="own-job")
+    other = make_job(app=theirs, name="x-job")
+    response = operator.get("/admin/jobs/job/add/")
+    assert choices(response, "app") == {"mine"}
+    assert choices(response, "parents") == {"own-job"}
+    assert choices(operator.get("/admin/jobs/schedule/add/"), "job") == {"own-job"}
+    rule = operator.get("/admin/jobs/notificationrule/add/")
+    assert choices(rule, "app") == {"mine"} and choices(rule, "job") == {"own-job"}
+
+    # A hidden job typed into the raw-id field is refused as a missing one.
+    response = operator.post(
+        "/admin/jobs/schedule/add/",
+        {
+            "job": other.pk,
+            "kind": "cron",
+            "expression": "* * * * *",
+            "timezone": "UTC",
+            "misfire_policy": "run_once",
+            "jitter": "0",
+        },
+    )
+    assert response.status_code == 200
+    assert "job" in response.context["adminform"].form.errors
+    assert not Schedule.objects.exists()
+
+
+@on
+def test_the_job_page_hides_and_keeps_dependencies_in_other_apps(
+    operator: Client,
+    mine: App,
+    theirs: App,
+    make_job: Callable[..., Job],
+) -> None:
+    job = make_job(app=mine, name="own-job", kind=Job.Kind.EXTERNAL, spec={})
+    hidden_parent = make_job(app=theirs, name="x-parent")
+    hidden_child = make_job(app=theirs, name="x-child")
+    seen_child = make_job(app=mine, name="own-child")
+    job.parents.set([hidden_parent])
+    hidden_child.parents.set([job])
+    seen_child.parents.set([job])
+
+    response = operator.get(f"/admin/jobs/job/{job.pk}/change/")
+    html = response.content.decode()
+    assert "mine / own-child" in html and "x-child" not in html
+    assert "x-parent" not in html
+    form = response.context["adminform"].form
+    data = {
+        name: value
+        for name, value in form.initial.items()
+        if name in form.fields and value is not None
+    }
+    data.update(
+        {
+            "app": mine.pk,
+            "spec": "{}",
+            "tags": "[]",
+            "legacy": "{}",
+            "parents": [],
+            "description": "changed",
+            "schedules-TOTAL_FORMS": "0",
+            "schedules-INITIAL_FORMS": "0",
+            "executions-TOTAL_FORMS": "0",
+            "executions-INITIAL_FORMS": "0",
+        }
+    )
+    response = operator.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    job.refresh_from_db()
+    assert job.description == "changed"
+    assert list(job.parents.all()) == [hidden_parent]
+
+
+@on
+def test_the_dashboard_counts_only_the_users_apps(
+    operator: Client,
+    admin_client: Client,
+    mine: App,
+    theirs: App,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    own = make_job(app=mine, name="own-job")
+    other = make_job(app=theirs, name="x-job", last_error_at=timezone.now())
+    make_job(app=theirs, name="x-job-2")
+    make_execution(job=own, status=Execution.Status.RUNNING)
+    make_execution(job=other, status=Execution.Status.RUNNING)
+    make_execution(job=other, status=Execution.Status.FAILED)
+
+    html = page(operator, "/admin/")
+    assert '<span class="k-figure" id="k-jobs-enabled">1</span>' in html
+    assert '<span class="k-figure" id="k-running">1</span>' in html
+    assert '<span class="k-figure" id="k-failed">0</span>' in html
+    assert "x-job" not in html
+    # The restricted figures never stand in for everyone's.
+    html = page(admin_client, "/admin/")
+    assert '<span class="k-figure" id="k-jobs-enabled">3</span>' in html
+    assert "theirs / x-job" in html
+
+
+@on
+def test_notification_rules_of_other_apps_are_hidden(
+    operator: Client, mine: App, theirs: App, make_job: Callable[..., Job]
+) -> None:
+    channel = NotificationChannel.objects.create(name="hook", kind="webhook")
+    own = NotificationRule.objects.create(channel=channel, app=mine, events=["x"])
+    by_job = NotificationRule.objects.create(
+        channel=channel, job=make_job(app=mine), events=["y"]
+    )
+    other = NotificationRule.objects.create(channel=channel, app=theirs, events=["z"])
+    html = page(operator, "/admin/jobs/notificationrule/")
+    for rule in (own, by_job):
+        assert f"/admin/jobs/notificationrule/{rule.pk}/change/" in html
+    assert f"/admin/jobs/notificationrule/{other.pk}/change/" not in html
+
+
+@on
+def test_an_app_made_in_the_console_is_granted_to_its_restricted_maker(
+    operator: Client,
+) -> None:
+    response = operator.get("/admin/jobs/app/add/")
+    fields = response.context["adminform"].form.fields
+    assert fields["users"].widget.widget.is_stacked is False  # filter_horizontal
+    assert {"users", "groups"} <= set(fields)
+    response = operator.post(
+        "/admin/jobs/app/add/", {"name": "fresh", "meta": "{}", "description": ""}
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    fresh = App.objects.get(name="fresh")
+    assert list(fresh.users.values_list("username", flat=True)) == ["operator"]
+    assert "fresh" in page(operator, "/admin/jobs/app/")
