@@ -22,3 +22,21 @@ def check_compat_open(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             id="karmchari.W101",
         )
     ]
+
+
+@register()
+def check_compat_open_with_per_app_access(
+    app_configs: Any, **kwargs: Any
+) -> list[CheckMessage]:
+    opened = list(settings.KARMCHARI_COMPAT_OPEN)
+    if not (opened and settings.KARMCHARI_PER_APP_ACCESS):
+        return []
+    return [
+        Warning(
+            f"Per-app access is on, but compatibility APIs are open: "
+            f"{', '.join(opened)}. Anonymous callers there see and act on every app.",
+            hint="An open API is trusted by configuration. Unset KARMCHARI_COMPAT_OPEN "
+            "so that each caller is limited to their apps (see docs/compat.md).",
+            id="karmchari.W102",
+        )
+    ]

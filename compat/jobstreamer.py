@@ -26,7 +26,7 @@ from agents import live
 from agents.models import Agent
 from compat import edn
 from compat.edn import Keyword
-from compat.security import REALM, authorize
+from compat.security import REALM, authorize, may_see, restrict
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, slug_validator, validate_not_reserved
 from jobs.runners import SpecError
@@ -201,6 +201,8 @@ def _route(**methods: View) -> View:
         except Problem as problem:
             if problem.status == 404:
                 return _text("Resource not found.", 404)
+            if problem.status == 403:
+                return _text("Permission denied", 403)
             return answer(request, {"messages": problem.messages}, problem.status)
 
     return view
@@ -209,20 +211,17 @@ def _route(**methods: View) -> View:
 # --- Lookups and shapes -------------------------------------------------------------
 
 
-def _app(name: str) -> App:
-    app = App.objects.filter(name=name).first()
+def _app(name: str, user: Any) -> App:
+    """The app, if the caller may see it (per-app access); else 404 as missing."""
+    app = restrict(App.objects.all(), user, "").filter(name=name).first()
     if app is None:
         raise Problem(404)
     return app
 
 
-def _job(app_name: str, name: str) -> Job:
-    job = (
-        Job.objects.select_related("app")
-        .prefetch_related("schedules")
-        .filter(app__name=app_name, name=name)
-        .first()
-    )
+def _job(app_name: str, name: str, user: Any) -> Job:
+    jobs = Job.objects.select_related("app").prefetch_related("schedules")
+    job = restrict(jobs, user, "app").filter(app__name=app_name, name=name).first()
     if job is None:
         raise Problem(404)
     return job
@@ -418,10 +417,12 @@ def agent_map(agent: Agent, sample: Any, running: list[Execution]) -> dict[str, 
     )
 
 
-def _agents_answer(agents: list[Agent]) -> list[dict[str, Any]]:
+def _agents_answer(agents: list[Agent], user: Any) -> list[dict[str, Any]]:
+    """Agents serve every app; the runs listed are those the caller may see."""
     samples = live.read_many([a.instance_id for a in agents])
     running: dict[int, list[Execution]] = {a.pk: [] for a in agents}
-    for execution in Execution.objects.select_related("agent").filter(
+    executions = restrict(Execution.objects.select_related("agent"), user, "job__app")
+    for execution in executions.filter(
         agent__in=agents,
         status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
     ):
@@ -436,7 +437,8 @@ def _agents_answer(agents: list[Agent]) -> list[dict[str, Any]]:
 
 
 def _apps_list(request: HttpRequest, user: Any) -> HttpResponse:
-    return answer(request, [app_map(app) for app in App.objects.order_by("name")])
+    apps = restrict(App.objects.order_by("name"), user, "")
+    return answer(request, [app_map(app) for app in apps])
 
 
 def _apps_create(request: HttpRequest, user: Any) -> HttpResponse:
@@ -458,7 +460,12 @@ def _apps_create(request: HttpRequest, user: Any) -> HttpResponse:
     meta = {"classpath": classpath}
     app = App.objects.filter(name=name).first()
     if app is None:
-        app = services.app_create(name=name, description=description, meta=meta)
+        app = services.app_create(
+            name=name, description=description, meta=meta, creator=user
+        )
+    elif not may_see(user, app):
+        # The name is taken by an app hidden from the caller (per-app access).
+        raise Problem(403)
     else:
         app = services.app_update(
             app=app, description=description, meta={**app.meta, **meta}
@@ -467,7 +474,7 @@ def _apps_create(request: HttpRequest, user: Any) -> HttpResponse:
 
 
 def _jobs_list(request: HttpRequest, user: Any, app: str) -> HttpResponse:
-    owner = _app(app)
+    owner = _app(app, user)
     limit, offset = _page(request)
     jobs = owner.jobs.prefetch_related("schedules").order_by("name")
     query = request.GET.get("q", "").strip()
@@ -529,18 +536,18 @@ def _job_name(data: dict[str, Any], fallback: str | None = None) -> str:
 
 
 def _jobs_create(request: HttpRequest, user: Any, app: str) -> HttpResponse:
-    owner = _app(app)
+    owner = _app(app, user)
     data = _body_map(request)
     job, _ = _save_job(owner, _job_name(data), data)
     return answer(request, job_map(job), 201)
 
 
 def _job_get(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
-    return answer(request, job_map(_job(app, name)))
+    return answer(request, job_map(_job(app, name, user)))
 
 
 def _job_put(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
-    job = _job(app, name)
+    job = _job(app, name, user)
     data = _body_map(request)
     given = _first(data, "job/name", "job/id", "id", "name")
     if given is not None and given != name:
@@ -550,12 +557,12 @@ def _job_put(request: HttpRequest, user: Any, app: str, name: str) -> HttpRespon
 
 
 def _job_delete(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
-    services.job_delete(job=_job(app, name))
+    services.job_delete(job=_job(app, name, user))
     return _no_content()
 
 
 def _schedule_set(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
-    job = _job(app, name)
+    job = _job(app, name, user)
     data = _body_map(request)
     notation = _first(data, "schedule/cron-notation", "cron-notation")
     if not isinstance(notation, str) or not notation.strip():
@@ -565,7 +572,7 @@ def _schedule_set(request: HttpRequest, user: Any, app: str, name: str) -> HttpR
     except schedules.ScheduleError as exc:
         raise Problem(400, str(exc)) from None
     services.job_schedule_set(job=job, kind="cron", expression=notation)
-    job = _job(app, name)
+    job = _job(app, name, user)
     status = 201 if request.method == "POST" else 200
     return answer(request, _schedule_map(job), status)
 
@@ -573,14 +580,14 @@ def _schedule_set(request: HttpRequest, user: Any, app: str, name: str) -> HttpR
 def _schedule_delete(
     request: HttpRequest, user: Any, app: str, name: str
 ) -> HttpResponse:
-    services.job_schedules_delete(job=_job(app, name))
+    services.job_schedules_delete(job=_job(app, name, user))
     return _no_content()
 
 
 def _schedule_command(
     request: HttpRequest, user: Any, app: str, name: str, command: str
 ) -> HttpResponse:
-    job = _job(app, name)
+    job = _job(app, name, user)
     if not job.schedules.exists():
         raise Problem(404)
     services.job_schedules_enable(job=job, enabled=command == "resume")
@@ -590,7 +597,7 @@ def _schedule_command(
 def _executions_list(
     request: HttpRequest, user: Any, app: str, name: str
 ) -> HttpResponse:
-    job = _job(app, name)
+    job = _job(app, name, user)
     limit, offset = _page(request)
     executions = job.executions.select_related("agent").order_by("-pk")
     start = max(offset - 1, 0)
@@ -609,7 +616,7 @@ def _executions_list(
 def _executions_create(
     request: HttpRequest, user: Any, app: str, name: str
 ) -> HttpResponse:
-    job = _job(app, name)
+    job = _job(app, name, user)
     parameters = edn.plain_json(_body_map(request))
     if job.kind == Job.Kind.BATCH:
         raise Problem(400, NOT_RUNNABLE)
@@ -636,7 +643,9 @@ def _execution(job: Job, execution_id: str) -> Execution:
 def _execution_get(
     request: HttpRequest, user: Any, app: str, name: str, execution_id: str
 ) -> HttpResponse:
-    return answer(request, execution_map(_execution(_job(app, name), execution_id)))
+    return answer(
+        request, execution_map(_execution(_job(app, name, user), execution_id))
+    )
 
 
 def _execution_command(
@@ -647,7 +656,7 @@ def _execution_command(
     execution_id: str,
     command: str,
 ) -> HttpResponse:
-    execution = _execution(_job(app, name), execution_id)
+    execution = _execution(_job(app, name, user), execution_id)
     try:
         if command == "restart":
             execution = services.execution_retry(execution=execution, user=user)
@@ -663,7 +672,8 @@ def _execution_command(
 
 
 def _agents(request: HttpRequest, user: Any) -> HttpResponse:
-    return answer(request, _agents_answer(list(Agent.objects.order_by("name"))))
+    agents = list(Agent.objects.order_by("name"))
+    return answer(request, _agents_answer(agents, user))
 
 
 def _agent(request: HttpRequest, user: Any, instance_id: str) -> HttpResponse:
@@ -674,11 +684,11 @@ def _agent(request: HttpRequest, user: Any, instance_id: str) -> HttpResponse:
     agent = Agent.objects.filter(instance_id=key).first()
     if agent is None:
         raise Problem(404)
-    return answer(request, _agents_answer([agent])[0])
+    return answer(request, _agents_answer([agent], user)[0])
 
 
 def _stats(request: HttpRequest, user: Any, app: str) -> HttpResponse:
-    owner = _app(app)
+    owner = _app(app, user)
     online = Agent.objects.filter(status=Agent.Status.ONLINE).count()
     return answer(request, {"agents": online, "jobs": owner.jobs.count()})
 

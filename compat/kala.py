@@ -20,14 +20,14 @@ from typing import Any
 import isodate
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import F, Max, Min, Q, QuerySet, Sum, Window
+from django.db.models import F, Max, Min, Prefetch, Q, QuerySet, Sum, Window
 from django.db.models.functions import RowNumber
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.csrf import csrf_exempt
 
-from compat.security import REALM, authorize
+from compat.security import DENIED, REALM, authorize, may_see, restrict
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, Schedule, slug_validator
 from jobs.runners import SpecError
@@ -52,6 +52,11 @@ _RAN = [
 
 class KalaError(Exception):
     """A bad request: 400 with this text/plain body."""
+
+
+class KalaDenied(Exception):
+    """Per-app access hides the Kala app from the caller: 403, as the route answers
+    a caller without the permission."""
 
 
 # --- Encoding ---------------------------------------------------------------------
@@ -181,18 +186,26 @@ def job_json(job: Job, history: list[Execution]) -> dict[str, Any]:
     }
 
 
-def kala_jobs() -> QuerySet[Job]:
-    return Job.objects.filter(
+def kala_jobs(user: Any) -> QuerySet[Job]:
+    """Kala's jobs, and their parents and children, as far as the caller may see
+    them (per-app access)."""
+    related = restrict(Job.objects.all(), user, "app")
+    jobs = Job.objects.filter(
         app__name=settings.KARMCHARI_COMPAT_APP, kind=Job.Kind.SHELL
-    ).prefetch_related("schedules", "parents", "children")
+    ).prefetch_related(
+        "schedules",
+        Prefetch("parents", queryset=related),
+        Prefetch("children", queryset=related),
+    )
+    return restrict(jobs, user, "app")
 
 
-def _find(job_id: str) -> Job | None:
+def _find(job_id: str, user: Any) -> Job | None:
     try:
         uid = uuid.UUID(job_id)
     except ValueError:
         return None
-    return kala_jobs().filter(uid=uid).first()
+    return kala_jobs(user).filter(uid=uid).first()
 
 
 # --- Decoding a job -------------------------------------------------------------------
@@ -285,7 +298,7 @@ def _free_name(app: App, wanted: str) -> str:
     return f"{base}-{uuid.uuid4().hex[:8]}"
 
 
-def create(fields: dict[str, Any]) -> Job:
+def create(fields: dict[str, Any], user: Any) -> Job:
     name = fields.get("name") or ""
     command = fields.get("command") or ""
     if not name or not command:
@@ -293,7 +306,7 @@ def create(fields: dict[str, Any]) -> Job:
     parent_ids = fields.get("parent_jobs") or []
     parents: list[Job] = []
     for parent_id in parent_ids:
-        parent = _find(parent_id)
+        parent = _find(parent_id, user)
         if parent is None:
             raise KalaError(f"{INIT_ERROR}: parent job {parent_id!r} not found")
         parents.append(parent)
@@ -310,8 +323,12 @@ def create(fields: dict[str, Any]) -> Job:
             "epsilon": _duration(epsilon_text, "epsilon") if epsilon_text else None,
         }
     app = services.app_get_or_create(
-        name=settings.KARMCHARI_COMPAT_APP, description="Karmchari and Kala jobs."
+        name=settings.KARMCHARI_COMPAT_APP,
+        description="Karmchari and Kala jobs.",
+        creator=user,
     )
+    if not may_see(user, app):
+        raise KalaDenied
     legacy = {"kala": {"name": name, "epsilon": epsilon_text}}
     retries = fields.get("retries") or 0
     if retries > 32767:
@@ -359,52 +376,54 @@ def _route(**methods: View) -> View:
             if verdict.status == 401:
                 response["WWW-Authenticate"] = REALM
             return response
-        return handler(request, **kwargs)
+        return handler(request, verdict.user, **kwargs)
 
     return view
 
 
-def _list(request: HttpRequest) -> HttpResponse:
-    jobs = sorted(kala_jobs(), key=lambda job: str(job.uid))
+def _list(request: HttpRequest, user: Any) -> HttpResponse:
+    jobs = sorted(kala_jobs(user), key=lambda job: str(job.uid))
     history = runs([job.pk for job in jobs], JOB_STATS_LIMIT)
     return go_json(
         {"jobs": {str(job.uid): job_json(job, history[job.pk]) for job in jobs}}
     )
 
 
-def _create(request: HttpRequest) -> HttpResponse:
+def _create(request: HttpRequest, user: Any) -> HttpResponse:
     try:
-        job = create(decode(request.body))
+        job = create(decode(request.body), user)
     except KalaError as exc:
         return _plain(f"{exc}\n", 400)
+    except KalaDenied:
+        return _plain(f"{DENIED}\n", 403)
     return go_json({"id": str(job.uid)}, status=201)
 
 
-def _detail(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = _find(job_id)
+def _detail(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    job = _find(job_id, user)
     if job is None:
         return _empty(404)
     return go_json({"job": job_json(job, runs([job.pk], JOB_STATS_LIMIT)[job.pk])})
 
 
-def _delete(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = _find(job_id)
+def _delete(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    job = _find(job_id, user)
     if job is None:
         return _empty(404)
     services.job_delete(job=job)
     return _empty(204)
 
 
-def _job_stats(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = _find(job_id)
+def _job_stats(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    job = _find(job_id, user)
     if job is None:
         return _empty(404)
     history = runs([job.pk], STATS_LIMIT)[job.pk]
     return go_json({"job_stats": [_stat(job, e) for e in history] or None})
 
 
-def _start(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = _find(job_id)
+def _start(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    job = _find(job_id, user)
     if job is None:
         return _empty(404)
     if job.enabled:  # Kala answers 204 for a disabled job and runs nothing
@@ -412,24 +431,24 @@ def _start(request: HttpRequest, job_id: str) -> HttpResponse:
     return _empty(204)
 
 
-def _enable(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = _find(job_id)
+def _enable(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    job = _find(job_id, user)
     if job is None:
         return _empty(404)
     services.job_update(job=job, enabled=True)
     return _empty(204)
 
 
-def _disable(request: HttpRequest, job_id: str) -> HttpResponse:
-    job = _find(job_id)
+def _disable(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    job = _find(job_id, user)
     if job is None:
         return _empty(404)
     services.job_update(job=job, enabled=False)
     return _empty(204)
 
 
-def _app_stats(request: HttpRequest) -> HttpResponse:
-    jobs = kala_jobs()
+def _app_stats(request: HttpRequest, user: Any) -> HttpResponse:
+    jobs = kala_jobs(user)
     totals = jobs.aggregate(
         success=Sum("success_count"),
         errors=Sum("error_count"),

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from compat.security import REALM, authorize
+from compat.security import DENIED, REALM, authorize, may_see, restrict
 from jobs import services
 from jobs.models import Execution, Job
 
@@ -84,15 +84,12 @@ def _guarded(
     return wrapped
 
 
-def _execution(external_id: str) -> Execution | None:
+def _execution(external_id: str, user: Any) -> Execution | None:
+    """The run of this id, if the caller may see its app (per-app access)."""
     if not external_id:
         return None
-    return (
-        Execution.objects.select_related("job")
-        .filter(external_id=external_id)
-        .order_by("-pk")
-        .first()
-    )
+    executions = restrict(Execution.objects.select_related("job"), user, "job__app")
+    return executions.filter(external_id=external_id).order_by("-pk").first()
 
 
 @csrf_exempt
@@ -110,8 +107,12 @@ def _register(request: HttpRequest, user: Any) -> HttpResponse:
     if kind not in TYPES:
         return text("Type is invalid", 400)
     app = services.app_get_or_create(
-        name=settings.KARMCHARI_COMPAT_APP, description="Karmchari and Kala jobs."
+        name=settings.KARMCHARI_COMPAT_APP,
+        description="Karmchari and Kala jobs.",
+        creator=user,
     )
+    if not may_see(user, app):
+        return text(DENIED, 403)
     job = services.job_get_or_create(
         app=app,
         name=f"{JOB_PREFIX}{kind}",
@@ -148,7 +149,7 @@ def _update(request: HttpRequest, user: Any) -> HttpResponse:
     if command not in COMMANDS:
         # The original stored the bogus state anyway; we leave it unchanged.
         return text("Command is invalid", 400)
-    execution = _execution(external_id)
+    execution = _execution(external_id, user)
     if execution is None:
         # The original made a phantom record here; we do not.
         return text("Job not available", 400)
@@ -181,7 +182,7 @@ def _read(request: HttpRequest, user: Any) -> HttpResponse:
     if not values:
         return text("ID is required", 400)
     external_id = values[0]
-    execution = _execution(external_id)
+    execution = _execution(external_id, user)
     if execution is None:
         return text("Job not available", 400)
     state = _STATE[Execution.DesiredState(execution.desired_state)]

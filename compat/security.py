@@ -4,19 +4,30 @@ By default the compat routes need the same credentials as the native API (token,
 session or HTTP basic, so `curl -u user:password` works) and Django model
 permissions. KARMCHARI_COMPAT_OPEN lists the APIs served to anonymous legacy clients
 on a trusted network; compat/checks.py warns while any is open.
+
+Per-app access (KARMCHARI_PER_APP_ACCESS, jobs/access.py) applies to authenticated
+callers as in the native API: they see and act only on jobs of their apps, and the
+rest answers as the original answers for a missing job. An anonymous caller of an
+open API is trusted by configuration and sees every app.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
+
+from jobs import access
+from jobs.models import App
+
+M = TypeVar("M", bound=Model)
 
 # Reading needs to see jobs and runs; anything else is running and editing them.
 READ_PERMISSIONS = ("jobs.view_job", "jobs.view_execution")
@@ -28,6 +39,7 @@ WRITE_PERMISSIONS = (
     "jobs.change_execution",
 )
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+DENIED = "You do not have permission to perform this action."
 REALM = 'Basic realm="Karmchari"'
 
 
@@ -76,8 +88,15 @@ def authorize(request: HttpRequest, api: str) -> Verdict:
         )
     needed = READ_PERMISSIONS if request.method in SAFE_METHODS else WRITE_PERMISSIONS
     if not user.has_perms(needed):
-        return Verdict(
-            status=403,
-            message="You do not have permission to perform this action.",
-        )
+        return Verdict(status=403, message=DENIED)
     return Verdict(user=user)
+
+
+def restrict(queryset: QuerySet[M], user: Any, path: str) -> QuerySet[M]:
+    """What the caller of a compat route may see: per-app access for a user, all of
+    it for None (anonymous on an open API)."""
+    return queryset if user is None else access.restrict(queryset, user, path)
+
+
+def may_see(user: Any, app: App | None) -> bool:
+    return user is None or access.may_see(user, app)
