@@ -7,11 +7,15 @@ execution's channel. The worker subscribes before it reads the desired state onc
 from the database (so a command sent just before the subscription is not lost), then
 polls the subscription without blocking from its supervise loop. When Redis is down,
 or a message is lost, it still reads the database every few seconds.
+
+Each worker thread keeps one subscriber connection for all its runs and only changes
+the channel it listens to: no connection set up and torn down per run.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +30,27 @@ logger = logging.getLogger(__name__)
 
 # Seconds between attempts to subscribe again after Redis failed.
 _RESUBSCRIBE_SECONDS = 5.0
+
+# This thread's subscriber (a redis-py PubSub), shared by its runs one after another.
+_local = threading.local()
+
+
+def _subscriber() -> Any:
+    pubsub = getattr(_local, "pubsub", None)
+    if pubsub is None:
+        pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
+        _local.pubsub = pubsub
+    return pubsub
+
+
+def _drop_subscriber() -> None:
+    """Forget a subscriber that failed; the next run makes a new one."""
+    pubsub, _local.pubsub = getattr(_local, "pubsub", None), None
+    if pubsub is not None:
+        try:
+            pubsub.close()
+        except Exception:
+            logger.debug("closing a broken subscription failed", exc_info=True)
 
 
 def _prefix() -> str:
@@ -80,6 +105,7 @@ class ControlListener:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.execution_id = execution_id
+        self._channel = channel(execution_id)
         self.desired = initial
         self._clock = clock
         self._pubsub: Any = None
@@ -90,12 +116,29 @@ class ControlListener:
     def subscribed(self) -> bool:
         return self._pubsub is not None
 
-    def open(self) -> None:
-        self._subscribe()
-        self._read_db()
+    def subscribe(self) -> None:
+        """Listen on the execution's channel (no round trip: replies come later)."""
+        if self._pubsub is None:
+            self._subscribe()
+
+    def open(self, *, desired: str | None = None) -> None:
+        """Subscribe, then take the desired state: `desired` when the caller read it
+        after subscribing (the claim does), else from the database."""
+        self.subscribe()
+        if desired is None:
+            self._read_db()
+        else:
+            self.desired = desired
+            self._next_db_read = self._clock() + self._db_interval()
 
     def close(self) -> None:
-        self._drop_subscription()
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            try:
+                pubsub.unsubscribe(self._channel)
+            except Exception:
+                logger.debug("unsubscribing failed", exc_info=True)
+                _drop_subscriber()
 
     def poll(self) -> str:
         now = self._clock()
@@ -104,12 +147,15 @@ class ControlListener:
         if self._pubsub is not None:
             try:
                 while True:
-                    message = self._pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=0.0
-                    )
+                    message = self._pubsub.get_message(timeout=0.0)
                     if message is None:
                         break
-                    if message.get("type") == "message":
+                    # The shared subscriber may still hold a message for an earlier
+                    # run's channel.
+                    if (
+                        message.get("type") == "message"
+                        and _decode(message["channel"]) == self._channel
+                    ):
                         self.desired = _decode(message["data"])
             except Exception:
                 logger.warning(
@@ -117,41 +163,37 @@ class ControlListener:
                     self.execution_id,
                     exc_info=True,
                 )
-                self._drop_subscription()
+                self._pubsub = None
+                self._next_subscribe = now + _RESUBSCRIBE_SECONDS
+                _drop_subscriber()
         if now >= self._next_db_read:
             self._read_db()
         return self.desired
 
     def _subscribe(self) -> None:
         try:
-            pubsub = get_redis_connection("default").pubsub()
-            pubsub.subscribe(channel(self.execution_id))
+            pubsub = _subscriber()
+            pubsub.subscribe(self._channel)
         except Exception:
             logger.warning(
                 "cannot subscribe to control of %s; falling back to the database",
                 self.execution_id,
             )
+            _drop_subscriber()
             self._pubsub = None
             self._next_subscribe = self._clock() + _RESUBSCRIBE_SECONDS
             return
         self._pubsub = pubsub
 
-    def _drop_subscription(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        self._next_subscribe = self._clock() + _RESUBSCRIBE_SECONDS
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except Exception:
-                logger.debug("closing a broken subscription failed", exc_info=True)
-
-    def _read_db(self) -> None:
-        interval = (
+    def _db_interval(self) -> float:
+        return float(
             settings.KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED
             if self._pubsub is not None
             else settings.KARMCHARI_CONTROL_DB_INTERVAL
         )
-        self._next_db_read = self._clock() + interval
+
+    def _read_db(self) -> None:
+        self._next_db_read = self._clock() + self._db_interval()
         stored = read_desired_state(self.execution_id)
         if stored is not None:
             self.desired = stored

@@ -73,6 +73,36 @@ def notification_rules(*, job: Job) -> list[NotificationRule]:
     )
 
 
+# Which jobs and apps have rules at all, per process, for a few seconds: asked at the
+# start and end of every run. Rule changes in this process forget it at once
+# (forget_rule_targets, connected in jobs.apps); other processes see them within
+# KARMCHARI_NOTIFY_RULES_CACHE_SECONDS.
+_targets: tuple[float, frozenset[int], frozenset[int]] | None = None
+
+
+def _rule_targets() -> tuple[frozenset[int], frozenset[int]]:
+    global _targets
+    now = time.monotonic()
+    if _targets is None or now >= _targets[0]:
+        rows = list(NotificationRule.objects.values_list("job_id", "app_id"))
+        _targets = (
+            now + settings.KARMCHARI_NOTIFY_RULES_CACHE_SECONDS,
+            frozenset(job_id for job_id, _ in rows if job_id is not None),
+            frozenset(app_id for _, app_id in rows if app_id is not None),
+        )
+    return _targets[1], _targets[2]
+
+
+def forget_rule_targets(**kwargs: Any) -> None:
+    global _targets
+    _targets = None
+
+
+def _has_rules(job: Job) -> bool:
+    jobs, apps = _rule_targets()
+    return job.pk in jobs or job.app_id in apps
+
+
 def _events_of(execution: Execution) -> list[str]:
     """What an execution that was just claimed or finished is news of."""
     events: list[str] = []
@@ -182,14 +212,12 @@ def execution_changed(*, execution: Execution) -> None:
     except Exception:
         logger.exception("execution %s: could not record metrics", execution.pk)
     try:
+        # The common case, no rule anywhere near this job, costs no query at all on
+        # the hot path of every run.
+        if not _has_rules(execution.job):
+            return
         events = _events_of(execution)
         if not events:
-            return
-        # The common case, no rule anywhere near this job, costs one small query
-        # on the hot path of every run instead of four.
-        if not NotificationRule.objects.filter(
-            Q(job_id=execution.job_id) | Q(app__jobs=execution.job_id)
-        ).exists():
             return
         job = Job.objects.select_related("app").get(pk=execution.job_id)
         rules = notification_rules(job=job)

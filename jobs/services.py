@@ -21,7 +21,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import F, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_redis import get_redis_connection
 
@@ -145,6 +145,10 @@ def job_update(*, job: Job, **fields: Any) -> Job:
             )
             if rows:
                 _fire(rows, now=timezone.now(), late_reason="job was disabled")
+        if job.overlap_policy not in BUFFERING_POLICIES:
+            # Ends of runs only look for buffered runs under a buffering policy:
+            # send those held back under the old one now.
+            _send_buffered(job=job)
     if "enabled" in fields:
         _announce_schedule_change()
     return job
@@ -191,17 +195,25 @@ def execution_send(*, execution: Execution) -> None:
     executions_send([(execution, 0.0)])
 
 
-def execution_claim(*, execution_id: int, worker: str) -> Execution | None:
-    """Move a pending execution to running; None if someone else already has it."""
-    now = timezone.now()
+def execution_claim(
+    *, execution_id: int, worker: str, now: datetime | None = None
+) -> Execution | None:
+    """Move a pending execution to running; None if someone else already has it.
+
+    One transaction (one commit, so one WAL flush). `execution_run` retries the claim
+    with the same `now` after a dropped connection, and the claim accepts its own
+    earlier claim (same worker, same start stamp): a claim whose commit went through
+    but whose answer was lost is taken up again, never lost and never doubled.
+    """
+    now = now or timezone.now()
     # The worker's Agent row, in the same statement (NULL if it never registered).
     agent = Agent.objects.filter(name=worker).values("pk")[:1]
-    # One transaction: if the connection dies half-way, nothing is claimed and the
-    # caller can try again (execution_run does), instead of a run left "running"
-    # that nobody will ever finish.
     with transaction.atomic():
+        _relax_commit()
         claimed = Execution.objects.filter(
-            pk=execution_id, status=Execution.Status.PENDING
+            Q(status=Execution.Status.PENDING)
+            | Q(status=Execution.Status.RUNNING, worker=worker, started_at=now),
+            pk=execution_id,
         ).update(
             status=Execution.Status.RUNNING,
             started_at=now,
@@ -210,34 +222,50 @@ def execution_claim(*, execution_id: int, worker: str) -> Execution | None:
         )
         if not claimed:
             return None
-        execution = Execution.objects.select_related("job__app").get(pk=execution_id)
+        execution = (
+            Execution.objects.select_related("job__app")
+            .annotate(job_has_children=Exists(_children_of(OuterRef("job_id"))))
+            .get(pk=execution_id)
+        )
         Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
+        execution.job.last_attempted_at = now
         transaction.on_commit(
             lambda: notifications.execution_changed(execution=execution)
         )
     return execution
 
 
+def _children_of(job_id: Any) -> QuerySet[Any]:
+    return Job.parents.through.objects.filter(to_job_id=job_id)
+
+
 def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
     """Record how a running execution ended and fold it into the job's stats."""
     now = timezone.now()
-    finished = Execution.objects.filter(
-        pk=execution.pk, status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED)
-    ).update(
-        status=outcome.status,
-        exit_code=outcome.exit_code,
-        output=outcome.output,
-        error=outcome.error,
-        reason=outcome.reason,
-        finished_at=now,
+    ended = {
+        "status": outcome.status,
+        "exit_code": outcome.exit_code,
+        "output": outcome.output,
+        "error": outcome.error,
+        "reason": outcome.reason,
+        "finished_at": now,
         **(
             {"paused_seconds": outcome.paused_seconds} if outcome.paused_seconds else {}
         ),
-    )
-    job = execution.job  # loaded with the claim; refresh_from_db() would drop it
-    execution.refresh_from_db()
-    execution.job = job
+    }
+    with transaction.atomic():
+        finished = Execution.objects.filter(
+            pk=execution.pk,
+            status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
+        ).update(**ended)
+        if finished:
+            for field, value in ended.items():
+                setattr(execution, field, value)
+            _job_stats_add(execution=execution)
     if not finished:
+        job = execution.job  # refresh_from_db() would drop a loaded job
+        execution.refresh_from_db()
+        execution.job = job
         logger.warning(
             "execution %s was %s before its run finished; outcome %s not recorded",
             execution.pk,
@@ -245,34 +273,65 @@ def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
             outcome.status,
         )
         return execution
-    duration = execution.duration or 0.0
-    stats: dict[str, Any] = {"duration_total": F("duration_total") + duration}
-    if outcome.status == Execution.Status.SUCCEEDED:
-        stats.update(success_count=F("success_count") + 1, last_success_at=now)
-    else:
-        stats.update(error_count=F("error_count") + 1, last_error_at=now)
-    Job.objects.filter(pk=execution.job_id).update(**stats)
-    execution_release_buffered(job_id=execution.job_id)
+    if execution.job.overlap_policy in BUFFERING_POLICIES:
+        execution_release_buffered(job_id=execution.job_id)
     _execution_after_finish(execution=execution)
     transaction.on_commit(lambda: notifications.execution_changed(execution=execution))
     return execution
 
 
+def _job_stats_add(*, execution: Execution) -> None:
+    """Fold a finished run into its job's counters (with F(): no lost update)."""
+    stats: dict[str, Any] = {
+        "duration_total": F("duration_total") + (execution.duration or 0.0)
+    }
+    if execution.status == Execution.Status.SUCCEEDED:
+        stats.update(
+            success_count=F("success_count") + 1, last_success_at=execution.finished_at
+        )
+    else:
+        stats.update(
+            error_count=F("error_count") + 1, last_error_at=execution.finished_at
+        )
+    Job.objects.filter(pk=execution.job_id).update(**stats)
+
+
+def _relax_commit() -> None:
+    """With KARMCHARI_ASYNC_CLAIM on PostgreSQL, the claim's commit does not wait for
+    its WAL flush (synchronous_commit off): one disk flush less per run. The claim is
+    durable once the run's finish commits (a synchronous commit flushes all WAL
+    before it) or after ~0.6 s (the WAL writer). Only a crash of the database server
+    inside that window loses it: the run is then pending again, and the outbox sends
+    it a second time. Off by default."""
+    if settings.KARMCHARI_ASYNC_CLAIM and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     """Claim, run and finish one execution. A no-op if it is not pending any more."""
+    # Subscribed before the claim reads the desired state, so that a command sent
+    # in between is heard, not lost.
+    listener = control.ControlListener(execution_id)
+    listener.subscribe()
+    now = timezone.now()
     execution = _with_reconnect(
-        lambda: execution_claim(execution_id=execution_id, worker=worker),
+        lambda: execution_claim(execution_id=execution_id, worker=worker, now=now),
         what=f"execution {execution_id}: claiming it",
     )
     if execution is None:
+        listener.close()
         logger.info("execution %s is not pending; nothing to run", execution_id)
         return None
+    listener.open(desired=execution.desired_state)
     job = execution.job
     if job.kind == Job.Kind.EXTERNAL:
         # Fired by a schedule: now running; its own process reports the rest.
+        listener.close()
         return execution
     runner = get_runner(job.kind)
     if runner is None:
+        listener.close()
         outcome = Outcome(
             status=Execution.Status.FAILED,
             reason=f"This worker cannot run jobs of kind {job.kind!r}.",
@@ -285,7 +344,6 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
             what=f"execution {execution_id}: recording pid",
         )
 
-    listener = control.ControlListener(execution_id)
     writer = logs.LogWriter(execution_id)
 
     def poll() -> str:
@@ -309,7 +367,6 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
         on_status=on_status,
     )
     try:
-        listener.open()
         outcome = runner.run(job.spec, context)
     except Exception as exc:
         logger.exception("execution %s: runner crashed", execution_id)
@@ -674,6 +731,16 @@ def _active_counts(job_ids: set[int]) -> tuple[Counter[int], Counter[int]]:
     return active, buffered
 
 
+# The overlap policies that hold runs back (dispatched_at NULL) until others end.
+BUFFERING_POLICIES = frozenset(
+    {
+        Job.OverlapPolicy.BUFFER_ONE,
+        Job.OverlapPolicy.BUFFER_ALL,
+        Job.OverlapPolicy.CANCEL_OTHER,
+    }
+)
+
+
 def _overlap(job: Job, active: int, buffered: int) -> tuple[str, str]:
     """What a new scheduled run does while others of its job are active:
     run, skip, buffer (start when they finish), cancel (kill them gracefully and
@@ -760,6 +827,21 @@ def execution_release_buffered(*, job_id: int) -> Execution | None:
     oldest.dispatched_at = now
     transaction.on_commit(lambda: executions_send([(oldest, 0.0)]))
     return oldest
+
+
+def _send_buffered(*, job: Job) -> int:
+    """Send every buffered run of a job (its policy no longer buffers)."""
+    held = list(
+        Execution.objects.filter(
+            job=job, status=Execution.Status.PENDING, dispatched_at__isnull=True
+        ).select_related("job")
+    )
+    if not held:
+        return 0
+    now = timezone.now()
+    Execution.objects.filter(pk__in=[e.pk for e in held]).update(dispatched_at=now)
+    transaction.on_commit(lambda: executions_send([(e, 0.0) for e in held]))
+    return len(held)
 
 
 def execution_kill_active(*, job_id: int, immediate: bool) -> int:
@@ -1116,7 +1198,9 @@ def _release_children(*, execution: Execution) -> None:
 def _execution_after_finish(*, execution: Execution) -> None:
     """What a recorded end sets off: dependent jobs or a retry, fresh stats."""
     try:
-        if execution.status == Execution.Status.SUCCEEDED:
+        if execution.status == Execution.Status.SUCCEEDED and getattr(
+            execution, "job_has_children", True
+        ):
             _release_children(execution=execution)
         elif execution.status in RETRYABLE_STATUSES:
             execution_schedule_retry(execution=execution)

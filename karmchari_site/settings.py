@@ -189,6 +189,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Celery's Django fixup closes every database connection before and after every task
+# unless this is set: a new PostgreSQL connection (a backend fork, several ms) for each
+# run. With it, connections are closed only every this-many tasks, and in between
+# karmchari_site/celery.py applies CONN_MAX_AGE and the health check per task, as
+# Django does per request.
+CELERY_DB_REUSE_MAX = 1000
 # Redis brokers redeliver an unacked message after the visibility timeout. Jobs may run
 # for hours; the claim in run_execution makes a redelivery a no-op anyway.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -375,6 +381,12 @@ KARMCHARI_NOTIFY_MAX_ATTEMPTS = env_int("KARMCHARI_NOTIFY_MAX_ATTEMPTS", 5, mini
 KARMCHARI_NOTIFY_RETRY_SECONDS = env_float("KARMCHARI_NOTIFY_RETRY_SECONDS", 10.0)
 # Seconds between checks for late runs and late pings (run by beat's housekeeping).
 KARMCHARI_NOTIFY_CHECK_SECONDS = env_float("KARMCHARI_NOTIFY_CHECK_SECONDS", 30.0)
+KARMCHARI_ASYNC_CLAIM = env_bool("KARMCHARI_ASYNC_CLAIM", False)
+# How long a worker may go on using its list of jobs and apps that have notification
+# rules (the same process forgets it at once when it changes rules itself).
+KARMCHARI_NOTIFY_RULES_CACHE_SECONDS = env_float(
+    "KARMCHARI_NOTIFY_RULES_CACHE_SECONDS", 5.0, minimum=0.0
+)
 # Base URL put in notifications' links, e.g. https://karmchari.example.com
 KARMCHARI_BASE_URL = env_str("KARMCHARI_BASE_URL", "http://127.0.0.1:8000")
 # Email notifications use Django's mail settings.

@@ -153,6 +153,23 @@ def test_the_listener_hears_a_published_command(running: Execution) -> None:
         listener.close()
 
 
+def test_it_keeps_one_subscriber_for_successive_runs(running: Execution) -> None:
+    first = control.ControlListener(running.pk)
+    first.open()
+    shared = control._local.pubsub
+    first.close()
+    second = control.ControlListener(running.pk + 1)
+    second.open()
+    try:
+        assert control._local.pubsub is shared
+        # A command for the earlier run, still in flight, is not taken for this one.
+        control.publish(execution_id=running.pk, desired_state="kill")
+        control.publish(execution_id=running.pk + 1, desired_state="pause")
+        assert wait_for(lambda: second.poll() == "pause", timeout=5)
+    finally:
+        second.close()
+
+
 def test_the_listener_reads_a_command_sent_before_it_subscribed(
     running: Execution,
 ) -> None:
@@ -169,6 +186,7 @@ def test_the_listener_falls_back_to_the_database_when_redis_is_down(
     running: Execution,
 ) -> None:
     clock = Clock()
+    control._drop_subscriber()  # a new worker thread: no subscriber yet
     with mock.patch(
         "jobs.control.get_redis_connection", side_effect=ConnectionError("down")
     ):
