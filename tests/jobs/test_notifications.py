@@ -289,3 +289,24 @@ def test_it_notifies_a_late_scheduled_run_once(
     [request] = receiver.requests
     payload = json.loads(request["body"])
     assert (payload["event"], payload["execution"]["id"]) == ("late", execution.pk)
+
+
+def test_it_asks_nothing_of_the_database_for_a_job_without_rules(
+    job: Job, django_assert_num_queries: Callable[..., Any]
+) -> None:
+    execution = Execution.objects.create(
+        job=job, status="failed", finished_at=timezone.now()
+    )
+    notifications.forget_rule_targets()
+    notifications.execution_changed(execution=execution)  # learns the targets
+    with django_assert_num_queries(0):
+        notifications.execution_changed(execution=execution)
+
+
+def test_it_hears_of_a_new_rule_at_once_in_the_same_process(
+    job: Job, django_capture_on_commit_callbacks: Callable
+) -> None:
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+    rule(job=job, kind="email", target="ops@example.com", events=["failure"])
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+    assert NotificationDelivery.objects.filter(job=job, event="failure").count() == 1

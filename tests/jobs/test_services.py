@@ -324,3 +324,34 @@ def test_a_claim_cut_short_by_a_dropped_connection_is_retried_whole(
     # Without the transaction the first UPDATE stayed: "running" for ever.
     assert execution.status == Execution.Status.SUCCEEDED
     assert calls["n"] == 1
+
+
+def test_it_takes_up_its_own_claim_again_after_a_lost_answer(
+    make_execution: Callable[..., Execution],
+) -> None:
+    execution = make_execution()
+    now = timezone.now()
+    first = services.execution_claim(execution_id=execution.pk, worker="w", now=now)
+    # The commit went through but its answer was lost: execution_run asks again
+    # with the same stamp and gets the run, where any other claim gets nothing.
+    again = services.execution_claim(execution_id=execution.pk, worker="w", now=now)
+    other = services.execution_claim(execution_id=execution.pk, worker="w")
+    assert first is not None and again is not None and other is None
+    assert again.started_at == first.started_at
+
+
+def test_it_sends_buffered_runs_when_the_policy_stops_buffering(
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    job = make_job(overlap_policy="buffer_all")
+    held = Execution.objects.create(job=job)  # pending, never dispatched: buffered
+    with (
+        mock.patch("jobs.services.executions_send") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.job_update(job=job, overlap_policy="allow_all")
+    [(execution, delay)] = send.call_args.args[0]
+    assert (execution.pk, delay) == (held.pk, 0.0)
+    held.refresh_from_db()
+    assert held.dispatched_at is not None
