@@ -26,7 +26,14 @@ from agents import live
 from agents.models import Agent
 from compat import edn
 from compat.edn import Keyword
-from compat.security import REALM, authorize, may_see, restrict
+from compat.security import (
+    REALM,
+    SHELL_DENIED,
+    authorize,
+    may_manage_shell,
+    may_see,
+    restrict,
+)
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, slug_validator, validate_not_reserved
 from jobs.runners import SpecError
@@ -494,7 +501,9 @@ def _jobs_list(request: HttpRequest, user: Any, app: str) -> HttpResponse:
     )
 
 
-def _save_job(owner: App, name: str, definition: dict[str, Any]) -> tuple[Job, bool]:
+def _save_job(
+    owner: App, name: str, definition: dict[str, Any], user: Any
+) -> tuple[Job, bool]:
     stored = edn.plain_json(definition)
     command = shell_command(definition)
     kind, spec = (
@@ -502,6 +511,9 @@ def _save_job(owner: App, name: str, definition: dict[str, Any]) -> tuple[Job, b
     )
     legacy = {"jobstreamer": {"definition": stored}}
     existing = owner.jobs.filter(name=name).first()
+    shell = kind == Job.Kind.SHELL or (existing and existing.kind == Job.Kind.SHELL)
+    if shell and not may_manage_shell(user):
+        raise Problem(403, SHELL_DENIED)
     try:
         if existing is not None:
             merged = {**existing.legacy, **legacy}
@@ -538,7 +550,7 @@ def _job_name(data: dict[str, Any], fallback: str | None = None) -> str:
 def _jobs_create(request: HttpRequest, user: Any, app: str) -> HttpResponse:
     owner = _app(app, user)
     data = _body_map(request)
-    job, _ = _save_job(owner, _job_name(data), data)
+    job, _ = _save_job(owner, _job_name(data), data, user)
     return answer(request, job_map(job), 201)
 
 
@@ -552,7 +564,7 @@ def _job_put(request: HttpRequest, user: Any, app: str, name: str) -> HttpRespon
     given = _first(data, "job/name", "job/id", "id", "name")
     if given is not None and given != name:
         raise Problem(400, "Renaming a job is not supported; job/name must match.")
-    job, _ = _save_job(job.app, name, data)
+    job, _ = _save_job(job.app, name, data, user)
     return answer(request, job_map(job))
 
 

@@ -27,7 +27,15 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.csrf import csrf_exempt
 
-from compat.security import DENIED, REALM, authorize, may_see, restrict
+from compat.security import (
+    DENIED,
+    REALM,
+    SHELL_DENIED,
+    authorize,
+    may_manage_shell,
+    may_see,
+    restrict,
+)
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, Schedule, slug_validator
 from jobs.runners import SpecError
@@ -303,6 +311,8 @@ def create(fields: dict[str, Any], user: Any) -> Job:
     command = fields.get("command") or ""
     if not name or not command:
         raise KalaError(f"{INIT_ERROR}: name and command are required")
+    if not may_manage_shell(user):
+        raise KalaDenied(SHELL_DENIED)
     parent_ids = fields.get("parent_jobs") or []
     parents: list[Job] = []
     for parent_id in parent_ids:
@@ -394,8 +404,8 @@ def _create(request: HttpRequest, user: Any) -> HttpResponse:
         job = create(decode(request.body), user)
     except KalaError as exc:
         return _plain(f"{exc}\n", 400)
-    except KalaDenied:
-        return _plain(f"{DENIED}\n", 403)
+    except KalaDenied as exc:
+        return _plain(f"{str(exc) or DENIED}\n", 403)
     return go_json({"id": str(job.uid)}, status=201)
 
 

@@ -26,6 +26,7 @@ from rest_framework.settings import api_settings
 
 from jobs import access
 from jobs.models import App
+from jobs.permissions import can_manage_shell_jobs
 
 M = TypeVar("M", bound=Model)
 
@@ -96,6 +97,17 @@ def restrict(queryset: QuerySet[M], user: Any, path: str) -> QuerySet[M]:
     """What the caller of a compat route may see: per-app access for a user, all of
     it for None (anonymous on an open API)."""
     return queryset if user is None else access.restrict(queryset, user, path)
+
+
+SHELL_DENIED = (
+    "Creating or editing shell jobs needs the 'jobs.manage_shell_job' permission."
+)
+
+
+def may_manage_shell(user: Any) -> bool:
+    """Shell jobs run any command on the workers: the native API's rule, for the
+    compat routes that create them (anonymous on an open API is trusted)."""
+    return user is None or can_manage_shell_jobs(user)
 
 
 def may_see(user: Any, app: App | None) -> bool:

@@ -47,8 +47,9 @@ def hidden(make_app: Callable[..., App]) -> App:
 
 @pytest.fixture
 def member(make_user: Callable[..., User], mine: App) -> Client:
-    """An editor (every compat permission), granted the app "mine" only."""
-    make_user("member", groups=["editor"], apps=[mine])
+    """An editor who may manage shell jobs (every compat permission), granted the
+    app "mine" only."""
+    make_user("member", groups=["editor"], perms=["jobs.manage_shell_job"], apps=[mine])
     return Client(HTTP_AUTHORIZATION=basic("member", "pw"))
 
 
@@ -252,3 +253,33 @@ def test_it_is_unchanged_while_off(member: Client, curl: Client, hidden: App) ->
     job_id = kala_job(curl)
     assert job_id in json.loads(member.get("/api/v1/job/").content)["jobs"]
     assert services.app_get_or_create(name="default") == hidden
+
+
+# --- Shell jobs need their own permission, as in the native API ----------------------
+
+
+def test_kala_refuses_a_shell_job_to_a_caller_without_the_shell_permission(
+    make_user: Callable[..., User], hidden: App
+) -> None:
+    make_user("editor", groups=["editor"])
+    curl = Client(HTTP_AUTHORIZATION=basic("editor", "pw"))
+    body = json.dumps({"name": "nightly", "command": "rm -rf /"})
+    response = curl.post("/api/v1/job/", body, content_type=FORM)
+    assert response.status_code == 403
+    assert b"jobs.manage_shell_job" in response.content
+    assert not Job.objects.exists()
+
+
+def test_jobstreamer_refuses_a_shell_job_to_a_caller_without_the_shell_permission(
+    make_user: Callable[..., User], mine: App
+) -> None:
+    make_user("editor", groups=["editor"])
+    curl = Client(HTTP_AUTHORIZATION=basic("editor", "pw"))
+    response = curl.post(
+        "/mine/jobs",
+        json.dumps({"job/name": "nightly", "job/command": "rm -rf /"}),
+        content_type="application/json",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 403, response.content
+    assert not Job.objects.exists()
