@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import PermissionDenied
@@ -10,7 +11,9 @@ from agents import services as agents_services
 from jobs import schedules, services
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.permissions import can_manage_shell_jobs
-from jobs.runners import SpecError, mask_spec, unmask_spec
+from jobs.runners import SECRET_MASK, SpecError
+from jobs.runners.http import placeholder_names
+from jobs.secrets import SecretError, clean_secrets
 
 
 class AppSerializer(serializers.ModelSerializer[App]):
@@ -58,14 +61,43 @@ class JobScheduleSerializer(serializers.ModelSerializer[Schedule]):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "nullable": True},
+        "example": {"DB_PASSWORD": SECRET_MASK},
+    }
+)
+class SecretsField(serializers.Field):  # type: ignore[type-arg]
+    """{NAME: value} in; {NAME: "********"} out. Values are never read back."""
+
+    def to_representation(self, value: Any) -> dict[str, str]:
+        # The job's related manager: JobViewSet prefetches the names only.
+        return {secret.name: SECRET_MASK for secret in value.all()}
+
+    def to_internal_value(self, data: Any) -> dict[str, str | None]:
+        try:
+            return clean_secrets(data)
+        except SecretError as exc:
+            raise serializers.ValidationError(exc.errors) from None
+
+
 class JobSerializer(serializers.ModelSerializer[Job]):
     app = serializers.SlugRelatedField(slug_field="name", queryset=App.objects.all())
     spec = serializers.JSONField(
         help_text='What to run; for a shell job {"command": "...", "cwd": "/abs", '
-        '"env": {"NAME": "value"}}.'
+        '"env": {"NAME": "value"}}. Secret-looking env values and http headers '
+        "(KARMCHARI_SECRET_ENV_PATTERN) are moved to `secrets` when saved."
     )
     tags = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, max_length=50
+    )
+    secrets = SecretsField(
+        required=False,
+        help_text='Secret values by name, write-only: {"DB_PASSWORD": "..."}. Read '
+        f"back as {SECRET_MASK!r}; sending that keeps the stored value; null deletes "
+        "a secret. PUT replaces the set, PATCH changes only the names sent. Shell "
+        "jobs get them in their environment, http jobs where the spec says ${NAME}.",
     )
     stats = JobStatsSerializer(source="*", read_only=True)
     # Read from the prefetched set: JobViewSet prefetches "schedules".
@@ -88,6 +120,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "description",
             "kind",
             "spec",
+            "secrets",
             "enabled",
             "owner",
             "tags",
@@ -114,11 +147,6 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "queue": {"allow_blank": False},
         }
 
-    def to_representation(self, instance: Job) -> dict[str, Any]:
-        data = super().to_representation(instance)
-        data["spec"] = mask_spec(data.get("spec"))
-        return data
-
     def _check_shell_permission(self, attrs: dict[str, Any]) -> None:
         """Shell jobs run any command on the workers: creating one, or changing one
         at all, takes jobs.manage_shell_job on top of the model permission."""
@@ -142,13 +170,19 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             warnings.append(
                 f"No live agent consumes queue {job.queue!r}: runs wait until one does."
             )
+        if job.kind == Job.Kind.HTTP and isinstance(job.spec, dict):
+            # Prefetched by JobViewSet: no query per job.
+            stored = {secret.name for secret in job.secrets.all()}
+            warnings.extend(
+                f"${{{name}}} names no secret of this job: its runs will fail."
+                for name in sorted(placeholder_names(job.spec) - stored)
+            )
         return warnings
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         self._check_shell_permission(attrs)
-        if "spec" in attrs and self.instance is not None:
-            # A client that sends back what it read must not erase the secrets.
-            attrs["spec"] = unmask_spec(attrs["spec"], self.instance.spec)
+        if "secrets" in attrs and self.instance is not None and not self.partial:
+            attrs["replace_secrets"] = True  # PUT: the secrets sent are all of them
         if "parents" in attrs:
             why = services.job_parents_cycle(
                 job=self.instance, parents=attrs["parents"]
