@@ -34,13 +34,15 @@ from jobs.models import (
     App,
     Execution,
     Job,
+    JobSecret,
     NotificationChannel,
     NotificationDelivery,
     NotificationRule,
     Schedule,
 )
 from jobs.permissions import can_manage_shell_jobs
-from jobs.runners import SpecError, mask_spec, unmask_spec
+from jobs.runners import SECRET_MASK, SpecError
+from jobs.secrets import MAX_VALUE_BYTES
 from karmchari_site.admin_ui import badge
 
 admin.site.site_header = "Karmchari"
@@ -412,10 +414,92 @@ class RecentExecutionInline(admin.TabularInline[Execution, Job]):
         return _seconds(obj.duration)
 
 
+class JobSecretForm(forms.ModelForm[JobSecret]):
+    """A secret's name, and a value that is never rendered back: left blank, the
+    stored value stays."""
+
+    new_value = forms.CharField(
+        label="Value",
+        required=False,
+        strip=False,
+        max_length=MAX_VALUE_BYTES,
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "new-password"}
+        ),
+        help_text="Never shown. Leave blank to keep the stored value.",
+    )
+
+    class Meta:
+        model = JobSecret
+        fields = ["name"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if not data.get("new_value") and not data.get("DELETE"):
+            if self.instance.pk is None:
+                self.add_error("new_value", "A new secret needs a value.")
+            elif data.get("name", self.instance.name) != self.instance.name:
+                self.add_error("new_value", "Give the value again to rename a secret.")
+        return data
+
+
+class JobSecretInline(admin.TabularInline[JobSecret, Job]):
+    """Names and masked values; changes go through services.job_update. Editing a
+    job's secrets is editing the job: the job's permissions decide."""
+
+    model = JobSecret
+    form = JobSecretForm
+    extra = 0
+    fields = ["name", "new_value", "updated"]
+    readonly_fields = ["updated"]
+    verbose_name = "secret"
+    verbose_name_plural = (
+        "Secrets (shell jobs: environment variables; http jobs: ${NAME} in url, "
+        "headers and body)"
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[JobSecret]:
+        return super().get_queryset(request).defer("value")
+
+    def _job_admin(self) -> admin.ModelAdmin[Job]:
+        return self.admin_site.get_model_admin(Job)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._job_admin().has_view_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is None:
+            return self._job_admin().has_add_permission(request)
+        return self._job_admin().has_change_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_add_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_add_permission(request, obj)
+
+
+def _secret_changes(formset: Any) -> dict[str, str | None]:
+    """What a JobSecretInline formset asks for, as job_update's `secrets`."""
+    changes: dict[str, str | None] = {}
+    for form in formset.deleted_forms:
+        if form.instance.pk is not None:
+            changes[form.instance.name] = None
+    for form in formset.forms:
+        if form in formset.deleted_forms or not form.has_changed():
+            continue
+        name = form.cleaned_data["name"]
+        if form.instance.pk is not None and form.instance.name != name:
+            changes.setdefault(form.instance.name, None)  # renamed: the old one goes
+        changes[name] = form.cleaned_data["new_value"] or SECRET_MASK
+    return changes
+
+
 class JobForm(forms.ModelForm[Job]):
     """Checks the spec the way its runner will read it, and dependency cycles.
 
-    Secret-looking env values are shown masked; sending the mask back keeps them."""
+    Secret-looking env values and http headers in the spec move to the job's secrets
+    when it is saved (services.job_insert and job_update)."""
 
     class Meta:
         model = Job
@@ -426,8 +510,6 @@ class JobForm(forms.ModelForm[Job]):
         super().__init__(*args, **kwargs)
         for name in JOB_STATS_FIELDS:  # written by services only
             self.fields.pop(name, None)
-        if self.instance.pk and "spec" in self.fields:
-            self.initial["spec"] = mask_spec(self.instance.spec)
 
     # Set by JobAdmin.get_form from the requesting user.
     may_manage_shell = True
@@ -440,11 +522,11 @@ class JobForm(forms.ModelForm[Job]):
                 "Creating or editing shell jobs needs the 'jobs.manage_shell_job' "
                 "permission.",
             )
-        previous = self.instance.spec if self.instance.pk else None
         if "spec" in data and "kind" in data:
-            spec = unmask_spec(data["spec"], previous)
             try:
-                data["spec"] = services.job_clean_spec(kind=data["kind"], spec=spec)
+                data["spec"] = services.job_clean_spec(
+                    kind=data["kind"], spec=data["spec"]
+                )
             except SpecError as exc:
                 self.add_error("spec", "; ".join(exc.errors.values()))
         if data.get("parents") is not None:
@@ -530,7 +612,7 @@ class JobAdmin(AppScopedAdmin[Job]):
         "stats_panel",
     ]
     filter_horizontal = ["parents"]
-    inlines = [ScheduleInline, RecentExecutionInline]
+    inlines = [ScheduleInline, JobSecretInline, RecentExecutionInline]
     actions = ["run_now", "enable", "disable"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
@@ -695,8 +777,8 @@ class JobAdmin(AppScopedAdmin[Job]):
         self, request: HttpRequest, obj: Job, form: Any, change: bool
     ) -> None:
         if not change:
-            super().save_model(request, obj, form, change)
-            stats.stats_invalidate(job_id=None)
+            # Parents and secrets follow in save_related.
+            services.job_insert(job=obj)
             return
         # Through the service, from the stored row: enabling a job settles the slots
         # its schedules missed, and the beat hears of it.
@@ -724,6 +806,12 @@ class JobAdmin(AppScopedAdmin[Job]):
     def save_formset(
         self, request: HttpRequest, form: Any, formset: Any, change: bool
     ) -> None:
+        if formset.model is JobSecret:
+            formset.save(commit=False)  # for the change message; writes nothing
+            changes = _secret_changes(formset)
+            if changes:
+                services.job_update(job=form.instance, secrets=changes)
+            return
         if formset.model is not Schedule:
             super().save_formset(request, form, formset, change)
             return

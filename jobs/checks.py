@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 
 @register()
@@ -33,3 +33,18 @@ def check_embedded_redis(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def check_secrets_keys(app_configs: Any, **kwargs: Any) -> list[CheckMessage]:
+    if settings.KARMCHARI_SECRETS_KEYS:
+        return []
+    return [
+        Warning(
+            "KARMCHARI_SECRETS_KEYS is not set: job secrets are encrypted with a key "
+            "derived from SECRET_KEY, so changing SECRET_KEY makes them unreadable.",
+            hint="Set KARMCHARI_SECRETS_KEYS to a Fernet key of its own, restart, "
+            "then run `manage.py rotate_secrets` (docs/operations.md, 'Job secrets').",
+            id="karmchari.W001",
+        )
+    ]

@@ -7,9 +7,11 @@ history). `prune` also deletes the jobs of the file's apps that the file no long
 lists; apps and jobs of other apps are never touched.
 
 Applying compares the file with an export of the database in the same terms, so a file
-that was just exported applies as "no changes". Secret-looking spec values (see
-KARMCHARI_SECRET_ENV_PATTERN) are exported masked; a masked value in the file keeps the
-stored secret.
+that was just exported applies as "no changes". A job's `secrets` are exported as their
+names with the mask, never a value. In a file, the mask keeps the stored value, a real
+value sets it, and a stored secret the file leaves out is deleted (the file is the
+whole truth). Secret-looking values inside a spec (KARMCHARI_SECRET_ENV_PATTERN) move
+to the secrets, as they do through the API.
 
 Every write goes through jobs.services, in one transaction.
 """
@@ -27,11 +29,13 @@ from typing import Any
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Prefetch
 from django.utils.dateparse import parse_datetime
 
 from jobs import schedules, services
-from jobs.models import App, Job, Schedule
-from jobs.runners import SECRET_MASK, SpecError, mask_spec, unmask_spec
+from jobs.models import App, Job, JobSecret, Schedule
+from jobs.runners import SECRET_MASK, SpecError
+from jobs.secrets import SecretError, clean_secrets, secret_matches, spec_split_secrets
 from jobs.stats import stats_invalidate
 
 logger = logging.getLogger(__name__)
@@ -167,12 +171,15 @@ def _schedule_doc(schedule: Schedule) -> dict[str, Any]:
     return doc
 
 
-def _job_doc(job: Job, *, show_secrets: bool) -> dict[str, Any]:
+def _job_doc(job: Job) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for name in JOB_FIELDS:
         value = getattr(job, name)
         if name == "spec":
-            doc[name] = value if show_secrets else mask_spec(value)
+            doc[name] = value
+            secrets = sorted(secret.name for secret in job.secrets.all())
+            if secrets:
+                doc["secrets"] = dict.fromkeys(secrets, SECRET_MASK)
         elif value != _default(Job, name):
             doc[name] = value
     parents = sorted(_job_ref(p, app_name=job.app.name) for p in job.parents.all())
@@ -186,10 +193,13 @@ def _job_doc(job: Job, *, show_secrets: bool) -> dict[str, Any]:
     return doc
 
 
-def jobfile_export(*, apps: Iterable[str] = (), show_secrets: bool = False) -> str:
-    """YAML of the given apps (all when empty): apps, their jobs and schedules."""
+def jobfile_export(*, apps: Iterable[str] = ()) -> str:
+    """YAML of the given apps (all when empty): apps, their jobs and schedules, and
+    the names of their secrets (masked)."""
     queryset = App.objects.order_by("name").prefetch_related(
-        "jobs__schedules", "jobs__parents__app"
+        "jobs__schedules",
+        "jobs__parents__app",
+        Prefetch("jobs__secrets", queryset=JobSecret.objects.only("job_id", "name")),
     )
     names = list(apps)
     if names:
@@ -202,7 +212,7 @@ def jobfile_export(*, apps: Iterable[str] = (), show_secrets: bool = False) -> s
             if value != _default(App, name):
                 app_doc[name] = value
         app_doc["jobs"] = {
-            job.name: _job_doc(job, show_secrets=show_secrets)
+            job.name: _job_doc(job)
             for job in sorted(app.jobs.all(), key=lambda j: j.name)
         }
         document["apps"][app.name] = app_doc
@@ -241,6 +251,8 @@ class _WantJob:
     schedules: list[_WantSchedule]
     where: str
     parents_where: str
+    # By name: a value to set, or SECRET_MASK to keep the stored one.
+    secrets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -391,7 +403,7 @@ def _check_job(
     doc = v.mapping(raw, mark, path)
     if doc is None:
         return None
-    v.unknown(doc, [*JOB_FIELDS, "parents", "schedules"], path)
+    v.unknown(doc, [*JOB_FIELDS, "secrets", "parents", "schedules"], path)
     values = {n: _default(Job, n) for n in JOB_FIELDS}
     values.update({n: doc[n] for n in JOB_FIELDS if n in doc})
     if values["spec"] is None:
@@ -418,22 +430,10 @@ def _check_job(
     if limit is not None and limit < 1:
         at = doc.marks.get("max_concurrent")
         v.fail(at, f"{path}.max_concurrent", "must be at least 1")
-    spec = values["spec"]
-    if existing is not None:
-        spec = unmask_spec(spec, existing.spec)
-    if _has_mask(spec):
-        v.fail(
-            doc.marks.get("spec", doc.mark),
-            f"{path}.spec",
-            f"holds the placeholder {SECRET_MASK!r} but there is no stored secret "
-            "to keep: write the real value",
-        )
-    elif "kind" not in bad:
-        try:
-            instance.spec = services.job_clean_spec(kind=instance.kind, spec=spec)
-        except SpecError as exc:
-            for key, message in exc.errors.items():
-                v.fail(doc.marks.get("spec", doc.mark), f"{path}.spec.{key}", message)
+    secrets = _check_secrets(v, doc, path)
+    if "kind" not in bad:
+        stored = {s.name for s in existing.secrets.all()} if existing else set()
+        secrets = _check_spec(v, doc, path, instance, secrets, stored)
     parents: list[tuple[str, str]] = []
     raw_parents = doc.get("parents") or []
     if not isinstance(raw_parents, list):
@@ -480,7 +480,75 @@ def _check_job(
         schedules=wanted,
         where=_where(v.filename, doc.mark),
         parents_where=_where(v.filename, doc.marks.get("parents", doc.mark)),
+        secrets=secrets,
     )
+
+
+_NOTHING_TO_KEEP = (
+    f"holds the placeholder {SECRET_MASK!r} but there is no stored secret to keep: "
+    "write the real value"
+)
+
+
+def _check_secrets(v: _Validator, doc: _Map, path: str) -> dict[str, str]:
+    raw = doc.get("secrets")
+    mark = doc.marks.get("secrets", doc.mark)
+    if raw is None:
+        return {}
+    if not isinstance(raw, _Map):
+        v.fail(mark, f"{path}.secrets", "must be a mapping of NAME: value")
+        return {}
+    try:
+        cleaned = clean_secrets(dict(raw))
+    except SecretError as exc:
+        for name, message in exc.errors.items():
+            v.fail(raw.marks.get(name, mark), f"{path}.secrets.{name}", message)
+        return {}
+    secrets: dict[str, str] = {}
+    for name, value in cleaned.items():
+        if value is None:
+            v.fail(
+                raw.marks.get(name, mark),
+                f"{path}.secrets.{name}",
+                "is empty: leave the name out to delete the secret",
+            )
+        else:
+            secrets[name] = value
+    return secrets
+
+
+def _check_spec(
+    v: _Validator,
+    doc: _Map,
+    path: str,
+    instance: Job,
+    secrets: dict[str, str],
+    stored: set[str],
+) -> dict[str, str]:
+    """Cleans instance.spec in place and moves its secret-looking values out; answers
+    all the secrets the job should have (the file's `secrets` win)."""
+    mark = doc.marks.get("spec", doc.mark)
+    try:
+        spec = services.job_clean_spec(kind=instance.kind, spec=instance.spec)
+    except SpecError as exc:
+        for key, message in exc.errors.items():
+            v.fail(mark, f"{path}.spec.{key}", message)
+        return secrets
+    instance.spec, split = spec_split_secrets(kind=instance.kind, spec=spec)
+    if _has_mask(instance.spec):
+        v.fail(mark, f"{path}.spec", _NOTHING_TO_KEEP)
+    wanted = {**split, **secrets}
+    raw = doc.get("secrets")
+    for name, value in wanted.items():
+        if value != SECRET_MASK or name in stored:
+            continue
+        if name in secrets and isinstance(raw, _Map):
+            v.fail(
+                raw.marks.get(name, mark), f"{path}.secrets.{name}", _NOTHING_TO_KEEP
+            )
+        else:
+            v.fail(mark, f"{path}.spec", _NOTHING_TO_KEEP)
+    return wanted
 
 
 def _has_mask(spec: Any) -> bool:
@@ -493,7 +561,7 @@ def _has_mask(spec: Any) -> bool:
 
 def _existing_jobs() -> dict[tuple[str, str], Job]:
     rows = Job.objects.select_related("app").prefetch_related(
-        "schedules", "parents__app"
+        "schedules", "parents__app", "secrets"
     )
     return {(job.app.name, job.name): job for job in rows}
 
@@ -621,19 +689,36 @@ def _differences(
     return {n: want[n] for n in names if getattr(have, n) != want[n]}
 
 
-def _describe(
-    names: dict[str, Any], have: Any, *, masked: Iterable[str] = ()
-) -> list[str]:
-    lines = []
-    for name, value in names.items():
-        old = getattr(have, name)
-        if name in masked:
-            old, value = mask_spec(old), mask_spec(value)
-            if old == value:
-                lines.append(f"{name}: (a secret value changed)")
-                continue
-        lines.append(f"{name}: {_show(name, old)} -> {_show(name, value)}")
-    return lines
+def _describe(names: dict[str, Any], have: Any) -> list[str]:
+    return [
+        f"{name}: {_show(name, getattr(have, name))} -> {_show(name, value)}"
+        for name, value in names.items()
+    ]
+
+
+def _plan_secrets(
+    want: _WantJob, have: Job | None
+) -> tuple[list[str], dict[str, str | None]]:
+    """Plan lines (names only, never values) and job_update's `secrets`."""
+    stored = (
+        {secret.name: secret.value for secret in have.secrets.all()} if have else {}
+    )
+    lines: list[str] = []
+    changes: dict[str, str | None] = {}
+    for name, value in sorted(want.secrets.items()):
+        if value == SECRET_MASK:
+            continue
+        if name not in stored:
+            lines.append(f"+ secret {name}")
+        elif not secret_matches(stored[name], value):
+            lines.append(f"~ secret {name}: value changed")
+        else:
+            continue
+        changes[name] = value
+    for name in sorted(set(stored) - set(want.secrets)):
+        lines.append(f"- secret {name}")
+        changes[name] = None
+    return lines, changes
 
 
 def _in_order(steps: list[Callable[[], object]]) -> Callable[[], object]:
@@ -702,24 +787,26 @@ def _plan_schedules(
 
 def _plan_job(ctx: _Context, job: _WantJob, have: Job | None) -> Change | None:
     lines, schedule_steps = _plan_schedules(ctx, job, have)
+    secret_lines, secrets = _plan_secrets(job, have)
     label = f"job {job.app}/{job.name}"
     change: Change | None = None
     if have is None:
 
         def make_job() -> None:
             ctx.jobs[(job.app, job.name)] = services.job_create(
-                app=ctx.apps[job.app], name=job.name, **job.values
+                app=ctx.apps[job.app], name=job.name, secrets=secrets, **job.values
             )
 
-        change = Change("+", label, lines, run=_in_order([make_job, *schedule_steps]))
+        details = [*secret_lines, *lines]
+        change = Change("+", label, details, run=_in_order([make_job, *schedule_steps]))
     else:
         changed = _differences(JOB_FIELDS, have, job.values)
-        details = [*_describe(changed, have, masked=["spec"]), *lines]
+        details = [*_describe(changed, have), *secret_lines, *lines]
         if details:
 
             def update_job() -> None:
-                if changed:
-                    services.job_update(job=have, **changed)
+                if changed or secrets:
+                    services.job_update(job=have, secrets=secrets, **changed)
 
             steps = [update_job, *schedule_steps]
             change = Change("~", label, details, run=_in_order(steps))

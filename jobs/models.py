@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Q
 
 from agents.models import Agent
+from jobs.runners import ENV_NAME
 
 # App names become URL segments in the JobStreamer compat API (/{app}/jobs), so names
 # of top-level routes are refused.
@@ -236,6 +237,47 @@ class Job(models.Model):
     def average_duration(self) -> float | None:
         runs = self.success_count + self.error_count
         return self.duration_total / runs if runs else None
+
+
+secret_name_validator = RegexValidator(
+    ENV_NAME,
+    "Use an environment variable name: letters, digits and '_', not starting with "
+    "a digit.",
+)
+
+
+class JobSecret(models.Model):
+    """A value a job's runs need that nobody may read back: a shell job gets it in
+    its environment, an HTTP job where its spec says `${NAME}`.
+
+    `value` holds a Fernet token (jobs/secrets.py), never the plain value; only the
+    worker running the job decrypts it.
+    """
+
+    job = models.ForeignKey(Job, models.CASCADE, related_name="secrets")
+    name = models.CharField(
+        max_length=255,
+        validators=[secret_name_validator],
+        help_text="Like an environment variable, e.g. DB_PASSWORD.",
+    )
+    value = models.TextField(
+        editable=False, help_text="Encrypted (a Fernet token); never shown."
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # Its index also serves "the secrets of these jobs" (the API's prefetch,
+            # the worker's one query before a run).
+            models.UniqueConstraint(
+                fields=["job", "name"], name="jobs_jobsecret_unique_name_per_job"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Schedule(models.Model):

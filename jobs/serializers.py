@@ -4,6 +4,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.exceptions import PermissionDenied
@@ -12,7 +13,9 @@ from agents import services as agents_services
 from jobs import access, schedules, services
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
 from jobs.permissions import can_manage_shell_jobs
-from jobs.runners import SpecError, mask_spec, unmask_spec
+from jobs.runners import SECRET_MASK, SpecError
+from jobs.runners.http import placeholder_names
+from jobs.secrets import SecretError, clean_secrets
 
 
 def _request_user(context: dict[str, Any]) -> Any:
@@ -124,14 +127,43 @@ class JobScheduleSerializer(serializers.ModelSerializer[Schedule]):
         read_only_fields = fields
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "string", "nullable": True},
+        "example": {"DB_PASSWORD": SECRET_MASK},
+    }
+)
+class SecretsField(serializers.Field):  # type: ignore[type-arg]
+    """{NAME: value} in; {NAME: "********"} out. Values are never read back."""
+
+    def to_representation(self, value: Any) -> dict[str, str]:
+        # The job's related manager: JobViewSet prefetches the names only.
+        return {secret.name: SECRET_MASK for secret in value.all()}
+
+    def to_internal_value(self, data: Any) -> dict[str, str | None]:
+        try:
+            return clean_secrets(data)
+        except SecretError as exc:
+            raise serializers.ValidationError(exc.errors) from None
+
+
 class JobSerializer(serializers.ModelSerializer[Job]):
     app = AppField(slug_field="name", queryset=App.objects.all())
     spec = serializers.JSONField(
         help_text='What to run; for a shell job {"command": "...", "cwd": "/abs", '
-        '"env": {"NAME": "value"}}.'
+        '"env": {"NAME": "value"}}. Secret-looking env values and http headers '
+        "(KARMCHARI_SECRET_ENV_PATTERN) are moved to `secrets` when saved."
     )
     tags = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, max_length=50
+    )
+    secrets = SecretsField(
+        required=False,
+        help_text='Secret values by name, write-only: {"DB_PASSWORD": "..."}. Read '
+        f"back as {SECRET_MASK!r}; sending that keeps the stored value; null deletes "
+        "a secret. PUT replaces the set, PATCH changes only the names sent. Shell "
+        "jobs get them in their environment, http jobs where the spec says ${NAME}.",
     )
     stats = JobStatsSerializer(source="*", read_only=True)
     # Read from the prefetched set: JobViewSet prefetches "schedules".
@@ -158,6 +190,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "description",
             "kind",
             "spec",
+            "secrets",
             "enabled",
             "owner",
             "tags",
@@ -186,7 +219,6 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     def to_representation(self, instance: Job) -> dict[str, Any]:
         data = super().to_representation(instance)
-        data["spec"] = mask_spec(data.get("spec"))
         if "parents" in data and _restricted(self.context):
             user = _request_user(self.context)
             # Parents in apps hidden from the caller are left out: from the
@@ -227,13 +259,19 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             warnings.append(
                 f"No live agent consumes queue {job.queue!r}: runs wait until one does."
             )
+        if job.kind == Job.Kind.HTTP and isinstance(job.spec, dict):
+            # Prefetched by JobViewSet: no query per job.
+            stored = {secret.name for secret in job.secrets.all()}
+            warnings.extend(
+                f"${{{name}}} names no secret of this job: its runs will fail."
+                for name in sorted(placeholder_names(job.spec) - stored)
+            )
         return warnings
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         self._check_shell_permission(attrs)
-        if "spec" in attrs and self.instance is not None:
-            # A client that sends back what it read must not erase the secrets.
-            attrs["spec"] = unmask_spec(attrs["spec"], self.instance.spec)
+        if "secrets" in attrs and self.instance is not None and not self.partial:
+            attrs["replace_secrets"] = True  # PUT: the secrets sent are all of them
         if "parents" in attrs:
             if _restricted(self.context):
                 attrs["parents"] = access.keep_hidden_parents(

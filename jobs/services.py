@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
 import random
 import time
+import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -27,8 +29,16 @@ from django_redis import get_redis_connection
 
 from agents.models import Agent
 from jobs import access, control, firing, logs, notifications, schedules
-from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
+from jobs.models import App, Execution, ExecutionEvent, Job, JobSecret, Schedule
 from jobs.runners import PAUSABLE_KINDS, Outcome, RunContext, SpecError, get_runner
+from jobs.secrets import (
+    OutputMasker,
+    SecretError,
+    job_secrets_reveal,
+    job_secrets_set,
+    mask_text,
+    spec_split_secrets,
+)
 from jobs.stats import stats_invalidate
 
 logger = logging.getLogger(__name__)
@@ -109,32 +119,68 @@ def job_clean_spec(*, kind: str, spec: Any) -> dict[str, Any]:
 
 
 def job_create(
-    *, app: App, name: str, spec: Any, kind: str = Job.Kind.SHELL, **fields: Any
+    *,
+    app: App,
+    name: str,
+    spec: Any,
+    kind: str = Job.Kind.SHELL,
+    secrets: Mapping[str, str | None] | None = None,
+    **fields: Any,
 ) -> Job:
     parents = fields.pop("parents", None)
-    job = Job(app=app, name=name, kind=kind, spec=job_clean_spec(kind=kind, spec=spec))
+    job = Job(app=app, name=name, kind=kind, spec=spec)
     for field, value in fields.items():
         setattr(job, field, value)
-    job.save()
-    if parents is not None:
-        job_set_parents(job=job, parents=parents)
+    return job_insert(job=job, parents=parents, secrets=secrets)
+
+
+def job_insert(
+    *,
+    job: Job,
+    parents: list[Job] | None = None,
+    secrets: Mapping[str, str | None] | None = None,
+) -> Job:
+    """Save a new job built elsewhere (job_create, the admin's add form): its spec
+    cleaned, and any secret-looking values in it moved to its secrets."""
+    spec = job_clean_spec(kind=job.kind, spec=job.spec)
+    job.spec, split = spec_split_secrets(kind=job.kind, spec=spec)
+    with transaction.atomic():
+        job.save()
+        if parents is not None:
+            job_set_parents(job=job, parents=parents)
+        if split or secrets:
+            job_secrets_set(job=job, secrets={**split, **(secrets or {})})
     stats_invalidate(job_id=None)
     return job
 
 
-def job_update(*, job: Job, **fields: Any) -> Job:
-    if "parents" in fields:
-        job_set_parents(job=job, parents=fields.pop("parents"))
-        stats_invalidate(job_id=job.pk)
+def job_update(
+    *,
+    job: Job,
+    secrets: Mapping[str, str | None] | None = None,
+    replace_secrets: bool = False,
+    **fields: Any,
+) -> Job:
+    """Change a job. `secrets` sets (None deletes, SECRET_MASK keeps) the named
+    secrets; `replace_secrets` deletes the others. Secret-looking values in a new
+    spec move to the secrets, as with job_insert."""
+    parents = fields.pop("parents", None)
+    split: dict[str, str] = {}
     if "kind" in fields or "spec" in fields:
-        fields["spec"] = job_clean_spec(
-            kind=fields.get("kind", job.kind), spec=fields.get("spec", job.spec)
-        )
+        kind = fields.get("kind", job.kind)
+        spec = job_clean_spec(kind=kind, spec=fields.get("spec", job.spec))
+        fields["spec"], split = spec_split_secrets(kind=kind, spec=spec)
     was_enabled = job.enabled
     for field, value in fields.items():
         setattr(job, field, value)
     with transaction.atomic():
+        if parents is not None:
+            job_set_parents(job=job, parents=parents)
         job.save(update_fields=[*fields, "updated"])
+        if split or secrets or replace_secrets:
+            job_secrets_set(
+                job=job, secrets={**split, **(secrets or {})}, replace=replace_secrets
+            )
         if job.enabled and not was_enabled:
             # Its schedules stood still while it was disabled: settle those slots by
             # each schedule's misfire policy now, rather than as a burst next tick.
@@ -149,6 +195,8 @@ def job_update(*, job: Job, **fields: Any) -> Job:
             # Ends of runs only look for buffered runs under a buffering policy:
             # send those held back under the old one now.
             _send_buffered(job=job)
+    if parents is not None:
+        stats_invalidate(job_id=job.pk)
     if "enabled" in fields:
         _announce_schedule_change()
     return job
@@ -224,7 +272,12 @@ def execution_claim(
             return None
         execution = (
             Execution.objects.select_related("job__app")
-            .annotate(job_has_children=Exists(_children_of(OuterRef("job_id"))))
+            .annotate(
+                job_has_children=Exists(_children_of(OuterRef("job_id"))),
+                job_has_secrets=Exists(
+                    JobSecret.objects.filter(job_id=OuterRef("job_id"))
+                ),
+            )
             .get(pk=execution_id)
         )
         Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
@@ -344,7 +397,28 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
             what=f"execution {execution_id}: recording pid",
         )
 
+    try:
+        # Decrypted here, in the worker, just before the run: never stored elsewhere.
+        # The claim already knows whether the job has any (no query when not).
+        secrets = (
+            _with_reconnect(
+                lambda: job_secrets_reveal(job_id=job.pk),
+                what=f"execution {execution_id}: reading its secrets",
+            )
+            if getattr(execution, "job_has_secrets", True)
+            else {}
+        )
+    except SecretError as exc:
+        listener.close()
+        outcome = Outcome(
+            status=Execution.Status.FAILED, reason=f"Secrets unreadable: {exc}"
+        )
+        return execution_finish(execution=execution, outcome=outcome)
+
     writer = logs.LogWriter(execution_id)
+    # What the run prints reaches the live log and the database with its secrets
+    # masked.
+    masker = OutputMasker(secrets.values(), writer.write)
 
     def poll() -> str:
         writer.flush_if_due()
@@ -362,19 +436,32 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
         app_name=job.app.name,
         timeout=job.timeout,
         on_start=record_pid,
-        on_output=writer.write,
+        on_output=masker.write,
         poll=poll,
         on_status=on_status,
+        secrets=secrets,
     )
     try:
         outcome = runner.run(job.spec, context)
     except Exception as exc:
-        logger.exception("execution %s: runner crashed", execution_id)
+        # Not logger.exception: the message may quote a secret (a URL, an argument).
+        logger.error(
+            "execution %s: runner crashed\n%s",
+            execution_id,
+            mask_text(traceback.format_exc(), secrets.values()),
+        )
         outcome = Outcome(status=Execution.Status.FAILED, reason=f"Runner error: {exc}")
     finally:
         listener.close()
+        masker.flush()
         # Everything is in the database before the end is: log readers rely on it.
         writer.close()
+    outcome = dataclasses.replace(
+        outcome,
+        output=mask_text(outcome.output, secrets.values()),
+        error=mask_text(outcome.error, secrets.values()),
+        reason=mask_text(outcome.reason, secrets.values()),
+    )
     # The run may have outlived the worker's database connection (a restart, a
     # failover, pg_terminate_backend): reconnect rather than leave it `running`.
     return _with_reconnect(

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db.models import ProtectedError
+from django.db.models import Prefetch, ProtectedError
 from django.db.models.query import QuerySet
 from django.http import HttpResponse
 from django.utils import timezone
@@ -26,7 +26,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from jobs import access, logs, schedules, services, tokens
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
 from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
-from jobs.models import App, Execution, Job, Schedule
+from jobs.models import App, Execution, Job, JobSecret, Schedule
+from jobs.secrets import SecretError
 from jobs.serializers import (
     AppSerializer,
     ExecutionDetailSerializer,
@@ -49,6 +50,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's handler, plus 409 for state conflicts and protected deletes."""
     if isinstance(exc, services.Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, SecretError):
+        # A mask sent back for a secret that is not stored (checked by the service).
+        return Response({"secrets": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, services.DependencyCycle):
         return Response({"parents": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, services.ServiceError):
@@ -120,7 +124,10 @@ class AppViewSet(AppScopedMixin, viewsets.ModelViewSet[App]):
 
 class JobViewSet(JobEngineActions, AppScopedMixin, viewsets.ModelViewSet[Job]):
     queryset = Job.objects.select_related("app").prefetch_related(
-        "schedules", "parents"
+        "schedules",
+        "parents",
+        # Names only: the API never shows a value, so it never loads one.
+        Prefetch("secrets", queryset=JobSecret.objects.only("pk", "job_id", "name")),
     )
     serializer_class = JobSerializer
     app_path = "app"

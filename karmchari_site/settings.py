@@ -7,6 +7,8 @@ it onto real servers. Every variable is listed in .env.example.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -313,10 +315,30 @@ KARMCHARI_OUTBOX_SECONDS = env_float("KARMCHARI_OUTBOX_SECONDS", 60.0, minimum=1
 
 # Command prefixes shell jobs may run (e.g. "/opt/jobs/,make"); empty allows any.
 KARMCHARI_SHELL_ALLOWED_COMMANDS = env_list("KARMCHARI_SHELL_ALLOWED_COMMANDS", [])
-# Env variables of a job spec whose names match are masked in the API and admin.
+# Shell env variables and HTTP headers whose names match are taken out of a job's
+# spec when it is saved and kept as the job's (encrypted) secrets.
 KARMCHARI_SECRET_ENV_PATTERN = env_str(
     "KARMCHARI_SECRET_ENV_PATTERN", r"(?i)pass|secret|token|key|credential|auth"
 )
+# Fernet keys for job secrets, comma-separated: the first encrypts, all decrypt (add a
+# new key first, run `manage.py rotate_secrets`, then drop the old one). A key derived
+# from SECRET_KEY also decrypts, and encrypts while this is empty (so a fresh checkout
+# works); then changing SECRET_KEY makes the stored secrets unreadable (the deploy
+# checks warn, karmchari.W001).
+KARMCHARI_SECRETS_KEYS = env_list("KARMCHARI_SECRETS_KEYS", [])
+for _position, _key in enumerate(KARMCHARI_SECRETS_KEYS, start=1):
+    try:
+        _valid_key = len(base64.urlsafe_b64decode(_key.encode())) == 32
+    except (ValueError, binascii.Error):
+        _valid_key = False
+    if not _valid_key:
+        # Never echo the value: it is a key, or a typo of one.
+        raise ImproperlyConfigured(
+            f"KARMCHARI_SECRETS_KEYS: key {_position} is not a Fernet key (32 bytes, "
+            "url-safe base64). Generate one with `python -c 'from cryptography."
+            "fernet import Fernet; print(Fernet.generate_key().decode())'`."
+        )
+
 # Seconds between a worker's reads of desired_state from the database: when Redis is
 # down (the fallback) and when it is up (a safety net for lost pub/sub messages).
 KARMCHARI_CONTROL_DB_INTERVAL = env_float("KARMCHARI_CONTROL_DB_INTERVAL", 2.0)
@@ -443,5 +465,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Its DEBUG lines quote request URLs, where an http job may carry a secret.
+        "urllib3": {"level": "INFO"},
     },
 }

@@ -1,13 +1,13 @@
 """How a job runs. One small protocol; one module per job kind.
 
-A runner knows nothing of the ORM: it gets the job's spec and limits, and answers an
-Outcome that the execution service records.
+A runner knows nothing of the ORM: it gets the job's spec, limits and secrets, and
+answers an Outcome that the execution service records (masking the secrets in it).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +57,9 @@ class RunContext:
     poll: Callable[[], str] = _always_run
     # The runner acted on a desired state: "paused" or "running" again.
     on_status: Callable[[str], None] = _no_status
+    # The job's secrets by name, decrypted by the worker just before the run: shell
+    # jobs get them in their environment, http jobs where the spec says ${NAME}.
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
 
 class Runner(Protocol):
@@ -72,45 +75,9 @@ class Runner(Protocol):
 PAUSABLE_KINDS = frozenset({"shell", "external"})
 
 
-SECRET_MASK = "********"  # noqa: S105 (the placeholder shown instead)
-# Spec keys whose values are name: value maps that may hold secrets.
-_SECRET_MAPS = ("env", "headers")
-
-
-def _is_secret(name: str) -> bool:
-    from django.conf import settings
-
-    return bool(re.search(settings.KARMCHARI_SECRET_ENV_PATTERN, name))
-
-
-def mask_spec(spec: Any) -> Any:
-    """The spec with secret-looking values (by their names) replaced, for display."""
-    if not isinstance(spec, dict):
-        return spec
-    masked = dict(spec)
-    for key in _SECRET_MAPS:
-        values = spec.get(key)
-        if isinstance(values, dict):
-            masked[key] = {
-                name: SECRET_MASK if _is_secret(name) else value
-                for name, value in values.items()
-            }
-    return masked
-
-
-def unmask_spec(spec: Any, previous: Any) -> Any:
-    """A spec sent back with masked values keeps the stored secrets."""
-    if not isinstance(spec, dict) or not isinstance(previous, dict):
-        return spec
-    unmasked = dict(spec)
-    for key in _SECRET_MAPS:
-        values, old = spec.get(key), previous.get(key)
-        if isinstance(values, dict) and isinstance(old, dict):
-            unmasked[key] = {
-                name: old[name] if value == SECRET_MASK and name in old else value
-                for name, value in values.items()
-            }
-    return unmasked
+SECRET_MASK = "********"  # noqa: S105 (shown instead of a secret's value)
+# Shell variable names; also the names of job secrets (jobs/secrets.py).
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def get_runner(kind: str) -> Runner | None:

@@ -2,13 +2,19 @@
 
 The request runs in a thread so the supervise loop can still act on a kill; a killed
 request's thread is abandoned and ends at its own timeout.
+
+`${NAME}` in the url, a header value or the body (any string of a JSON body) is the
+job's secret NAME, filled in as the request is sent; `$${NAME}` is a literal `${NAME}`.
+A placeholder naming no secret fails the run rather than send an empty value.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +27,90 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_TIMEOUT = 30.0
+# ${NAME}, or $${NAME} (group 1 is then "$"): the escape for a literal ${NAME}.
+PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def has_placeholder(text: str) -> bool:
+    return any(not match.group(1) for match in PLACEHOLDER.finditer(text))
+
+
+def spec_map_text(
+    spec: dict[str, Any], change: Callable[[str, str], str]
+) -> dict[str, Any]:
+    """The spec with `change(where, text)` applied to what may hold placeholders: the
+    url, each header value and every string of the body (not JSON keys)."""
+
+    def walk(value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return change(where, value)
+        if isinstance(value, dict):
+            return {k: walk(v, f"{where}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    changed = dict(spec)
+    if isinstance(spec.get("url"), str):
+        changed["url"] = change("url", spec["url"])
+    headers = spec.get("headers")
+    if isinstance(headers, dict):
+        changed["headers"] = {
+            name: change(f"headers.{name}", value) if isinstance(value, str) else value
+            for name, value in headers.items()
+        }
+    if spec.get("body") is not None:
+        changed["body"] = walk(spec["body"], "body")
+    return changed
+
+
+def fill_text(
+    text: str, secrets: Mapping[str, str], *, where: str = "", strict: bool = True
+) -> str:
+    """`text` with each ${NAME} replaced by the secret NAME and each $${ unescaped.
+    SpecError names a placeholder with no secret (strict), else it stays as it is."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(1):
+            return match.group(0)[1:]
+        name = match.group(2)
+        if name in secrets:
+            return secrets[name]
+        if strict:
+            raise SpecError({where: f"${{{name}}} names no secret of this job."})
+        return match.group(0)
+
+    return PLACEHOLDER.sub(one, text)
+
+
+def fill_placeholders(
+    spec: dict[str, Any], secrets: Mapping[str, str], *, strict: bool = True
+) -> dict[str, Any]:
+    """The spec as it is sent: fill_text on everything that may hold placeholders."""
+    return spec_map_text(
+        spec,
+        lambda where, text: fill_text(text, secrets, where=where, strict=strict),
+    )
+
+
+def placeholder_names(spec: dict[str, Any]) -> set[str]:
+    """The secret names the spec's placeholders ask for."""
+    names: set[str] = set()
+
+    def collect(where: str, text: str) -> str:
+        names.update(m.group(2) for m in PLACEHOLDER.finditer(text) if not m.group(1))
+        return text
+
+    spec_map_text(spec, collect)
+    return names
+
+
+def escape_placeholders(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with every would-be placeholder escaped, so it sends what it says
+    (migration 0012: specs written before placeholders existed)."""
+    return spec_map_text(
+        spec, lambda where, text: PLACEHOLDER.sub(lambda m: "$" + m.group(0), text)
+    )
 
 
 class HttpRunner:
@@ -73,6 +163,10 @@ class HttpRunner:
         return cleaned
 
     def run(self, spec: dict[str, Any], context: RunContext) -> Outcome:
+        try:
+            spec = fill_placeholders(spec, context.secrets)
+        except SpecError as exc:
+            return Outcome(status="failed", reason=f"Not sent: {exc}")
         timeout = float(spec.get("timeout") or context.timeout or DEFAULT_TIMEOUT)
         if context.timeout:
             timeout = min(timeout, float(context.timeout))

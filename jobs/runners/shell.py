@@ -20,11 +20,10 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.runners import Outcome, RunContext, SpecError
+from jobs.runners import ENV_NAME, Outcome, RunContext, SpecError
 
 logger = logging.getLogger(__name__)
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _READ_SIZE = 65536
 # Seconds to keep reading output after the command has exited.
 _DRAIN_SECONDS = 2.0
@@ -110,7 +109,7 @@ class ShellRunner:
             errors["env"] = "Must be an object of NAME: value strings."
         else:
             for name, value in env.items():
-                if not _ENV_NAME.match(name):
+                if not ENV_NAME.match(name):
                     errors["env"] = f"{name!r} is not a valid variable name."
                     break
                 if not isinstance(value, str):
@@ -133,6 +132,7 @@ class ShellRunner:
         }
         env.setdefault("PATH", os.defpath)
         env.update(spec.get("env", {}))
+        env.update(context.secrets)
         env["KARMCHARI_EXECUTION_ID"] = str(context.execution_id)
         env["KARMCHARI_JOB"] = context.job_name
         env["KARMCHARI_APP"] = context.app_name

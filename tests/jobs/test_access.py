@@ -183,9 +183,9 @@ def test_it_lists_jobs_of_the_granted_apps_in_constant_queries(
         make_job(app=world["theirs"])
     client = client_for(member)
     client.get("/api/jobs/")  # first use of the token records its last use
-    # token + user and group permissions + count + page + schedules + parents + queues
-    # + the ids of the granted apps (for the parents shown)
-    with django_assert_num_queries(9):
+    # token + user and group permissions + count + page + schedules + parents +
+    # secret names + queues + the ids of the granted apps (for the parents shown)
+    with django_assert_num_queries(10):
         assert len(client.get("/api/jobs/").json()["results"]) == 5
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from agents.models import Agent
 from jobs import services, stats
 from jobs.admin import CappedPaginator, JobForm
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
+from jobs.secrets import job_secrets_reveal
 
 pytestmark = pytest.mark.django_db
 
@@ -322,6 +324,8 @@ def test_saving_the_job_page_keeps_its_runs_and_schedules(
             "schedules-0-expression": "0 10 * * *",
             "schedules-0-timezone": "UTC",
             "schedules-0-enabled": "on",
+            "secrets-TOTAL_FORMS": "0",
+            "secrets-INITIAL_FORMS": "0",
             "executions-TOTAL_FORMS": "1",
             "executions-INITIAL_FORMS": "1",
             "executions-0-id": run.pk,
@@ -368,28 +372,184 @@ def test_the_job_form_refuses_a_bad_spec_and_a_dependency_cycle(
     assert "would depend on itself" in str(form.errors["parents"])
 
 
-def test_the_job_form_masks_secrets_and_keeps_them_when_sent_back(
-    make_job: Callable[..., Job],
+def _job_page_data(page: object, **extra: object) -> dict[str, object]:
+    """What the job page posts back unchanged, plus `extra`."""
+    form = page.context["adminform"].form  # type: ignore[attr-defined]
+    data: dict[str, object] = {
+        name: value
+        for name, value in form.initial.items()
+        if name in form.fields and value is not None and name != "parents"
+    }
+    data["spec"] = json.dumps(form.initial["spec"])
+    data["tags"] = json.dumps(form.initial["tags"])
+    data["legacy"] = "{}"
+    data["enabled"] = "on"
+    for formset in page.context["inline_admin_formsets"]:  # type: ignore[attr-defined]
+        management = formset.formset.management_form
+        prefix = formset.formset.prefix
+        data[f"{prefix}-TOTAL_FORMS"] = management.initial["TOTAL_FORMS"]
+        data[f"{prefix}-INITIAL_FORMS"] = management.initial["INITIAL_FORMS"]
+        for index, inline in enumerate(formset.formset.forms):
+            data[f"{prefix}-{index}-id"] = inline.instance.pk
+            data[f"{prefix}-{index}-job"] = inline.instance.job_id
+            if prefix == "secrets":
+                data[f"{prefix}-{index}-name"] = inline.instance.name
+            if prefix == "schedules":
+                for field in ("kind", "expression", "timezone"):
+                    data[f"{prefix}-{index}-{field}"] = getattr(inline.instance, field)
+    data.update(extra)
+    return data
+
+
+def test_the_job_page_shows_secret_names_never_their_values(
+    admin_client: Client, make_app: Callable[..., App]
 ) -> None:
-    job = make_job(spec={"command": "true", "env": {"API_TOKEN": "s3cret", "X": "1"}})
-    form = JobForm(instance=job)
-    assert "s3cret" not in str(form.initial["spec"])
+    job = services.job_create(
+        app=make_app(),
+        name="backup",
+        spec={"command": "backup.sh", "env": {"API_TOKEN": "s3cret-value", "X": "1"}},
+    )
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    html = page.content.decode()
+    assert "API_TOKEN" in html
+    assert "s3cret-value" not in html
+    assert 'type="password"' in html
+
+    # Blank keeps the stored value; a new row sets one; the spec's env moves over.
+    data = _job_page_data(
+        page,
+        spec=json.dumps({"command": "backup.sh", "env": {"DB_PASSWORD": "from-spec"}}),
+        **{
+            "secrets-TOTAL_FORMS": "2",
+            "secrets-0-new_value": "",
+            "secrets-1-name": "NEW_ONE",
+            "secrets-1-new_value": "fresh-value",
+            "secrets-1-job": job.pk,
+        },
+    )
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302, response.context["errors"]
+    job.refresh_from_db()
+    assert job.spec == {"command": "backup.sh"}
+    assert job_secrets_reveal(job_id=job.pk) == {
+        "API_TOKEN": "s3cret-value",
+        "DB_PASSWORD": "from-spec",
+        "NEW_ONE": "fresh-value",
+    }
+    html = admin_client.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
+    for value in ("s3cret-value", "from-spec", "fresh-value"):
+        assert value not in html
+    history = admin_client.get(f"/admin/jobs/job/{job.pk}/history/").content.decode()
+    assert "fresh-value" not in history
+
+
+def test_the_job_page_changes_and_deletes_secrets(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    job = services.job_create(
+        app=make_app(),
+        name="sync",
+        spec={"command": "sync.sh"},
+        secrets={"A_TOKEN": "old-value", "B_TOKEN": "doomed-value"},
+    )
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    data = _job_page_data(
+        page,
+        **{
+            "secrets-0-new_value": "new-value",
+            "secrets-1-DELETE": "on",
+        },
+    )
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302, response.context["errors"]
+    assert job_secrets_reveal(job_id=job.pk) == {"A_TOKEN": "new-value"}
+
+
+def test_the_job_page_needs_a_value_for_a_new_secret(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    data = _job_page_data(
+        page,
+        **{
+            "secrets-TOTAL_FORMS": "1",
+            "secrets-0-name": "EMPTY_TOKEN",
+            "secrets-0-job": job.pk,
+        },
+    )
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 200
+    assert "A new secret needs a value." in response.content.decode()
+    assert not job.secrets.exists()
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor"])
+def test_the_job_page_shows_secrets_read_only_to_who_cannot_edit_the_job(
+    role: str, make_app: Callable[..., App]
+) -> None:
+    from django.contrib.auth.models import Group
+
+    # A shell job: editors may not change those, so its secrets are read-only too.
+    job = services.job_create(
+        app=make_app(), name="b", spec={"command": "x"}, secrets={"A_KEY": "v4lue"}
+    )
+    user = User.objects.create_user("u", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get(f"/admin/jobs/job/{job.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "A_KEY" in html and "v4lue" not in html
+    assert 'name="secrets-0-new_value"' not in html
+    response = browser.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        {
+            "secrets-TOTAL_FORMS": "1",
+            "secrets-INITIAL_FORMS": "1",
+            "secrets-0-id": job.secrets.get().pk,
+            "secrets-0-name": "A_KEY",
+            "secrets-0-new_value": "changed",
+        },
+    )
+    assert response.status_code == 403
+    assert job_secrets_reveal(job_id=job.pk) == {"A_KEY": "v4lue"}
+
+
+def test_adding_a_job_in_the_admin_moves_spec_secrets_out(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    app = make_app()
     data = {
-        "app": job.app_id,
-        "name": job.name,
+        "app": app.pk,
+        "name": "fresh",
         "kind": "shell",
-        "spec": str(form.initial["spec"]).replace("'", '"'),
+        "spec": json.dumps({"command": "x", "env": {"MY_PASSWORD": "pw-value"}}),
+        "enabled": "on",
         "queue": "celery",
         "max_retries": 0,
         "retry_backoff": 10,
         "overlap_policy": "skip",
         "tags": "[]",
         "legacy": "{}",
-        "enabled": "on",
+        "schedules-TOTAL_FORMS": "0",
+        "schedules-INITIAL_FORMS": "0",
+        "secrets-TOTAL_FORMS": "1",
+        "secrets-INITIAL_FORMS": "0",
+        "secrets-0-name": "API_KEY",
+        "secrets-0-new_value": "key-value",
+        "executions-TOTAL_FORMS": "0",
+        "executions-INITIAL_FORMS": "0",
     }
-    form = JobForm(instance=job, data=data)
-    assert form.is_valid(), form.errors
-    assert form.cleaned_data["spec"]["env"]["API_TOKEN"] == "s3cret"
+    response = admin_client.post("/admin/jobs/job/add/", data)
+    assert response.status_code == 302, response.context["errors"]
+    job = Job.objects.get(name="fresh")
+    assert job.spec == {"command": "x"}
+    assert job_secrets_reveal(job_id=job.pk) == {
+        "API_KEY": "key-value",
+        "MY_PASSWORD": "pw-value",
+    }
 
 
 def test_run_now_starts_a_run_and_opens_its_page(

@@ -241,6 +241,8 @@ def test_the_job_page_hides_and_keeps_dependencies_in_other_apps(
             "description": "changed",
             "schedules-TOTAL_FORMS": "0",
             "schedules-INITIAL_FORMS": "0",
+            "secrets-TOTAL_FORMS": "0",
+            "secrets-INITIAL_FORMS": "0",
             "executions-TOTAL_FORMS": "0",
             "executions-INITIAL_FORMS": "0",
         }

@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from jobs import jobfile, services
 from jobs.models import App, Job, Schedule
+from jobs.secrets import job_secrets_reveal
 
 pytestmark = pytest.mark.django_db
 
@@ -73,11 +74,14 @@ def test_it_round_trips_an_export_without_changes(
     assert document["apps"]["ops"]["jobs"]["report"]["parents"] == ["backup"]
     schedule_ids = set(Schedule.objects.values_list("pk", flat=True))
 
+    assert backup["spec"] == {"command": "backup.sh", "env": {"N": "1"}}
+    assert backup["secrets"] == {"DB_PASSWORD": "********"}
+    assert "secrets" not in document["apps"]["ops"]["jobs"]["report"]
+
     assert apply_text(tmp_path, exported).strip() == "No changes."
     assert run("export") == exported
     assert set(Schedule.objects.values_list("pk", flat=True)) == schedule_ids
-    world["backup"].refresh_from_db()
-    assert world["backup"].spec["env"]["DB_PASSWORD"] == "hunter2"
+    assert job_secrets_reveal(job_id=world["backup"].pk) == {"DB_PASSWORD": "hunter2"}
 
 
 def test_it_exports_only_the_asked_app(world: dict[str, Job]) -> None:
@@ -225,10 +229,79 @@ def test_it_applies_a_changed_secret_without_printing_it(
     world: dict[str, Job], tmp_path: Path
 ) -> None:
     document = yaml.safe_load(run("export", "--app", "ops"))
-    document["apps"]["ops"]["jobs"]["backup"]["spec"]["env"]["DB_PASSWORD"] = "new"
+    document["apps"]["ops"]["jobs"]["backup"]["secrets"]["DB_PASSWORD"] = "new"
     out = apply_text(tmp_path, yaml.safe_dump(document))
-    assert "spec: (a secret value changed)" in out
+    assert "~ secret DB_PASSWORD: value changed" in out
     assert "hunter2" not in out
-    assert '"new"' not in out
+    assert "new" not in out.replace("~ secret", "")
+    assert job_secrets_reveal(job_id=world["backup"].pk) == {"DB_PASSWORD": "new"}
+    # The same value again is no change: the file is compared with what is stored.
+    assert apply_text(tmp_path, yaml.safe_dump(document)).strip() == "No changes."
+
+
+def test_it_creates_keeps_and_deletes_secrets_by_the_file(
+    world: dict[str, Job], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(run("export", "--app", "ops"))
+    jobs = document["apps"]["ops"]["jobs"]
+    jobs["backup"]["secrets"] = {"S3_KEY": "s3-value"}  # DB_PASSWORD left out
+    jobs["report"]["secrets"] = {"REPORT_TOKEN": "r-value"}
+    jobs["fresh"] = {"spec": {"command": "x"}, "secrets": {"NEW_TOKEN": "n-value"}}
+    out = apply_text(tmp_path, yaml.safe_dump(document))
+    assert "+ secret S3_KEY" in out
+    assert "- secret DB_PASSWORD" in out
+    assert "+ secret REPORT_TOKEN" in out
+    assert "+ secret NEW_TOKEN" in out
+    for value in ("s3-value", "r-value", "n-value", "hunter2"):
+        assert value not in out
+    assert job_secrets_reveal(job_id=world["backup"].pk) == {"S3_KEY": "s3-value"}
+    assert job_secrets_reveal(job_id=world["report"].pk) == {"REPORT_TOKEN": "r-value"}
+    fresh = Job.objects.get(name="fresh")
+    assert job_secrets_reveal(job_id=fresh.pk) == {"NEW_TOKEN": "n-value"}
+    exported = run("export", "--app", "ops")
+    assert "n-value" not in exported
+    assert yaml.safe_load(exported)["apps"]["ops"]["jobs"]["fresh"]["secrets"] == {
+        "NEW_TOKEN": "********"
+    }
+
+
+def test_it_moves_secrets_out_of_a_spec_in_the_file(
+    world: dict[str, Job], tmp_path: Path
+) -> None:
+    document = yaml.safe_load(run("export", "--app", "ops"))
+    backup = document["apps"]["ops"]["jobs"]["backup"]
+    del backup["secrets"]
+    # An old file: the secret masked inside the spec keeps the stored value.
+    backup["spec"]["env"]["DB_PASSWORD"] = "********"
+    assert apply_text(tmp_path, yaml.safe_dump(document)).strip() == "No changes."
+    backup["spec"]["env"]["DB_PASSWORD"] = "from-the-file"
+    out = apply_text(tmp_path, yaml.safe_dump(document))
+    assert "~ secret DB_PASSWORD: value changed" in out
     world["backup"].refresh_from_db()
-    assert world["backup"].spec["env"]["DB_PASSWORD"] == "new"
+    assert world["backup"].spec == {"command": "backup.sh", "env": {"N": "1"}}
+    assert job_secrets_reveal(job_id=world["backup"].pk) == {
+        "DB_PASSWORD": "from-the-file"
+    }
+
+
+@pytest.mark.parametrize(
+    ("secrets", "problem"),
+    [
+        ("{NEW_TOKEN: '********'}", "secrets.NEW_TOKEN: holds the placeholder"),
+        ("{bad-name: x}", "secrets.bad-name: Not a valid name"),
+        ("{EMPTY: null}", "secrets.EMPTY: is empty"),
+        ("[x]", "secrets: must be a mapping"),
+    ],
+)
+def test_it_refuses_bad_secrets_in_a_file(secrets: str, problem: str) -> None:
+    text = f"""\
+apps:
+  ops:
+    jobs:
+      new:
+        spec: {{command: "true"}}
+        secrets: {secrets}
+"""
+    with pytest.raises(jobfile.JobfileError) as caught:
+        jobfile.jobfile_plan(document=jobfile.jobfile_load(text=text, filename="f"))
+    assert problem in str(caught.value)

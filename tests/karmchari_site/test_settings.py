@@ -98,6 +98,17 @@ def test_it_fails_at_start_on_a_bad_boolean(tmp_path: Path) -> None:
     assert "DEBUG='perhaps' is not a boolean" in result.stderr
 
 
+def test_it_fails_at_start_on_a_bad_secrets_key_without_echoing_it(
+    tmp_path: Path,
+) -> None:
+    good = "MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI="  # 32 bytes
+    assert load(tmp_path, KARMCHARI_SECRETS_KEYS=good).returncode == 0
+    result = load(tmp_path, KARMCHARI_SECRETS_KEYS=f"{good},not-a-key-at-all")
+    assert result.returncode != 0
+    assert "KARMCHARI_SECRETS_KEYS: key 2 is not a Fernet key" in result.stderr
+    assert "not-a-key-at-all" not in result.stderr
+
+
 def test_it_passes_the_deploy_checks_with_production_settings(tmp_path: Path) -> None:
     env = {
         k: v
@@ -113,6 +124,7 @@ def test_it_passes_the_deploy_checks_with_production_settings(tmp_path: Path) ->
         SECURE_HSTS_SECONDS="31536000",
         SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
         SECURE_HSTS_PRELOAD="1",
+        KARMCHARI_SECRETS_KEYS="MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=",
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

@@ -27,11 +27,6 @@ class Command(BaseCommand):
         export.add_argument(
             "--app", action="append", default=[], help="Only this app (repeatable)."
         )
-        export.add_argument(
-            "--show-secrets",
-            action="store_true",
-            help="Write secret-looking spec values instead of masking them.",
-        )
         apply = actions.add_parser("apply", help="Make the jobs match a YAML file.")
         apply.add_argument("file", help="The YAML file, or - for standard input.")
         apply.add_argument(
@@ -72,12 +67,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "export":
-            self.stdout.write(
-                jobfile.jobfile_export(
-                    apps=options["app"], show_secrets=options["show_secrets"]
-                ),
-                ending="",
-            )
+            self.stdout.write(jobfile.jobfile_export(apps=options["app"]), ending="")
         elif action == "apply":
             name = options["file"]
             if name == "-":

@@ -49,13 +49,19 @@ def server() -> Iterator[str]:
     httpd.server_close()
 
 
-def run(spec: dict, timeout: float | None = None, poll: str = "run") -> Outcome:
+def run(
+    spec: dict,
+    timeout: float | None = None,
+    poll: str = "run",
+    secrets: dict[str, str] | None = None,
+) -> Outcome:
     context = RunContext(
         execution_id=1,
         job_name="ping",
         app_name="default",
         timeout=timeout,
         poll=lambda: poll,
+        secrets=secrets or {},
     )
     return runner.run(runner.validate(spec), context)
 
@@ -117,6 +123,36 @@ def test_it_fails_when_nothing_listens() -> None:
     outcome = run({"url": "http://127.0.0.1:9/"})
     assert outcome.status == "failed"
     assert outcome.reason.startswith("Request failed:")
+
+
+def test_it_fills_secret_placeholders_in_url_headers_and_body(server: str) -> None:
+    secrets = {"TOKEN": "s3cret", "WHERE": "here", "N": "42"}
+    outcome = run({"url": f"{server}/${{WHERE}}"}, secrets=secrets)
+    assert outcome.output == "HTTP 200 OK\n\nhello /here"
+    outcome = run(
+        {
+            "method": "POST",
+            "url": f"{server}/",
+            "headers": {"X-Token": "Bearer ${TOKEN}"},
+            "body": {"n": "${N}", "literal": ["$${N}", "${"]},
+        },
+        secrets=secrets,
+    )
+    assert json.loads(outcome.output.split("\n\n", 1)[1]) == {
+        "body": {"n": "42", "literal": ["${N}", "${"]},
+        "token": "Bearer s3cret",
+    }
+
+
+def test_it_fails_clearly_on_a_placeholder_naming_no_secret(server: str) -> None:
+    outcome = run(
+        {"url": f"{server}/", "headers": {"X-Token": "${TOKEN}"}},
+        secrets={"OTHER": "x"},
+    )
+    assert outcome.status == "failed"
+    assert outcome.reason == (
+        "Not sent: headers.X-Token: ${TOKEN} names no secret of this job."
+    )
 
 
 @pytest.mark.parametrize(
