@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         code = 418 if self.path == "/teapot" else 200
-        body = f"pong {self.path}".encode()
+        body = f"pong {self.path} {self.headers.get('X-Api-Key', '')}".strip().encode()
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -123,3 +123,33 @@ def test_an_external_process_follows_its_desired_state_through_the_api(
     assert [e["action"] for e in end["events"]] == ["kill", "report"]
     log = api.get(f"/api/executions/{execution_id}/log/", offset=7).json()
     assert (log["text"], log["finished"]) == ("stopping\n", True)
+
+
+def test_it_hands_secrets_to_the_run_and_masks_them_in_its_output(
+    api: Api, processes: Processes, queue: str, site: str
+) -> None:
+    """Set through the API, stored encrypted, decrypted by a real worker: in the shell
+    job's environment and the http job's header, and never in what is recorded."""
+    processes.worker(queue)
+    shell = api.run(
+        queue,
+        name="uses-secret",
+        kind="shell",
+        spec={"command": 'test "$DB_PASSWORD" = hunter2-xyz && echo "pw=$DB_PASSWORD"'},
+        secrets={"DB_PASSWORD": "hunter2-xyz"},
+    )
+    http = api.run(
+        queue,
+        name="calls-api",
+        kind="http",
+        spec={"url": f"{site}/ping", "headers": {"X-Api-Key": "${API_KEY}"}},
+        secrets={"API_KEY": "k-12345"},
+    )
+    body = wait_for(lambda: api.status_is(shell, "succeeded", "failed"), timeout=30)
+    assert (body["status"], body["output"]) == ("succeeded", "pw=***\n")
+    assert "hunter2" not in api.get(f"/api/executions/{shell}/output/").text
+    body = wait_for(lambda: api.status_is(http, "succeeded", "failed"), timeout=30)
+    assert body["status"] == "succeeded"
+    assert body["output"] == "HTTP 200 OK\n\npong /ping ***"
+    job = api.get("/api/jobs/", name="calls-api").json()["results"][0]
+    assert job["secrets"] == {"API_KEY": "********"}
