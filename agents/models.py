@@ -57,6 +57,11 @@ class Agent(models.Model):
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.ONLINE
     )
+    drained = models.BooleanField(
+        default=False,
+        help_text="Drained by an operator: a worker restarted under this name stays "
+        "draining until resumed.",
+    )
     queues = models.JSONField(default=list, blank=True)
     version = models.CharField(max_length=50, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)

@@ -105,6 +105,10 @@ def agent_register(
                 agent=copy.copy(previous),
                 reason="Its worker restarted without stopping.",
             )
+        if previous.drained:
+            # An operator drained it; a restart does not undo that (the worker
+            # cancels its consumers as it becomes ready: agents/worker.py).
+            fields["status"] = Agent.Status.DRAINING
         for field, value in fields.items():
             setattr(previous, field, value)
         previous.save(update_fields=list(fields))
@@ -249,8 +253,8 @@ def agent_drain(*, agent: Agent, timeout: float = CONTROL_TIMEOUT) -> Agent:
     _control(agent=agent, command="cancel_consumer", timeout=timeout)
     Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id).exclude(
         status=Agent.Status.OFFLINE
-    ).update(status=Agent.Status.DRAINING)
-    agent.refresh_from_db(fields=["status"])
+    ).update(status=Agent.Status.DRAINING, drained=True)
+    agent.refresh_from_db(fields=["status", "drained"])
     return agent
 
 
@@ -261,8 +265,8 @@ def agent_resume(*, agent: Agent, timeout: float = CONTROL_TIMEOUT) -> Agent:
     _control(agent=agent, command="add_consumer", timeout=timeout)
     Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id).exclude(
         status=Agent.Status.OFFLINE
-    ).update(status=Agent.Status.ONLINE)
-    agent.refresh_from_db(fields=["status"])
+    ).update(status=Agent.Status.ONLINE, drained=False)
+    agent.refresh_from_db(fields=["status", "drained"])
     return agent
 
 

@@ -180,6 +180,12 @@ def on_ready(sender: Any, **kwargs: Any) -> None:
         # Workers started without the CLI (e.g. celery.contrib.testing) skip
         # celeryd_after_setup.
         _current = WorkerAgent(name=sender.hostname, queues=_queues(sender.app))
+    agent = _current.agent
+    if agent is not None and agent.drained:
+        # Drained before this restart: take nothing until an operator resumes it.
+        logger.warning("agent %s is drained; consuming nothing", agent.name)
+        for queue in _current.queues:
+            sender.cancel_task_queue(queue)
     _current.start()
 
 

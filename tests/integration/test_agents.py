@@ -134,6 +134,30 @@ def test_it_drains_a_worker_while_its_running_job_finishes(
     wait_for(lambda: status_of(second) == "succeeded", timeout=15)
 
 
+def test_it_keeps_a_drained_worker_drained_across_a_restart(
+    processes: Processes, queue: str
+) -> None:
+    worker = start_worker(processes, queue, name=queue)
+    agent = wait_for(lambda: agent_named(queue), timeout=20)
+    # Ready (beating), so it answers remote control.
+    wait_for(lambda: live.read_one(agent.instance_id), timeout=20)
+    services.agent_drain(agent=agent)
+    os.killpg(worker.pid, signal.SIGTERM)
+    worker.wait(timeout=15)
+
+    start_worker(processes, queue, name=queue)
+    again = wait_for(lambda: agent_named(queue, status="draining"), timeout=20)
+    assert again.instance_id != agent.instance_id and again.drained
+    waiting = job_services.job_trigger(job=make_job(queue, "echo waited"))
+    # Beating (so its cancel came after the consumer started) yet taking nothing.
+    wait_for(lambda: live.read_one(again.instance_id), timeout=10)
+    assert status_of(waiting) == "pending"
+
+    services.agent_resume(agent=again)
+    wait_for(lambda: status_of(waiting) == "succeeded", timeout=15)
+    assert not Agent.objects.get(pk=again.pk).drained
+
+
 @pytest.mark.chaos  # kill -9 of a worker mid-run (docs/reliability.md)
 def test_it_recovers_the_work_of_a_killed_worker_on_another(
     processes: Processes, queue: str, tmp_path: Path, settings: Settings
