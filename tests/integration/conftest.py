@@ -69,10 +69,13 @@ class Processes:
         return process
 
     def worker(
-        self, queue: str, concurrency: int = 2, **env: str
+        self, queue: str, concurrency: int = 2, name: str | None = None, **env: str
     ) -> subprocess.Popen[bytes]:
+        """A worker consuming `queue`; give each a `name` of its own to start more
+        than one on the same queue (it names the log file and the Celery node)."""
+        name = name or queue
         return self.start(
-            f"worker-{queue}",
+            f"worker-{name}",
             [
                 sys.executable,
                 "-m",
@@ -85,7 +88,7 @@ class Processes:
                 "--concurrency",
                 str(concurrency),
                 "--hostname",
-                f"{queue}@%h",
+                f"{name}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--loglevel",
@@ -109,6 +112,27 @@ class Processes:
                 "--pidfile=",
                 "--loglevel",
                 "INFO",
+            ],
+        )
+
+    def web(self, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+        """The web role as production runs it (docker-entrypoint.sh): uvicorn."""
+        return self.start(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "karmchari_site.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
             ],
         )
 
