@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -495,9 +496,12 @@ def _with_reconnect(write: Callable[[], T], *, what: str) -> T:
 def execution_resend_stale(*, older_than: timedelta, batch: int = 500) -> int:
     """The outbox sweep: send again executions left pending for too long.
 
-    A crash between commit and send, or a broker that lost the message, leaves an
-    execution pending forever; sending it again is harmless because the claim admits
-    only one runner.
+    A crash between commit and send, or a broker that lost the message (a Redis
+    restart), leaves an execution pending forever; sending it again is harmless
+    because the claim admits only one runner. But a run pending for long is usually
+    just waiting behind a backlog: only runs whose queue the broker reports empty are
+    sent again (a lost message cannot be behind anything), so a long backlog is not
+    flooded with duplicates.
     """
     now = timezone.now()
     stale = list(
@@ -509,11 +513,38 @@ def execution_resend_stale(*, older_than: timedelta, batch: int = 500) -> int:
     )
     if not stale:
         return 0
+    waiting = _messages_waiting({execution.job.queue for execution in stale})
+    lost = [execution for execution in stale if waiting.get(execution.job.queue) == 0]
+    if not lost:
+        return 0
     # Stamp first: a crash after this loses at most one re-send, never floods.
-    Execution.objects.filter(pk__in=[e.pk for e in stale]).update(dispatched_at=now)
-    for execution in stale:
-        execution_send(execution=execution)
-    return len(stale)
+    Execution.objects.filter(pk__in=[e.pk for e in lost]).update(dispatched_at=now)
+    executions_send([(execution, 0.0) for execution in lost])
+    return len(lost)
+
+
+def _messages_waiting(queues: Iterable[str]) -> dict[str, int]:
+    """Messages ready in each queue, as the broker counts them (a queue it does not
+    know holds none). Queues it could not be asked about are left out."""
+    from jobs.tasks import run_execution
+
+    counts: dict[str, int] = {}
+    try:
+        with run_execution.app.connection_for_write() as conn:
+            for queue in sorted(queues):
+                channel = conn.channel()
+                try:
+                    counts[queue] = channel.queue_declare(
+                        queue=queue, passive=True
+                    ).message_count
+                except conn.channel_errors:
+                    counts[queue] = 0  # never declared, or deleted: nothing waits
+                finally:
+                    with contextlib.suppress(Exception):
+                        channel.close()
+    except Exception:
+        logger.warning("outbox: cannot ask the broker about its queues", exc_info=True)
+    return counts
 
 
 # --- Schedules and firing ------------------------------------------------------------

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -355,3 +356,35 @@ def test_it_sends_buffered_runs_when_the_policy_stops_buffering(
     assert (execution.pk, delay) == (held.pk, 0.0)
     held.refresh_from_db()
     assert held.dispatched_at is not None
+
+
+def test_it_leaves_a_stale_run_alone_while_its_queue_still_holds_messages(
+    make_execution: Callable[..., Execution],
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+) -> None:
+    """Pending for long behind a backlog is not lost: no duplicate is sent while the
+    broker still holds messages for its queue; once the queue is empty, it is."""
+    from karmchari_site.celery import app
+
+    queue = f"outbox-{uuid.uuid4().hex[:8]}"
+    with time_machine.travel(timezone.now() - timedelta(minutes=5), tick=False):
+        stale = make_execution(make_job(queue=queue), dispatched_at=timezone.now())
+    assert stale.status == Execution.Status.PENDING
+    with app.connection_for_write() as conn:
+        backlog = conn.SimpleQueue(queue)
+        backlog.put({"waiting": True})
+        try:
+            assert (
+                services.execution_resend_stale(older_than=timedelta(seconds=60)) == 0
+            )
+            assert not sent.called
+            backlog.get(timeout=5).ack()
+            assert (
+                services.execution_resend_stale(older_than=timedelta(seconds=60)) == 1
+            )
+            assert sent.call_args.args == ((stale.pk,),)
+            assert sent.call_args.kwargs["queue"] == queue
+        finally:
+            backlog.clear()
+            backlog.close()
