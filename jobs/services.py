@@ -258,7 +258,6 @@ def execution_claim(
     # The worker's Agent row, in the same statement (NULL if it never registered).
     agent = Agent.objects.filter(name=worker).values("pk")[:1]
     with transaction.atomic():
-        _relax_commit()
         claimed = Execution.objects.filter(
             Q(status=Execution.Status.PENDING)
             | Q(status=Execution.Status.RUNNING, worker=worker, started_at=now),
@@ -348,18 +347,6 @@ def _job_stats_add(*, execution: Execution) -> None:
             error_count=F("error_count") + 1, last_error_at=execution.finished_at
         )
     Job.objects.filter(pk=execution.job_id).update(**stats)
-
-
-def _relax_commit() -> None:
-    """With KARMCHARI_ASYNC_CLAIM on PostgreSQL, the claim's commit does not wait for
-    its WAL flush (synchronous_commit off): one disk flush less per run. The claim is
-    durable once the run's finish commits (a synchronous commit flushes all WAL
-    before it) or after ~0.6 s (the WAL writer). Only a crash of the database server
-    inside that window loses it: the run is then pending again, and the outbox sends
-    it a second time. Off by default."""
-    if settings.KARMCHARI_ASYNC_CLAIM and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def execution_run(*, execution_id: int, worker: str) -> Execution | None:
@@ -532,7 +519,7 @@ def _messages_waiting(queues: Iterable[str]) -> dict[str, int]:
     try:
         with run_execution.app.connection_for_write() as conn:
             for queue in sorted(queues):
-                channel = conn.channel()
+                channel: Any = conn.channel()
                 try:
                     counts[queue] = channel.queue_declare(
                         queue=queue, passive=True

@@ -403,7 +403,6 @@ KARMCHARI_NOTIFY_MAX_ATTEMPTS = env_int("KARMCHARI_NOTIFY_MAX_ATTEMPTS", 5, mini
 KARMCHARI_NOTIFY_RETRY_SECONDS = env_float("KARMCHARI_NOTIFY_RETRY_SECONDS", 10.0)
 # Seconds between checks for late runs and late pings (run by beat's housekeeping).
 KARMCHARI_NOTIFY_CHECK_SECONDS = env_float("KARMCHARI_NOTIFY_CHECK_SECONDS", 30.0)
-KARMCHARI_ASYNC_CLAIM = env_bool("KARMCHARI_ASYNC_CLAIM", False)
 # How long a worker may go on using its list of jobs and apps that have notification
 # rules (the same process forgets it at once when it changes rules itself).
 KARMCHARI_NOTIFY_RULES_CACHE_SECONDS = env_float(
