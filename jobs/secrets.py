@@ -11,7 +11,7 @@ the worker that runs a job decrypts them (job_secrets_reveal), and it masks them
 whatever the run prints (OutputMasker, mask_text).
 
 Secret-looking values still sent inside a spec (old clients, compat APIs, jobfiles)
-are moved out of it by spec_split_secrets, the rule migration 0012 applied to the
+are moved out of it by spec_split_secrets, the rule migration 0013 applied to the
 specs stored before.
 """
 
@@ -145,7 +145,7 @@ def spec_split_secrets(
     HTTP: a matching header's value goes to a secret named after the header and the
     header says `${X_API_KEY}` instead; a value that already uses a placeholder stays.
     A value may be SECRET_MASK (a client sending back what it read): it keeps the
-    stored secret. Needs no models: migration 0012 uses it.
+    stored secret. Needs no models: migration 0013 uses it.
     """
     secrets: dict[str, str] = {}
     if kind == Job.Kind.SHELL and isinstance(spec.get("env"), dict):

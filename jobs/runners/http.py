@@ -107,7 +107,7 @@ def placeholder_names(spec: dict[str, Any]) -> set[str]:
 
 def escape_placeholders(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with every would-be placeholder escaped, so it sends what it says
-    (migration 0012: specs written before placeholders existed)."""
+    (migration 0013: specs written before placeholders existed)."""
     return spec_map_text(
         spec, lambda where, text: PLACEHOLDER.sub(lambda m: "$" + m.group(0), text)
     )
