@@ -102,20 +102,22 @@ class AppScopedAdmin(admin.ModelAdmin[M]):
     def formfield_for_foreignkey(
         self, db_field: Any, request: HttpRequest, **kwargs: Any
     ) -> Any:
-        if "queryset" not in kwargs:
-            choices = access.visible(db_field.related_model, request.user)
-            if choices is not None:
-                kwargs["queryset"] = choices
+        _offer_visible(db_field, request, kwargs)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_manytomany(
         self, db_field: Any, request: HttpRequest, **kwargs: Any
     ) -> Any:
-        if "queryset" not in kwargs:
-            choices = access.visible(db_field.related_model, request.user)
-            if choices is not None:
-                kwargs["queryset"] = choices
+        _offer_visible(db_field, request, kwargs)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+def _offer_visible(db_field: Any, request: HttpRequest, kwargs: dict[str, Any]) -> None:
+    """A related field's choices narrowed to the apps the user may see."""
+    if "queryset" not in kwargs:
+        choices = access.visible(db_field.related_model, request.user)
+        if choices is not None:
+            kwargs["queryset"] = choices
 
 
 class AppListFilter(admin.RelatedFieldListFilter):
