@@ -175,6 +175,9 @@ def test_it_recovers_the_work_of_a_killed_worker_on_another(
     )
     execution = job_services.job_trigger(job=job)
     wait_for(lambda: status_of(execution) == "running" and execution.pid, timeout=15)
+    # Its pid is recorded as the shell starts: let it reach the marker first, or the
+    # retry would be the one to hang.
+    wait_for(marker.exists, timeout=15)
 
     os.killpg(doomed.pid, signal.SIGKILL)
     os.killpg(execution.pid, signal.SIGKILL)  # The job's own process group.

@@ -118,11 +118,15 @@ def test_it_records_a_crashing_runner_as_failed(
 
 
 def test_it_resends_stale_pending_executions_once_per_window(
-    make_execution: Callable[..., Execution], sent: mock.MagicMock
+    make_execution: Callable[..., Execution],
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
 ) -> None:
+    # A queue of its own, empty at the broker (nothing else sent to it).
+    job = make_job(queue=f"outbox-{uuid.uuid4().hex[:8]}")
     with time_machine.travel(timezone.now() - timedelta(minutes=5), tick=False):
-        stale = make_execution(dispatched_at=timezone.now())
-    fresh = make_execution(dispatched_at=timezone.now())
+        stale = make_execution(job, dispatched_at=timezone.now())
+    fresh = make_execution(job, dispatched_at=timezone.now())
     assert services.execution_resend_stale(older_than=timedelta(seconds=60)) == 1
     sent.assert_called_once_with(
         (stale.pk,), queue=stale.job.queue, countdown=None, producer=mock.ANY
