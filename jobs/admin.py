@@ -463,6 +463,14 @@ class JobSecretInline(admin.TabularInline[JobSecret, Job]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[JobSecret]:
         return super().get_queryset(request).defer("value")
 
+    @admin.display(description="Value")
+    def new_value(self, obj: JobSecret) -> str:
+        """The value column for who may only view the job (editors get the form's
+        password field). Read-only, the admin looks a field's name up on the inline
+        before the model; without this it found nothing and printed "None", as if
+        no value were stored."""
+        return SECRET_MASK
+
     def _job_admin(self) -> admin.ModelAdmin[Job]:
         return self.admin_site.get_model_admin(Job)
 

@@ -20,6 +20,7 @@ from agents.models import Agent
 from jobs import services, stats
 from jobs.admin import CappedPaginator, JobForm
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
+from jobs.runners import SECRET_MASK
 from jobs.secrets import job_secrets_reveal
 
 pytestmark = pytest.mark.django_db
@@ -503,6 +504,9 @@ def test_the_job_page_shows_secrets_read_only_to_who_cannot_edit_the_job(
     html = page.content.decode()
     assert "A_KEY" in html and "v4lue" not in html
     assert 'name="secrets-0-new_value"' not in html
+    # The value column says a value is stored, without it (not "None").
+    cell = re.search(r'<td class="field-new_value">\s*<p>(.*?)</p>', html)
+    assert cell is not None and cell[1] == SECRET_MASK
     response = browser.post(
         f"/admin/jobs/job/{job.pk}/change/",
         {
