@@ -520,6 +520,10 @@ class JobForm(forms.ModelForm[Job]):
         super().__init__(*args, **kwargs)
         for name in JOB_STATS_FIELDS:  # written by services only
             self.fields.pop(name, None)
+        parents: Any = self.fields.get("parents")
+        if parents is not None and self.instance.pk is not None:
+            # Not offered as its own parent (saving it would be refused anyway).
+            parents.queryset = parents.queryset.exclude(pk=self.instance.pk)
 
     # Set by JobAdmin.get_form from the requesting user.
     may_manage_shell = True

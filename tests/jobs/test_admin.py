@@ -373,6 +373,15 @@ def test_the_job_form_refuses_a_bad_spec_and_a_dependency_cycle(
     assert "would depend on itself" in str(form.errors["parents"])
 
 
+def test_the_job_form_does_not_offer_a_job_as_its_own_parent(
+    make_job: Callable[..., Job],
+) -> None:
+    job, other = make_job(name="self"), make_job(name="other")
+    offered = set(JobForm(instance=job).fields["parents"].queryset)  # type: ignore[attr-defined]
+    assert offered == {other}
+    assert set(JobForm().fields["parents"].queryset) == {job, other}  # type: ignore[attr-defined]
+
+
 def _job_page_data(page: object, **extra: object) -> dict[str, object]:
     """What the job page posts back unchanged, plus `extra`."""
     form = page.context["adminform"].form  # type: ignore[attr-defined]
