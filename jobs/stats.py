@@ -368,6 +368,7 @@ def stats_dashboard(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
         "agents_alive": sum(1 for a in agents if a["state"] in ("alive", "draining")),
         "agents_down": sum(1 for a in agents if a["state"] in ("stale", "offline")),
         "generated_at": now,
+        "cached": apps is None,
     }
     if apps is None:
         cache.set(DASHBOARD_KEY, figures, DASHBOARD_SECONDS)
