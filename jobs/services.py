@@ -29,7 +29,7 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 
 from agents.models import Agent
-from jobs import access, control, firing, logs, notifications, schedules
+from jobs import access, control, firing, logs, notifications, pgsql, schedules
 from jobs.models import App, Execution, ExecutionEvent, Job, JobSecret, Schedule
 from jobs.runners import PAUSABLE_KINDS, Outcome, RunContext, SpecError, get_runner
 from jobs.secrets import (
@@ -249,12 +249,25 @@ def execution_claim(
 ) -> Execution | None:
     """Move a pending execution to running; None if someone else already has it.
 
-    One transaction (one commit, so one WAL flush). `execution_run` retries the claim
-    with the same `now` after a dropped connection, and the claim accepts its own
-    earlier claim (same worker, same start stamp): a claim whose commit went through
-    but whose answer was lost is taken up again, never lost and never doubled.
+    One commit (one WAL flush): a single statement on PostgreSQL (jobs/pgsql.py), a
+    transaction elsewhere. `execution_run` retries the claim with the same `now`
+    after a dropped connection, and the claim accepts its own earlier claim (same
+    worker, same start stamp): a claim whose commit went through but whose answer was
+    lost is taken up again, never lost and never doubled.
     """
     now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        execution = pgsql.claim(execution_id=execution_id, worker=worker, now=now)
+    else:
+        execution = _claim_orm(execution_id=execution_id, worker=worker, now=now)
+    if execution is not None:
+        transaction.on_commit(
+            lambda: notifications.execution_changed(execution=execution)
+        )
+    return execution
+
+
+def _claim_orm(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
     # The worker's Agent row, in the same statement (NULL if it never registered).
     agent = Agent.objects.filter(name=worker).values("pk")[:1]
     with transaction.atomic():
@@ -282,9 +295,6 @@ def execution_claim(
         )
         Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
         execution.job.last_attempted_at = now
-        transaction.on_commit(
-            lambda: notifications.execution_changed(execution=execution)
-        )
     return execution
 
 
@@ -306,16 +316,27 @@ def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
             {"paused_seconds": outcome.paused_seconds} if outcome.paused_seconds else {}
         ),
     }
-    with transaction.atomic():
-        finished = Execution.objects.filter(
-            pk=execution.pk,
-            status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
-        ).update(**ended)
-        if finished:
-            for field, value in ended.items():
-                setattr(execution, field, value)
-            _job_stats_add(execution=execution)
+    before = {field: getattr(execution, field) for field in ended}
+    for field, value in ended.items():
+        setattr(execution, field, value)
+    # One commit for the end and the job's counters: a single statement on
+    # PostgreSQL (jobs/pgsql.py), a transaction elsewhere.
+    if connection.vendor == "postgresql":
+        duration = execution.duration or 0.0
+        finished = pgsql.finish(execution=execution, ended=ended, duration=duration)
+    else:
+        with transaction.atomic():
+            finished = bool(
+                Execution.objects.filter(
+                    pk=execution.pk,
+                    status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
+                ).update(**ended)
+            )
+            if finished:
+                _job_stats_add(execution=execution)
     if not finished:
+        for field, value in before.items():
+            setattr(execution, field, value)
         job = execution.job  # refresh_from_db() would drop a loaded job
         execution.refresh_from_db()
         execution.job = job
