@@ -303,9 +303,16 @@ def _children_of(job_id: Any) -> QuerySet[Any]:
     return Job.parents.through.objects.filter(to_job_id=job_id)
 
 
-def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
-    """Record how a running execution ended and fold it into the job's stats."""
-    now = timezone.now()
+def execution_finish(
+    *, execution: Execution, outcome: Outcome, now: datetime | None = None
+) -> Execution:
+    """Record how a running execution ended and fold it into the job's stats, then
+    set off what follows (dependants, a retry, a buffered run, notifications).
+
+    `execution_run` retries the end with the same `now` after a dropped connection:
+    an end whose commit went through but whose answer was lost is recognised by its
+    stamp, and what follows it still happens (its counters were in that commit)."""
+    now = now or timezone.now()
     ended = {
         "status": outcome.status,
         "exit_code": outcome.exit_code,
@@ -326,33 +333,40 @@ def execution_finish(*, execution: Execution, outcome: Outcome) -> Execution:
         duration = execution.duration or 0.0
         finished = pgsql.finish(execution=execution, ended=ended, duration=duration)
     else:
-        with transaction.atomic():
-            finished = bool(
-                Execution.objects.filter(
-                    pk=execution.pk,
-                    status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
-                ).update(**ended)
-            )
-            if finished:
-                _job_stats_add(execution=execution)
+        finished = _finish_orm(execution=execution, ended=ended)
     if not finished:
         for field, value in before.items():
             setattr(execution, field, value)
         job = execution.job  # refresh_from_db() would drop a loaded job
         execution.refresh_from_db()
         execution.job = job
-        logger.warning(
-            "execution %s was %s before its run finished; outcome %s not recorded",
-            execution.pk,
-            execution.status,
-            outcome.status,
-        )
-        return execution
+        if (execution.status, execution.finished_at) != (outcome.status, now):
+            logger.warning(
+                "execution %s was %s before its run finished; outcome %s not recorded",
+                execution.pk,
+                execution.status,
+                outcome.status,
+            )
+            return execution
+        logger.info("execution %s: its end was recorded; going on", execution.pk)
     if execution.job.overlap_policy in BUFFERING_POLICIES:
         execution_release_buffered(job_id=execution.job_id)
     _execution_after_finish(execution=execution)
     transaction.on_commit(lambda: notifications.execution_changed(execution=execution))
     return execution
+
+
+def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> bool:
+    with transaction.atomic():
+        finished = bool(
+            Execution.objects.filter(
+                pk=execution.pk,
+                status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
+            ).update(**ended)
+        )
+        if finished:
+            _job_stats_add(execution=execution)
+    return finished
 
 
 def _job_stats_add(*, execution: Execution) -> None:
@@ -474,8 +488,9 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     )
     # The run may have outlived the worker's database connection (a restart, a
     # failover, pg_terminate_backend): reconnect rather than leave it `running`.
+    ended_at = timezone.now()
     return _with_reconnect(
-        lambda: execution_finish(execution=execution, outcome=outcome),
+        lambda: execution_finish(execution=execution, outcome=outcome, now=ended_at),
         what=f"execution {execution_id}: recording its end",
     )
 

@@ -427,3 +427,44 @@ def test_it_leaves_a_stale_run_alone_while_its_queue_still_holds_messages(
         finally:
             backlog.clear()
             backlog.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_end_committed_but_unanswered_still_sets_off_what_follows(
+    make_job: Callable[..., Job],
+) -> None:
+    """The connection dies after the end's commit, before its answer: the retried
+    end recognises its own stamp, counts the run once, and still releases the
+    dependant job."""
+    from django.db import OperationalError, connection
+
+    from jobs import pgsql
+
+    parent, child = make_job(name="parent"), make_job(name="child")
+    services.job_set_parents(job=child, parents=[parent])
+    execution = Execution.objects.create(job=parent)
+    postgres = connection.vendor == "postgresql"
+    real = pgsql.finish if postgres else services._finish_orm
+    calls = {"n": 0}
+
+    def answer_lost(**kwargs: Any) -> bool:
+        finished = real(**kwargs)  # committed...
+        calls["n"] += 1
+        if calls["n"] == 1:  # ...but the answer never arrives
+            raise OperationalError("server closed the connection unexpectedly")
+        return finished
+
+    target = "jobs.pgsql.finish" if postgres else "jobs.services._finish_orm"
+    with (
+        mock.patch(target, answer_lost),
+        mock.patch("jobs.services.time.sleep"),
+        mock.patch("jobs.tasks.run_execution.apply_async") as sent,
+    ):
+        services.execution_run(execution_id=execution.pk, worker="w")
+    execution.refresh_from_db()
+    parent.refresh_from_db()
+    assert (execution.status, calls["n"]) == (Execution.Status.SUCCEEDED, 2)
+    assert parent.success_count == 1
+    released = Execution.objects.get(job=child)
+    assert released.trigger == Execution.Trigger.DEPENDENCY
+    sent.assert_called_once()
