@@ -3,10 +3,9 @@
 These two writes are on the path of every run. Through the ORM each is a transaction
 of several statements (BEGIN, the execution's UPDATE, a read, the job's UPDATE,
 COMMIT), a round trip apiece, while the job's row stays locked; here each is a single
-statement with data-modifying CTEs, atomic on its own. Measured side by side in
-bench/dispatch.py's setup: 411 against 248 claim-and-end pairs a second (docs/
-benchmarks.md). jobs.services uses these on PostgreSQL and the ORM elsewhere, with the
-same conditions and results.
+statement with data-modifying CTEs, atomic on its own (bench/dispatch.py: no-op
+executions 192/s before, 324/s after; docs/benchmarks.md). jobs.services uses these on
+PostgreSQL and the ORM elsewhere, with the same conditions and results.
 """
 
 from __future__ import annotations

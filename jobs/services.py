@@ -192,7 +192,7 @@ def job_update(
             )
             if rows:
                 _fire(rows, now=timezone.now(), late_reason="job was disabled")
-        if job.overlap_policy not in BUFFERING_POLICIES:
+        if "overlap_policy" in fields and job.overlap_policy not in BUFFERING_POLICIES:
             # Ends of runs only look for buffered runs under a buffering policy:
             # send those held back under the old one now.
             _send_buffered(job=job)

@@ -275,10 +275,12 @@ def test_the_dashboard_counts_only_the_users_apps(
     assert '<span class="k-figure" id="k-running">1</span>' in html
     assert '<span class="k-figure" id="k-failed">0</span>' in html
     assert "x-job" not in html
+    assert "(over the apps granted to you)" in html
     # The restricted figures never stand in for everyone's.
     html = page(admin_client, "/admin/")
     assert '<span class="k-figure" id="k-jobs-enabled">3</span>' in html
     assert "theirs / x-job" in html
+    assert "(cached for a few seconds)" in html
 
 
 @on
