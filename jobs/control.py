@@ -2,14 +2,14 @@
 the run.
 
 The database holds the truth (`Execution.desired_state`); Redis pub/sub only makes it
-fast. A service sets the desired state and, after commit, publishes it on the
-execution's channel. The worker subscribes before it reads the desired state once
-from the database (so a command sent just before the subscription is not lost), then
-polls the subscription without blocking from its supervise loop. When Redis is down,
-or a message is lost, it still reads the database every few seconds.
-
-Each worker thread keeps one subscriber connection for all its runs and only changes
-the channel it listens to: no connection set up and torn down per run.
+fast. A service sets the desired state and, after commit, publishes "<id> <state>" on
+the installation's one control channel. Each worker thread subscribes to it once,
+before its first claim reads the desired state from the database (so a command sent
+in between is not lost), and keeps that subscription for all its runs: a run costs no
+Redis command at all for control. Its supervise loop polls the subscription without
+blocking and takes the messages meant for its own execution; the rest are dropped
+(operators' commands are rare, so every worker hearing them all is cheap). When
+Redis is down, or a message is lost, it still reads the database every few seconds.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ _local = threading.local()
 
 
 def _subscriber() -> Any:
+    """This thread's subscription to the control channel, made once (SUBSCRIBE is
+    sent without waiting for its reply)."""
     pubsub = getattr(_local, "pubsub", None)
     if pubsub is None:
         pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(channel())
         _local.pubsub = pubsub
     return pubsub
 
@@ -59,8 +62,12 @@ def _prefix() -> str:
     return str(settings.CACHES["default"].get("KEY_PREFIX") or "karmchari")
 
 
-def channel(execution_id: int) -> str:
-    return f"{_prefix()}:control:{execution_id}"
+def channel() -> str:
+    return f"{_prefix()}:control"
+
+
+def _payload(execution_id: int, desired_state: str) -> bytes:
+    return f"{execution_id} {desired_state}".encode()
 
 
 def publish(*, execution_id: int, desired_state: str) -> bool:
@@ -68,7 +75,7 @@ def publish(*, execution_id: int, desired_state: str) -> bool:
     then sees the change in the database within KARMCHARI_CONTROL_DB_INTERVAL)."""
     try:
         get_redis_connection("default").publish(
-            channel(execution_id), desired_state.encode()
+            channel(), _payload(execution_id, desired_state)
         )
     except Exception:
         logger.warning(
@@ -105,7 +112,7 @@ class ControlListener:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.execution_id = execution_id
-        self._channel = channel(execution_id)
+        self._mine = f"{execution_id} "
         self.desired = initial
         self._clock = clock
         self._pubsub: Any = None
@@ -117,7 +124,8 @@ class ControlListener:
         return self._pubsub is not None
 
     def subscribe(self) -> None:
-        """Listen on the execution's channel (no round trip: replies come later)."""
+        """Listen to the control channel (a Redis command only for a thread's first
+        run, and no round trip even then: replies come later)."""
         if self._pubsub is None:
             self._subscribe()
 
@@ -132,13 +140,8 @@ class ControlListener:
             self._next_db_read = self._clock() + self._db_interval()
 
     def close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            try:
-                pubsub.unsubscribe(self._channel)
-            except Exception:
-                logger.debug("unsubscribing failed", exc_info=True)
-                _drop_subscriber()
+        """Stop listening; the thread's subscription stays for its next run."""
+        self._pubsub = None
 
     def poll(self) -> str:
         now = self._clock()
@@ -150,13 +153,10 @@ class ControlListener:
                     message = self._pubsub.get_message(timeout=0.0)
                     if message is None:
                         break
-                    # The shared subscriber may still hold a message for an earlier
-                    # run's channel.
-                    if (
-                        message.get("type") == "message"
-                        and _decode(message["channel"]) == self._channel
-                    ):
-                        self.desired = _decode(message["data"])
+                    # Every command reaches every worker: take this run's only.
+                    data = _decode(message["data"])
+                    if message.get("type") == "message" and data.startswith(self._mine):
+                        self.desired = data[len(self._mine) :]
             except Exception:
                 logger.warning(
                     "control subscription of %s failed; reading the database",
@@ -173,7 +173,6 @@ class ControlListener:
     def _subscribe(self) -> None:
         try:
             pubsub = _subscriber()
-            pubsub.subscribe(self._channel)
         except Exception:
             logger.warning(
                 "cannot subscribe to control of %s; falling back to the database",

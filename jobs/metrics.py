@@ -62,33 +62,48 @@ def _bucket(value: float, buckets: Sequence[float]) -> str:
     return "inf"
 
 
-def _observe(key: str, label: str, value: float, buckets: Sequence[float]) -> None:
-    """Add one observation to the histogram `label` in the Redis hash `key`. Lost
-    (and logged) when Redis is down: metrics never fail a run."""
-    try:
-        redis = get_redis_connection("default")
-        pipe = redis.pipeline(transaction=False)
-        pipe.hincrby(key, f"{label}|{_bucket(value, buckets)}", 1)
-        pipe.hincrby(key, f"{label}|count", 1)
-        pipe.hincrbyfloat(key, f"{label}|sum", value)
-        pipe.execute()
-    except Exception:
-        logger.warning("could not record a metric in Redis", exc_info=True)
+def _observe(
+    pipe: Any, key: str, label: str, value: float, buckets: Sequence[float]
+) -> None:
+    """Queue one observation of the histogram `label` in the Redis hash `key`."""
+    pipe.hincrby(key, f"{label}|{_bucket(value, buckets)}", 1)
+    pipe.hincrby(key, f"{label}|count", 1)
+    pipe.hincrbyfloat(key, f"{label}|sum", value)
 
 
-def metrics_observe_execution(*, execution: Execution) -> None:
-    """A claimed scheduled run adds its start lag; a finished run its duration."""
+def metrics_observe_execution(*, execution: Execution, pipe: Any = None) -> None:
+    """A claimed scheduled run adds its start lag; a finished run its duration.
+
+    Into `pipe` (a Redis pipeline the caller sends) when given, else sent at once.
+    Lost (and logged) when Redis is down: metrics never fail a run."""
+    observation: tuple[str, str, float, Sequence[float]] | None = None
     if execution.is_finished:
         duration = execution.duration
         if duration is not None:
-            _observe(DURATION_KEY, str(execution.job_id), duration, DURATION_BUCKETS)
+            observation = (
+                DURATION_KEY,
+                str(execution.job_id),
+                duration,
+                DURATION_BUCKETS,
+            )
     elif (
         execution.status == Execution.Status.RUNNING
         and execution.scheduled_for is not None
         and execution.started_at is not None
     ):
         lag = max(0.0, (execution.started_at - execution.scheduled_for).total_seconds())
-        _observe(LAG_KEY, "all", lag, LAG_BUCKETS)
+        observation = (LAG_KEY, "all", lag, LAG_BUCKETS)
+    if observation is None:
+        return
+    if pipe is not None:
+        _observe(pipe, *observation)
+        return
+    try:
+        own = get_redis_connection("default").pipeline(transaction=False)
+        _observe(own, *observation)
+        own.execute()
+    except Exception:
+        logger.warning("could not record a metric in Redis", exc_info=True)
 
 
 # --- Reading at scrape time ----------------------------------------------------------

@@ -205,12 +205,6 @@ def notifications_queue(
 def execution_changed(*, execution: Execution) -> None:
     """An execution was claimed (running) or finished. Called after commit by
     jobs.services; never raises into the runner."""
-    from jobs import metrics
-
-    try:
-        metrics.metrics_observe_execution(execution=execution)
-    except Exception:
-        logger.exception("execution %s: could not record metrics", execution.pk)
     try:
         # The common case, no rule anywhere near this job, costs no query at all on
         # the hot path of every run.

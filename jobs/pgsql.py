@@ -1,18 +1,25 @@
-"""The claim and the end of a run as one statement each, on PostgreSQL.
+"""The claim and the end of a run as one prepared statement each, on PostgreSQL.
 
 These two writes are on the path of every run. Through the ORM each is a transaction
 of several statements (BEGIN, the execution's UPDATE, a read, the job's UPDATE,
 COMMIT), a round trip apiece, while the job's row stays locked; here each is a single
-statement with data-modifying CTEs, atomic on its own (bench/dispatch.py: no-op
-executions 192/s before, 324/s after; docs/benchmarks.md). jobs.services uses these on
+statement with data-modifying CTEs, atomic on its own. The statements are built once
+per process and prepared once per connection (server-side binding), so PostgreSQL
+parses and plans each only once, and the rows come back converted by converters
+looked up once (bench/dispatch.py figures in docs/benchmarks.md).
+`KARMCHARI_PREPARED_STATEMENTS = False` sends them unprepared (a connection pooler
+older than PgBouncer 1.21 in transaction mode). jobs.services uses these on
 PostgreSQL and the ORM elsewhere, with the same conditions and results.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Field, Model
 
@@ -21,130 +28,167 @@ from jobs.models import App, Execution, Job, JobSecret
 
 M = TypeVar("M", bound=Model)
 
-
-def _fields(model: type[Model]) -> list[Field[Any, Any]]:
-    return list(model._meta.concrete_fields)
-
-
-def _names(table: str, fields: list[Field[Any, Any]]) -> str:
-    quote = connection.ops.quote_name
-    return ", ".join(f"{quote(table)}.{quote(field.column)}" for field in fields)
+# psycopg prepares a statement by itself after this many runs: never, here.
+_NEVER = 2**31 - 1
 
 
-def _instance(model: type[M], fields: list[Field[Any, Any]], values: Any) -> M:
-    """A model instance from raw column values, converted as the ORM would."""
-    converted = []
-    for field, value in zip(fields, values, strict=True):
+def _quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+@functools.cache
+def _shape(model: type[Model]) -> tuple[list[Field[Any, Any]], list[str], list[Any]]:
+    """A model's concrete fields, their attribute names and, per field, its column
+    and the converters the ORM would apply to its raw values (looked up once)."""
+    fields = list(model._meta.concrete_fields)
+    conversions = []
+    for field in fields:
         column = field.get_col(model._meta.db_table)
-        for converter in [
+        converters = [
             *connection.ops.get_db_converters(column),
             *cast(Any, field).get_db_converters(connection),
-        ]:
+        ]
+        conversions.append((column, converters))
+    return fields, [field.attname for field in fields], conversions
+
+
+def _names(table: str, model: type[Model]) -> str:
+    return ", ".join(f"{_quote(table)}.{_quote(f.column)}" for f in _shape(model)[0])
+
+
+def _instance(model: type[M], values: Sequence[Any]) -> M:
+    """A model instance from raw column values, converted as the ORM would."""
+    _, attnames, conversions = _shape(model)
+    converted = []
+    for value, (column, converters) in zip(values, conversions, strict=True):
+        for converter in converters:
             value = converter(value, column, connection)
         converted.append(value)
-    return model.from_db(connection.alias, [f.attname for f in fields], converted)
+    return model.from_db(connection.alias, attnames, converted)
 
 
-def claim(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
-    """services.execution_claim in one statement: the execution (with its job and
-    app loaded, and whether the job has dependants and secrets) or None."""
-    quote = connection.ops.quote_name
-    execution_fields, job_fields, app_fields = (
-        _fields(Execution),
-        _fields(Job),
-        _fields(App),
-    )
+def _execute(sql: str, params: Mapping[str, Any], *, fetch: bool) -> Any:
+    """One statement on Django's connection, prepared unless the setting says not:
+    the row when `fetch`, else the number of rows it changed. Errors surface as
+    django.db exceptions, as through a Django cursor."""
+    import psycopg
+
+    prepare = bool(settings.KARMCHARI_PREPARED_STATEMENTS)
+    with connection.wrap_database_errors:
+        connection.ensure_connection()
+        connection.validate_no_broken_transaction()
+        raw = connection.connection
+        if prepare and raw.prepare_threshold is None:
+            # Django turns psycopg's automatic preparing off; psycopg then ignores
+            # prepare=True too. A threshold never reached prepares only these.
+            raw.prepare_threshold = _NEVER
+        with psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=prepare)
+            return cursor.fetchone() if fetch else cursor.rowcount
+
+
+@functools.cache
+def _claim_sql() -> str:
     executions, jobs, apps = (
-        quote(Execution._meta.db_table),
-        quote(Job._meta.db_table),
-        quote(App._meta.db_table),
+        _quote(Execution._meta.db_table),
+        _quote(Job._meta.db_table),
+        _quote(App._meta.db_table),
     )
-    links = quote(Job.parents.through._meta.db_table)
-    secrets = quote(JobSecret._meta.db_table)
+    links = _quote(Job.parents.through._meta.db_table)
+    secrets = _quote(JobSecret._meta.db_table)
+    agents = _quote(Agent._meta.db_table)
     # Only names from the models' metadata are formatted in; values are parameters.
-    sql = f"""
+    return f"""
         WITH claimed AS (
             UPDATE {executions}
-            SET status = %s, started_at = %s, worker = %s,
+            SET status = %(running)s, started_at = %(now)s, worker = %(worker)s,
                 agent_id = (
-                    SELECT id FROM {quote(Agent._meta.db_table)} WHERE name = %s
-                    LIMIT 1
+                    SELECT id FROM {agents} WHERE name = %(worker)s LIMIT 1
                 )
-            WHERE id = %s AND (
-                status = %s OR (status = %s AND worker = %s AND started_at = %s)
+            WHERE id = %(id)s AND (
+                status = %(pending)s
+                OR (status = %(running)s AND worker = %(worker)s
+                    AND started_at = %(now)s)
             )
-            RETURNING {_names(Execution._meta.db_table, execution_fields)}
+            RETURNING {_names(Execution._meta.db_table, Execution)}
         ), touched AS (
-            UPDATE {jobs} SET last_attempted_at = %s
+            UPDATE {jobs} SET last_attempted_at = %(now)s
             FROM claimed WHERE {jobs}.id = claimed.job_id
-            RETURNING {_names(Job._meta.db_table, job_fields)}
+            RETURNING {_names(Job._meta.db_table, Job)}
         )
-        SELECT {_names("claimed", execution_fields)},
-            {_names("touched", job_fields)},
-            {_names(App._meta.db_table, app_fields)},
+        SELECT {_names("claimed", Execution)},
+            {_names("touched", Job)},
+            {_names(App._meta.db_table, App)},
             EXISTS (SELECT 1 FROM {links} WHERE to_job_id = touched.id),
             EXISTS (SELECT 1 FROM {secrets} WHERE job_id = touched.id)
         FROM claimed
         JOIN touched ON touched.id = claimed.job_id
         JOIN {apps} ON {apps}.id = touched.app_id
     """  # noqa: S608
-    running, pending = Execution.Status.RUNNING, Execution.Status.PENDING
-    params: list[Any] = [
-        *(running, now, worker, worker, execution_id),
-        *(pending, running, worker, now, now),
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+
+
+def claim(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
+    """services.execution_claim in one statement: the execution (with its job and
+    app loaded, and whether the job has dependants and secrets) or None."""
+    row = _execute(
+        _claim_sql(),
+        {
+            "running": Execution.Status.RUNNING.value,
+            "pending": Execution.Status.PENDING.value,
+            "now": now,
+            "worker": worker,
+            "id": execution_id,
+        },
+        fetch=True,
+    )
     if row is None:
         return None
-    first_job = len(execution_fields)
-    first_app = first_job + len(job_fields)
-    execution = _instance(Execution, execution_fields, row[:first_job])
-    job = _instance(Job, job_fields, row[first_job:first_app])
-    job.app = _instance(App, app_fields, row[first_app:-2])
+    first_job = len(_shape(Execution)[0])
+    first_app = first_job + len(_shape(Job)[0])
+    execution = _instance(Execution, row[:first_job])
+    job = _instance(Job, row[first_job:first_app])
+    job.app = _instance(App, row[first_app:-2])
     execution.job = job
     execution.job_has_children, execution.job_has_secrets = row[-2:]  # type: ignore[attr-defined]
     return execution
+
+
+@functools.cache
+def _finish_sql(names: tuple[str, ...]) -> str:
+    columns = {field.name: field.column for field in _shape(Execution)[0]}
+    executions, jobs = _quote(Execution._meta.db_table), _quote(Job._meta.db_table)
+    assignments = ", ".join(f"{_quote(columns[name])} = %({name})s" for name in names)
+    return f"""
+        WITH ended AS (
+            UPDATE {executions} SET {assignments}
+            WHERE id = %(id)s AND status IN (%(running)s, %(paused)s)
+            RETURNING job_id
+        )
+        UPDATE {jobs} SET
+            duration_total = duration_total + %(duration)s,
+            success_count = success_count + %(successes)s,
+            error_count = error_count + %(errors)s,
+            last_success_at = CASE WHEN %(succeeded)s THEN %(finished_at)s
+                ELSE last_success_at END,
+            last_error_at = CASE WHEN %(succeeded)s THEN last_error_at
+                ELSE %(finished_at)s END
+        FROM ended WHERE {jobs}.id = ended.job_id
+    """  # noqa: S608
 
 
 def finish(*, execution: Execution, ended: dict[str, Any], duration: float) -> bool:
     """services.execution_finish's writes in one statement: `ended` on the execution
     if it is still running or paused, and the run folded into its job's counters.
     False when the execution was no longer running."""
-    quote = connection.ops.quote_name
-    executions, jobs = quote(Execution._meta.db_table), quote(Job._meta.db_table)
-    columns = {field.name: field.column for field in _fields(Execution)}
-    assignments = ", ".join(f"{quote(columns[name])} = %s" for name in ended)
     succeeded = ended["status"] == Execution.Status.SUCCEEDED
-    sql = f"""
-        WITH ended AS (
-            UPDATE {executions} SET {assignments}
-            WHERE id = %s AND status IN (%s, %s)
-            RETURNING job_id
-        )
-        UPDATE {jobs} SET
-            duration_total = duration_total + %s,
-            success_count = success_count + %s,
-            error_count = error_count + %s,
-            last_success_at = CASE WHEN %s THEN %s ELSE last_success_at END,
-            last_error_at = CASE WHEN %s THEN last_error_at ELSE %s END
-        FROM ended WHERE {jobs}.id = ended.job_id
-    """  # noqa: S608
-    finished_at = ended["finished_at"]
-    params: list[Any] = [
-        *ended.values(),
-        execution.pk,
-        Execution.Status.RUNNING,
-        Execution.Status.PAUSED,
-        duration,
-        int(succeeded),
-        int(not succeeded),
-        succeeded,
-        finished_at,
-        succeeded,
-        finished_at,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return bool(cursor.rowcount)
+    params = {
+        **ended,
+        "id": execution.pk,
+        "running": Execution.Status.RUNNING.value,
+        "paused": Execution.Status.PAUSED.value,
+        "duration": float(duration),
+        "successes": int(succeeded),
+        "errors": int(not succeeded),
+        "succeeded": succeeded,
+    }
+    return bool(_execute(_finish_sql(tuple(ended)), params, fetch=False))

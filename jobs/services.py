@@ -29,7 +29,16 @@ from django.utils import timezone
 from django_redis import get_redis_connection
 
 from agents.models import Agent
-from jobs import access, control, firing, logs, notifications, pgsql, schedules
+from jobs import (
+    access,
+    control,
+    firing,
+    logs,
+    metrics,
+    notifications,
+    pgsql,
+    schedules,
+)
 from jobs.models import App, Execution, ExecutionEvent, Job, JobSecret, Schedule
 from jobs.runners import PAUSABLE_KINDS, Outcome, RunContext, SpecError, get_runner
 from jobs.secrets import (
@@ -262,10 +271,14 @@ def execution_claim(
     else:
         execution = _claim_orm(execution_id=execution_id, worker=worker, now=now)
     if execution is not None:
-        transaction.on_commit(
-            lambda: notifications.execution_changed(execution=execution)
-        )
+        transaction.on_commit(lambda: _execution_started(execution=execution))
     return execution
+
+
+def _execution_started(*, execution: Execution) -> None:
+    """After a claim commits: its start lag (scheduled runs), its notifications."""
+    metrics.metrics_observe_execution(execution=execution)
+    notifications.execution_changed(execution=execution)
 
 
 def _claim_orm(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
@@ -349,11 +362,28 @@ def execution_finish(
             )
             return execution
         logger.info("execution %s: its end was recorded; going on", execution.pk)
+    transaction.on_commit(lambda: _execution_ended(execution=execution))
     if execution.job.overlap_policy in BUFFERING_POLICIES:
         execution_release_buffered(job_id=execution.job_id)
     _execution_after_finish(execution=execution)
-    transaction.on_commit(lambda: notifications.execution_changed(execution=execution))
     return execution
+
+
+def _execution_ended(*, execution: Execution) -> None:
+    """After an end commits: its job's cached stats forgotten and its duration
+    recorded in one Redis round trip, then its notifications."""
+    try:
+        pipe = get_redis_connection("default").pipeline(transaction=False)
+        stats_invalidate(job_id=execution.job_id, pipe=pipe)
+        metrics.metrics_observe_execution(execution=execution, pipe=pipe)
+        pipe.execute()
+    except Exception:
+        logger.warning(
+            "execution %s: could not refresh stats and metrics in Redis",
+            execution.pk,
+            exc_info=True,
+        )
+    notifications.execution_changed(execution=execution)
 
 
 def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> bool:
@@ -1338,16 +1368,13 @@ def _release_children(*, execution: Execution) -> None:
 
 
 def _execution_after_finish(*, execution: Execution) -> None:
-    """What a recorded end sets off: dependent jobs or a retry, fresh stats."""
-    try:
-        if execution.status == Execution.Status.SUCCEEDED and getattr(
-            execution, "job_has_children", True
-        ):
-            _release_children(execution=execution)
-        elif execution.status in RETRYABLE_STATUSES:
-            execution_schedule_retry(execution=execution)
-    finally:
-        stats_invalidate(job_id=execution.job_id)
+    """What a recorded end sets off: dependent jobs or a retry."""
+    if execution.status == Execution.Status.SUCCEEDED and getattr(
+        execution, "job_has_children", True
+    ):
+        _release_children(execution=execution)
+    elif execution.status in RETRYABLE_STATUSES:
+        execution_schedule_retry(execution=execution)
 
 
 # --- Compatibility APIs ---------------------------------------------------------------

@@ -41,12 +41,16 @@ def _job_key(job_id: int) -> str:
     return f"stats:job:{job_id}"
 
 
-def stats_invalidate(*, job_id: int | None) -> None:
-    """Forget the global figures and, given a job, that job's."""
+def stats_invalidate(*, job_id: int | None, pipe: Any = None) -> None:
+    """Forget the global figures and, given a job, that job's: at once, or queued in
+    `pipe` (a Redis pipeline the caller sends with its other commands)."""
     keys = [_GLOBAL_KEY, DASHBOARD_KEY]
     if job_id is not None:
         keys += [_job_key(job_id), _hourly_key(job_id)]
-    cache.delete_many(keys)
+    if pipe is not None:
+        pipe.delete(*(cache.make_key(key) for key in keys))
+    else:
+        cache.delete_many(keys)
 
 
 def _by_status(executions: Any) -> dict[str, int]:

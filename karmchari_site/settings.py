@@ -341,6 +341,10 @@ for _position, _key in enumerate(KARMCHARI_SECRETS_KEYS, start=1):
 
 # Seconds between a worker's reads of desired_state from the database: when Redis is
 # down (the fallback) and when it is up (a safety net for lost pub/sub messages).
+# The run's claim and end are prepared statements on PostgreSQL (parsed and planned
+# once per connection). Off for a pooler that cannot keep them (PgBouncer before
+# 1.21 in transaction mode).
+KARMCHARI_PREPARED_STATEMENTS = env_bool("KARMCHARI_PREPARED_STATEMENTS", True)
 KARMCHARI_CONTROL_DB_INTERVAL = env_float("KARMCHARI_CONTROL_DB_INTERVAL", 2.0)
 KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED = env_float(
     "KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED", 10.0

@@ -25,12 +25,14 @@ def running(make_execution: Callable[..., Execution]) -> Execution:
 @pytest.fixture
 def channel_messages(running: Execution) -> Iterator[Callable[[], list[str]]]:
     pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(control.channel(running.pk))
+    pubsub.subscribe(control.channel())
     received: list[str] = []
 
     def messages() -> list[str]:
         while message := pubsub.get_message(timeout=0.0):
-            received.append(message["data"].decode())
+            execution_id, state = message["data"].decode().split()
+            if int(execution_id) == running.pk:
+                received.append(state)
         return received
 
     yield messages
@@ -162,7 +164,8 @@ def test_it_keeps_one_subscriber_for_successive_runs(running: Execution) -> None
     second.open()
     try:
         assert control._local.pubsub is shared
-        # A command for the earlier run, still in flight, is not taken for this one.
+        # Every command reaches every worker: one for another run is not taken for
+        # this one.
         control.publish(execution_id=running.pk, desired_state="kill")
         control.publish(execution_id=running.pk + 1, desired_state="pause")
         assert wait_for(lambda: second.poll() == "pause", timeout=5)
@@ -198,3 +201,37 @@ def test_the_listener_falls_back_to_the_database_when_redis_is_down(
         clock.now += 2.1
         assert listener.poll() == "kill"
     listener.close()
+
+
+def test_it_listens_again_after_redis_drops_the_subscription(
+    running: Execution,
+) -> None:
+    listener = control.ControlListener(running.pk)
+    listener.open()
+    try:
+        get_redis_connection("default").client_kill_filter(_type="pubsub")
+        listener.poll()  # notices the dropped connection
+
+        def heard() -> bool:
+            control.publish(execution_id=running.pk, desired_state="pause")
+            return listener.poll() == "pause"
+
+        assert wait_for(heard, timeout=10)
+    finally:
+        listener.close()
+
+
+def test_a_run_costs_no_redis_command_once_its_thread_is_subscribed(
+    running: Execution,
+) -> None:
+    control.ControlListener(running.pk).open()  # the thread's first run
+    pubsub = control._local.pubsub
+    with mock.patch.object(
+        pubsub, "execute_command", wraps=pubsub.execute_command
+    ) as sent:
+        listener = control.ControlListener(running.pk + 1)
+        listener.subscribe()
+        listener.open(desired="run")
+        listener.poll()
+        listener.close()
+    assert sent.call_count == 0

@@ -468,3 +468,30 @@ def test_an_end_committed_but_unanswered_still_sets_off_what_follows(
     released = Execution.objects.get(job=child)
     assert released.trigger == Execution.Trigger.DEPENDENCY
     sent.assert_called_once()
+
+
+def test_it_forgets_stats_and_records_the_duration_in_one_redis_round_trip(
+    make_execution: Callable[..., Execution],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    from django.core.cache import cache
+    from redis.client import Pipeline
+
+    from jobs import stats
+
+    execution = make_execution(
+        status=Execution.Status.RUNNING, started_at=timezone.now()
+    )
+    stats.stats_job(job=execution.job)  # cached
+    assert cache.get(stats._job_key(execution.job_id)) is not None
+    with (
+        mock.patch.object(
+            Pipeline, "execute", autospec=True, side_effect=Pipeline.execute
+        ) as sent,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.execution_finish(
+            execution=execution, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+        )
+    assert sent.call_count == 1
+    assert cache.get(stats._job_key(execution.job_id)) is None
