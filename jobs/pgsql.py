@@ -67,7 +67,9 @@ def _instance(model: type[M], values: Sequence[Any]) -> M:
     return model.from_db(connection.alias, attnames, converted)
 
 
-def _execute(sql: str, params: Mapping[str, Any], *, fetch: bool) -> Any:
+def _execute(
+    sql: str, params: Mapping[str, Any] | Sequence[Any], *, fetch: bool
+) -> Any:
     """One statement on Django's connection, prepared unless the setting says not:
     the row when `fetch`, else the number of rows it changed. Errors surface as
     django.db exceptions, as through a Django cursor."""
@@ -192,3 +194,31 @@ def finish(*, execution: Execution, ended: dict[str, Any], duration: float) -> b
         "succeeded": succeeded,
     }
     return bool(_execute(_finish_sql(tuple(ended)), params, fetch=False))
+
+
+def _insert_fields(model: type[Model]) -> list[Field[Any, Any]]:
+    return [field for field in _shape(model)[0] if not field.primary_key]
+
+
+@functools.cache
+def _insert_sql(model: type[Model]) -> str:
+    fields = _insert_fields(model)
+    columns = ", ".join(_quote(field.column) for field in fields)
+    values = ", ".join(["%s"] * len(fields))
+    return (
+        f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) VALUES ({values}) "  # noqa: S608
+        f"RETURNING {_quote(model._meta.pk.column)}"
+    )
+
+
+def insert(instance: Model) -> None:
+    """`instance.save()` of a new row as one prepared statement (the trigger's,
+    on the path of every run): fields prepared as the ORM would, the pk set."""
+    fields = _insert_fields(type(instance))
+    values = [
+        field.get_db_prep_save(field.pre_save(instance, True), connection)
+        for field in fields
+    ]
+    (instance.pk,) = _execute(_insert_sql(type(instance)), values, fetch=True)
+    instance._state.adding = False
+    instance._state.db = connection.alias

@@ -235,14 +235,19 @@ def job_trigger(
         Job.objects.filter(pk=job.pk).update(last_attempted_at=now)
         stats_invalidate(job_id=job.pk)
         return execution
-    # One INSERT, atomic by itself: no BEGIN/COMMIT round trips. Sent once it is
-    # committed (at once, or when a caller's own transaction commits).
-    execution = Execution.objects.create(
+    # One INSERT, atomic by itself: no BEGIN/COMMIT round trips (on PostgreSQL a
+    # prepared one). Sent once it is committed (at once, or when a caller's own
+    # transaction commits).
+    execution = Execution(
         job=job,
         trigger=trigger,
         parameters=parameters or {},
         dispatched_at=timezone.now(),
     )
+    if connection.vendor == "postgresql":
+        pgsql.insert(execution)
+    else:
+        execution.save(force_insert=True)
     transaction.on_commit(lambda: execution_send(execution=execution))
     stats_invalidate(job_id=job.pk)
     return execution

@@ -110,3 +110,20 @@ def test_it_raises_django_errors_when_the_connection_is_gone(
     with pytest.raises(OperationalError):
         pgsql.claim(execution_id=execution.pk, worker="w", now=timezone.now())
     connection.close()
+
+
+def test_it_inserts_a_run_as_the_orm_would(
+    make_execution: Callable[..., Execution],
+) -> None:
+    job = make_execution().job
+    ours = Execution(job=job, parameters={"a": [1, 2]}, dispatched_at=timezone.now())
+    pgsql.insert(ours)
+    theirs = Execution.objects.create(job=job, parameters={"a": [1, 2]})
+    stored = Execution.objects.get(pk=ours.pk)
+    assert not ours._state.adding and ours.created is not None
+    for field in Execution._meta.concrete_fields:
+        if field.name in ("id", "created", "dispatched_at"):
+            continue
+        assert getattr(stored, field.attname) == getattr(theirs, field.attname), field
+    assert (stored.created, stored.dispatched_at) == (ours.created, ours.dispatched_at)
+    assert [sql for sql in _prepared() if sql.startswith("INSERT INTO")]
