@@ -37,6 +37,7 @@ from jobs import (
     metrics,
     notifications,
     pgsql,
+    redis_batch,
     schedules,
 )
 from jobs.models import App, Execution, ExecutionEvent, Job, JobSecret, Schedule
@@ -376,18 +377,11 @@ def execution_finish(
 
 def _execution_ended(*, execution: Execution) -> None:
     """After an end commits: its job's cached stats forgotten and its duration
-    recorded in one Redis round trip, then its notifications."""
-    try:
-        pipe = get_redis_connection("default").pipeline(transaction=False)
-        stats_invalidate(job_id=execution.job_id, pipe=pipe)
-        metrics.metrics_observe_execution(execution=execution, pipe=pipe)
-        pipe.execute()
-    except Exception:
-        logger.warning(
-            "execution %s: could not refresh stats and metrics in Redis",
-            execution.pk,
-            exc_info=True,
-        )
+    recorded (sent with other ends' in one batch, jobs/redis_batch.py), then its
+    notifications."""
+    stats_invalidate(job_id=execution.job_id, pipe=redis_batch.batch)
+    metrics.metrics_observe_execution(execution=execution, pipe=redis_batch.batch)
+    redis_batch.batch.send()
     notifications.execution_changed(execution=execution)
 
 

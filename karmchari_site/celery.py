@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_init
+from celery.signals import task_prerun, worker_process_init, worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "karmchari_site.settings")
 
@@ -37,3 +37,11 @@ def close_old_connections(task: Any = None, **kwargs: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
+
+
+@worker_process_shutdown.connect(dispatch_uid="karmchari.send_redis_batch")
+def send_redis_batch(**kwargs: Any) -> None:
+    """A pool process on its way out sends the stats and metrics it still holds."""
+    from jobs.redis_batch import batch
+
+    batch.flush()

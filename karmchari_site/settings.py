@@ -345,6 +345,10 @@ for _position, _key in enumerate(KARMCHARI_SECRETS_KEYS, start=1):
 # once per connection). Off for a pooler that cannot keep them (PgBouncer before
 # 1.21 in transaction mode).
 KARMCHARI_PREPARED_STATEMENTS = env_bool("KARMCHARI_PREPARED_STATEMENTS", True)
+# Seconds a run's end may wait to forget its job's cached stats and record its
+# duration in Redis, sent with other ends' in one batch (jobs/redis_batch.py);
+# 0 sends each at once.
+KARMCHARI_REDIS_BATCH_SECONDS = env_float("KARMCHARI_REDIS_BATCH_SECONDS", 0.05)
 KARMCHARI_CONTROL_DB_INTERVAL = env_float("KARMCHARI_CONTROL_DB_INTERVAL", 2.0)
 KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED = env_float(
     "KARMCHARI_CONTROL_DB_INTERVAL_SUBSCRIBED", 10.0
