@@ -249,9 +249,16 @@ def job_trigger(
         pgsql.insert(execution)
     else:
         execution.save(force_insert=True)
-    transaction.on_commit(lambda: execution_send(execution=execution))
-    stats_invalidate(job_id=job.pk)
+    transaction.on_commit(lambda: _execution_created(execution=execution))
     return execution
+
+
+def _execution_created(*, execution: Execution) -> None:
+    """After a trigger commits: the run sent, and its job's cached stats forgotten
+    with other writes in one batch (jobs/redis_batch.py)."""
+    execution_send(execution=execution)
+    stats_invalidate(job_id=execution.job_id, pipe=redis_batch.batch)
+    redis_batch.batch.send()
 
 
 def execution_send(*, execution: Execution) -> None:

@@ -176,10 +176,12 @@ def test_it_lists_the_next_fire_times_over_all_schedules(
 
 def test_a_change_through_a_service_refreshes_the_dashboard(
     make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable[..., object],
 ) -> None:
     job = make_job()
     assert stats.stats_dashboard()["pending"] == 0
-    services.job_trigger(job=job, trigger=Execution.Trigger.MANUAL)
+    with django_capture_on_commit_callbacks(execute=True):  # forgotten after commit
+        services.job_trigger(job=job, trigger=Execution.Trigger.MANUAL)
     assert stats.stats_dashboard()["pending"] == 1
 
 
