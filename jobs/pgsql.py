@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 from agents.models import Agent
@@ -56,15 +57,21 @@ def _names(table: str, model: type[Model]) -> str:
     return ", ".join(f"{_quote(table)}.{_quote(f.column)}" for f in _shape(model)[0])
 
 
-def _instance(model: type[M], values: Sequence[Any]) -> M:
+def _db() -> BaseDatabaseWrapper:
+    """The default connection itself: every attribute read through the
+    `django.db.connection` proxy is a context-local lookup, dozens per run."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def _instance(db: BaseDatabaseWrapper, model: type[M], values: Sequence[Any]) -> M:
     """A model instance from raw column values, converted as the ORM would."""
     _, attnames, conversions = _shape(model)
     converted = []
     for value, (column, converters) in zip(values, conversions, strict=True):
         for converter in converters:
-            value = converter(value, column, connection)
+            value = converter(value, column, db)
         converted.append(value)
-    return model.from_db(connection.alias, attnames, converted)
+    return model.from_db(db.alias, attnames, converted)
 
 
 def _execute(
@@ -76,10 +83,11 @@ def _execute(
     import psycopg
 
     prepare = bool(settings.KARMCHARI_PREPARED_STATEMENTS)
-    with connection.wrap_database_errors:
-        connection.ensure_connection()
-        connection.validate_no_broken_transaction()
-        raw = connection.connection
+    db = _db()
+    with db.wrap_database_errors:
+        db.ensure_connection()
+        db.validate_no_broken_transaction()
+        raw = db.connection
         if prepare and raw.prepare_threshold is None:
             # Django turns psycopg's automatic preparing off; psycopg then ignores
             # prepare=True too. A threshold never reached prepares only these.
@@ -147,9 +155,10 @@ def claim(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
         return None
     first_job = len(_shape(Execution)[0])
     first_app = first_job + len(_shape(Job)[0])
-    execution = _instance(Execution, row[:first_job])
-    job = _instance(Job, row[first_job:first_app])
-    job.app = _instance(App, row[first_app:-2])
+    db = _db()
+    execution = _instance(db, Execution, row[:first_job])
+    job = _instance(db, Job, row[first_job:first_app])
+    job.app = _instance(db, App, row[first_app:-2])
     execution.job = job
     execution.job_has_children, execution.job_has_secrets = row[-2:]  # type: ignore[attr-defined]
     return execution
@@ -214,11 +223,11 @@ def _insert_sql(model: type[Model]) -> str:
 def insert(instance: Model) -> None:
     """`instance.save()` of a new row as one prepared statement (the trigger's,
     on the path of every run): fields prepared as the ORM would, the pk set."""
+    db = _db()
     fields = _insert_fields(type(instance))
     values = [
-        field.get_db_prep_save(field.pre_save(instance, True), connection)
-        for field in fields
+        field.get_db_prep_save(field.pre_save(instance, True), db) for field in fields
     ]
     (instance.pk,) = _execute(_insert_sql(type(instance)), values, fetch=True)
     instance._state.adding = False
-    instance._state.db = connection.alias
+    instance._state.db = db.alias

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db.models import (
     Case,
     Count,
@@ -48,7 +48,8 @@ def stats_invalidate(*, job_id: int | None, pipe: Any = None) -> None:
     if job_id is not None:
         keys += [_job_key(job_id), _hourly_key(job_id)]
     if pipe is not None:
-        pipe.delete(*(cache.make_key(key) for key in keys))
+        backend = caches["default"]  # once: each read through `cache` is a lookup
+        pipe.delete(*(backend.make_key(key) for key in keys))
     else:
         cache.delete_many(keys)
 
