@@ -389,9 +389,19 @@ class Execution(models.Model):
         Status.SKIPPED,
     )
 
-    job = models.ForeignKey(Job, models.CASCADE, related_name="executions")
+    # No single-column indexes where a composite one leads with the column
+    # (jobs_execution_job_newest, jobs_execution_unique_slot): every index is written
+    # on each of a run's three writes.
+    job = models.ForeignKey(
+        Job, models.CASCADE, related_name="executions", db_index=False
+    )
     schedule = models.ForeignKey(
-        Schedule, models.SET_NULL, null=True, blank=True, related_name="executions"
+        Schedule,
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="executions",
+        db_index=False,
     )
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="The schedule slot this run fills."
@@ -401,7 +411,12 @@ class Execution(models.Model):
     )
     attempt = models.PositiveSmallIntegerField(default=1)
     retry_of = models.ForeignKey(
-        "self", models.SET_NULL, null=True, blank=True, related_name="retries"
+        "self",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="retries",
+        db_index=False,  # jobs_execution_retry_of: only the few retried runs
     )
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.PENDING
@@ -466,6 +481,12 @@ class Execution(models.Model):
                 fields=["job"],
                 name="jobs_execution_active",
                 condition=Q(status__in=["running", "paused"]),
+            ),
+            # Retries of a run (and SET NULL when it is deleted): few rows have one.
+            models.Index(
+                fields=["retry_of"],
+                name="jobs_execution_retry_of",
+                condition=Q(retry_of__isnull=False),
             ),
             # Compat lookups by a seed system's id (e.g. Karmchari's md5).
             models.Index(
