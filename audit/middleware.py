@@ -17,11 +17,13 @@ SAFE = {"GET", "HEAD", "OPTIONS", "TRACE"}
 
 
 def client_address(request: HttpRequest) -> str | None:
+    """The client's address: behind the trusted proxy (KARMCHARI_BEHIND_TLS_PROXY),
+    the last X-Forwarded-For entry, the one the proxy itself added; entries before it
+    come from the client and can be anything."""
     if settings.SECURE_PROXY_SSL_HEADER:
-        # Behind the trusted proxy, its X-Forwarded-For names the client first.
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         if forwarded:
-            return forwarded.split(",")[0].strip() or None
+            return forwarded.split(",")[-1].strip() or None
     return request.META.get("REMOTE_ADDR") or None
 
 

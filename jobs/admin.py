@@ -28,6 +28,7 @@ from django_stubs_ext import StrOrPromise
 
 from agents.models import Agent
 from jobs import access, charts, schedules, services, stats, tokens
+from jobs.authentication import admin_login_limited
 from jobs.engine_admin import ExecutionControlAdminMixin
 from jobs.models import (
     ApiToken,
@@ -50,6 +51,8 @@ admin.site.site_title = "Karmchari"
 admin.site.index_title = "Operator console"
 # The admin index is the dashboard (figures from stats.stats_dashboard(), cached).
 admin.site.index_template = "admin/jobs/dashboard.html"
+# Guessing passwords at the admin's login form is limited as at the API's.
+admin.site.login = admin_login_limited(admin.site.login)  # type: ignore[method-assign]
 
 UPCOMING_ON_PAGE = 5
 RECENT_ON_PAGE = 10

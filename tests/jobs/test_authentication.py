@@ -4,6 +4,7 @@ import base64
 
 import pytest
 from django.contrib.auth.models import User
+from django.test import Client
 from rest_framework.test import APIClient
 
 pytestmark = pytest.mark.django_db
@@ -63,3 +64,76 @@ def test_the_token_endpoint_is_rate_limited(
     ]
     assert codes[:10] == [400] * 10
     assert codes[10] == 429
+
+
+def admin_login(client: Client, password: str) -> int:
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "admin", "password": password}
+    )
+    return response.status_code
+
+
+def test_the_admin_login_refuses_an_address_after_repeated_bad_passwords(
+    client: Client, admin_user: User
+) -> None:
+    for _ in range(3):
+        assert admin_login(client, "guess") == 200  # the form again, with its error
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "admin", "password": "password"}
+    )
+    assert response.status_code == 429
+    assert response["Retry-After"] == "300"
+    assert "Too many failed authentication attempts" in response.content.decode()
+    assert 'name="password"' in response.content.decode()  # still the login page
+    assert client.get("/admin/").status_code == 302  # not signed in
+
+
+def test_the_admin_login_does_not_count_a_success(
+    client: Client, admin_user: User
+) -> None:
+    for _ in range(4):
+        assert admin_login(client, "password") == 302
+        client.logout()
+    assert admin_login(client, "guess") == 200
+
+
+def test_the_admin_login_shows_its_page_while_refusing_sign_ins(
+    client: Client, admin_user: User
+) -> None:
+    for _ in range(3):
+        admin_login(client, "guess")
+    assert client.get("/admin/login/").status_code == 200
+
+
+def test_the_admin_login_and_the_api_share_one_count(
+    anon: APIClient, client: Client, admin_user: User
+) -> None:
+    admin_login(client, "guess")
+    for _ in range(2):
+        anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "guess"))
+    response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "password"))
+    assert response.status_code == 429
+
+
+def test_behind_the_proxy_it_counts_the_address_the_proxy_saw(
+    anon: APIClient, settings: object
+) -> None:
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # type: ignore[attr-defined]
+    for fake in ("1.1.1.1", "2.2.2.2", "3.3.3.3"):
+        # The first entry is the client's to write; the last is the proxy's.
+        anon.get(
+            "/api/jobs/",
+            HTTP_AUTHORIZATION="Token nope",
+            HTTP_X_FORWARDED_FOR=f"{fake}, 203.0.113.7",
+        )
+    blocked = anon.get(
+        "/api/jobs/",
+        HTTP_AUTHORIZATION="Token nope",
+        HTTP_X_FORWARDED_FOR="9.9.9.9, 203.0.113.7",
+    )
+    other = anon.get(
+        "/api/jobs/",
+        HTTP_AUTHORIZATION="Token nope",
+        HTTP_X_FORWARDED_FOR="203.0.113.8",
+    )
+    assert (blocked.status_code, other.status_code) == (429, 401)
