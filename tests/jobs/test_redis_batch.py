@@ -14,9 +14,10 @@ from django_redis import get_redis_connection
 from redis.client import Pipeline
 
 from jobs import metrics, services, stats
-from jobs.models import Execution
+from jobs.models import Execution, Job
 from jobs.redis_batch import Batch
 from jobs.runners import Outcome
+from tests.integration.conftest import Processes, processes, queue  # noqa: F401
 from tests.waiting import wait_for
 
 KEY = "karmchari:test:redis-batch"
@@ -111,3 +112,36 @@ def test_an_end_is_in_the_stats_and_metrics_once_its_batch_is_sent(
         metrics.DURATION_KEY, f"{execution.job_id}|count"
     )
     assert count == b"1"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_sends_what_it_holds_when_it_stops(
+    processes: Processes,  # noqa: F811
+    queue: str,  # noqa: F811
+    make_app: Callable[..., Any],
+) -> None:
+    get_redis_connection("default").delete(metrics.DURATION_KEY)
+    # Batching on in the worker (the tests' own default is 0, to look at once), with
+    # a delay so long that the batches can only leave when the worker stops.
+    worker = processes.worker(queue, KARMCHARI_REDIS_BATCH_SECONDS="600")
+    job = services.job_create(
+        app=make_app("batch"),
+        name="quick",
+        spec={"command": "true"},
+        queue=queue,
+        overlap_policy=Job.OverlapPolicy.ALLOW_ALL,
+    )
+    for _ in range(4):
+        services.job_trigger(job=job)
+    wait_for(
+        lambda: Execution.objects.filter(job=job, status="succeeded").count() == 4,
+        timeout=60,
+    )
+    stats.stats_job(job=job)  # cached; the worker's DELs are still held
+    redis = get_redis_connection("default")
+    assert redis.hget(metrics.DURATION_KEY, f"{job.pk}|count") is None
+    worker.terminate()  # a warm shutdown: each pool process sends what it holds
+    worker.wait(timeout=30)
+    assert redis.hget(metrics.DURATION_KEY, f"{job.pk}|count") == b"4"
+    assert cache.get(stats._job_key(job.pk)) is None
