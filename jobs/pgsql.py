@@ -58,8 +58,8 @@ def _names(table: str, model: type[Model]) -> str:
 
 
 def _db() -> BaseDatabaseWrapper:
-    """The default connection itself: every attribute read through the
-    `django.db.connection` proxy is a context-local lookup, dozens per run."""
+    """The default connection itself, looked up once per call: every attribute read
+    through the `django.db.connection` proxy is a context-local lookup."""
     return connections[DEFAULT_DB_ALIAS]
 
 
