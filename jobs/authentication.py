@@ -132,7 +132,9 @@ def admin_login_limited(login: LoginView) -> LoginView:
             response["Retry-After"] = str(settings.KARMCHARI_AUTH_FAILURE_WINDOW)
             return response
         response = login(request, extra_context)
-        if not request.user.is_authenticated:  # the form was refused
+        # A sign-in redirects; a refused form comes back (even to a user already
+        # signed in, guessing someone else's password).
+        if not response.has_header("Location"):
             failure_record(address, what="admin login")
         return response
 

@@ -137,3 +137,17 @@ def test_behind_the_proxy_it_counts_the_address_the_proxy_saw(
         HTTP_X_FORWARDED_FOR="203.0.113.8",
     )
     assert (blocked.status_code, other.status_code) == (429, 401)
+
+
+def test_the_admin_login_counts_guesses_from_a_signed_in_user(
+    client: Client, admin_user: User
+) -> None:
+    User.objects.create_user("other", password="secret", is_staff=True)
+    client.force_login(admin_user)
+    for _ in range(3):
+        response = client.post(
+            "/admin/login/", {"username": "other", "password": "guess"}
+        )
+        assert response.status_code == 200
+    response = client.post("/admin/login/", {"username": "other", "password": "secret"})
+    assert response.status_code == 429
