@@ -164,8 +164,10 @@ class ControlListener:
                     exc_info=True,
                 )
                 self._pubsub = None
-                self._next_subscribe = now + _RESUBSCRIBE_SECONDS
                 _drop_subscriber()
+                # Redis restarted, or dropped the connection: subscribe again at
+                # once; only a failed subscription waits _RESUBSCRIBE_SECONDS.
+                self._subscribe()
         if now >= self._next_db_read:
             self._read_db()
         return self.desired
