@@ -289,8 +289,11 @@ def execution_claim(
 
 
 def _execution_started(*, execution: Execution) -> None:
-    """After a claim commits: its start lag (scheduled runs), its notifications."""
-    metrics.metrics_observe_execution(execution=execution)
+    """After a claim commits: its job's cached stats forgotten (it is running now)
+    and its start lag recorded (scheduled runs), in the batch; its notifications."""
+    stats_invalidate(job_id=execution.job_id, pipe=redis_batch.batch)
+    metrics.metrics_observe_execution(execution=execution, pipe=redis_batch.batch)
+    redis_batch.batch.send()
     notifications.execution_changed(execution=execution)
 
 

@@ -30,10 +30,12 @@ def redis_server() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_rate_limits() -> None:
-    """Login throttles and failed-auth counts live in Redis: each test starts clean."""
+def fresh_redis_state() -> None:
+    """Login throttles, failed-auth counts and cached stats live in Redis: each test
+    starts clean (job ids come back after a rolled-back test on SQLite)."""
     cache.delete_pattern("*throttle_*")  # type: ignore[attr-defined]
     cache.delete_pattern("*authfail:*")  # type: ignore[attr-defined]
+    cache.delete_pattern("*stats:*")  # type: ignore[attr-defined]
 
 
 @pytest.fixture

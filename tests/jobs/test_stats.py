@@ -51,3 +51,17 @@ def test_it_serves_stats_from_the_cache_until_something_changes(
 
 def test_stats_need_the_view_permission(anon: APIClient) -> None:
     assert anon.get("/api/stats/").status_code == 401
+
+
+def test_a_claimed_run_shows_as_running_once_committed(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job()
+    execution = Execution.objects.create(job=job)
+    assert api.get(f"/api/jobs/{job.pk}/stats/").json()["executions"]["pending"] == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_claim(execution_id=execution.pk, worker="w")
+    running = api.get(f"/api/jobs/{job.pk}/stats/").json()["executions"]
+    assert (running["pending"], running["running"]) == (0, 1)
