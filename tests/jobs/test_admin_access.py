@@ -1,4 +1,4 @@
-"""Per-app access in the operator console (jobs/admin.py, jobs/engine_admin.py)."""
+"""Per-app access in the operator console (jobs/admin/, jobs/engine_admin.py)."""
 
 from __future__ import annotations
 

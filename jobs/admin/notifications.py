@@ -1,0 +1,76 @@
+"""The notifications room: channels, rules and the delivery log."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Q
+from django.http import HttpRequest
+
+from jobs import access
+from jobs.admin.base import AppScopedAdmin
+from jobs.models import NotificationChannel, NotificationDelivery, NotificationRule
+
+
+class NotificationRuleForm(forms.ModelForm[NotificationRule]):
+    """`events` as checkboxes of the known events, not raw JSON."""
+
+    events = forms.MultipleChoiceField(
+        choices=NotificationRule.Event.choices, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = NotificationRule
+        fields = ["channel", "app", "job", "events", "slow_factor"]
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
+    list_display = ["name", "kind", "target", "enabled", "created"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name", "target"]
+
+
+@admin.register(NotificationRule)
+class NotificationRuleAdmin(AppScopedAdmin[NotificationRule]):
+    form = NotificationRuleForm
+    list_display = ["channel", "app", "job", "events", "slow_factor"]
+    list_select_related = ["channel", "app", "job"]
+    list_filter = ["channel"]
+    raw_id_fields = ["job"]
+
+    def app_condition(self, request: HttpRequest) -> Q:
+        # A rule is for an app or for a job: the user sees those of their apps.
+        return access.condition(request.user, "app") | access.condition(
+            request.user, "job__app"
+        )
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(AppScopedAdmin[NotificationDelivery]):
+    """The delivery log: read-only (with per-app access, of the user's jobs)."""
+
+    app_path = "job__app"
+
+    list_display = [
+        "created",
+        "channel",
+        "job",
+        "event",
+        "status",
+        "attempts",
+        "response_code",
+        "sent_at",
+    ]
+    list_filter = ["status", "event", "channel"]
+    list_select_related = ["channel", "job"]
+    date_hierarchy = "created"
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: NotificationDelivery | None = None
+    ) -> bool:
+        return False

@@ -1,0 +1,171 @@
+"""The operator console's execution pages (jobs/admin/executions.py), and what a
+viewer may not press."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from jobs.admin import CappedPaginator
+from jobs.models import Execution, ExecutionEvent, Job
+from tests.jobs.conftest import NumQueries, make_agent, staff
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
+
+
+def test_it_lists_executions_with_badges_and_never_counts_the_table(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    django_assert_num_queries: NumQueries,
+) -> None:
+    agent = make_agent()
+    for _ in range(3):
+        job = make_job()
+        make_execution(
+            job=job, status=Execution.Status.RUNNING, agent=agent, worker=agent.name
+        )
+        make_execution(job=job, status=Execution.Status.TIMED_OUT)
+    admin_client.get("/admin/jobs/execution/")
+    # session, user, capped count, page, date hierarchy (min/max, then days)
+    with django_assert_num_queries(6) as captured:
+        response = admin_client.get("/admin/jobs/execution/")
+    sql = " ".join(q["sql"] for q in captured.captured_queries).upper()  # type: ignore[attr-defined]
+    assert "LIMIT 10001" in sql
+    html = response.content.decode()
+    assert html.count('<span class="k-badge k-badge-running">running</span>') == 3
+    assert html.count('<span class="k-badge k-badge-timed_out">timed out</span>') == 3
+    assert "w1@host" in html
+    with django_assert_num_queries(6):
+        admin_client.get("/admin/jobs/execution/?status__exact=running")
+
+
+def test_the_execution_list_says_more_than_the_cap(
+    admin_client: Client,
+    make_execution: Callable[..., Execution],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(CappedPaginator, "CAP", 3)
+    job = make_execution().job
+    for _ in range(4):
+        make_execution(job=job)
+    assert (
+        "more than 3 executions"
+        in admin_client.get("/admin/jobs/execution/").content.decode()
+    )
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's plan format")
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({}, "jobs_execution_newest"),
+        ({"status": "failed"}, "jobs_execution_status"),
+        ({"trigger": "manual"}, "jobs_execution_trigger"),
+        ({"job_id": 1}, "jobs_execution_job_newest"),
+    ],
+)
+def test_the_execution_list_queries_use_an_index(
+    filters: dict[str, object], index: str
+) -> None:
+    plan = (
+        Execution.objects.filter(**filters)
+        .defer("output", "error", "parameters")
+        .order_by("-created", "-id")[:100]
+        .explain()
+    )
+    assert index in plan, plan
+
+
+def test_the_execution_page_shows_status_duration_attempts_audit_and_log(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    admin_user: User,
+) -> None:
+    job = make_job()
+    now = timezone.now()
+    first = make_execution(
+        job=job,
+        status=Execution.Status.FAILED,
+        started_at=now - timedelta(seconds=90),
+        finished_at=now - timedelta(seconds=30),
+    )
+    second = make_execution(
+        job=job,
+        status=Execution.Status.RUNNING,
+        attempt=2,
+        retry_of=first,
+        started_at=now,
+    )
+    ExecutionEvent.objects.create(execution=first, action="retry", actor=admin_user)
+    agent = make_agent("ran-it@host")
+    Execution.objects.filter(pk=first.pk).update(worker=agent.name)
+
+    html = admin_client.get(
+        f"/admin/jobs/execution/{first.pk}/change/"
+    ).content.decode()
+    assert '<span class="k-badge k-badge-failed">failed</span>' in html
+    assert "1m 00s" in html
+    chain = html.split('class="k-chain"')[1].split("</span></a></span>")[0]
+    assert chain.index(f"#{first.pk}") < chain.index(f"#{second.pk}")
+    assert 'class="k-current"' in chain
+    assert "Control events" in html
+    assert f'<a href="/admin/agents/agent/{agent.pk}/change/">ran-it@host</a>' in html
+    assert f"/api/executions/{first.pk}/log/" in html
+    assert "/control/retry/" in html
+    assert re.search(r'<li data-when="running" hidden>', html)
+
+    html = admin_client.get(
+        f"/admin/jobs/execution/{second.pk}/change/"
+    ).content.decode()
+    assert "so far" in html
+    assert re.search(r'<li data-when="running">', html)
+    assert re.search(r'<li data-when="paused" hidden>', html)
+
+
+# --- Permissions ----------------------------------------------------------------------
+
+
+def test_a_viewer_sees_no_control_buttons_and_the_endpoints_refuse(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    client = staff("jobs.view_job", "jobs.view_execution", "jobs.view_schedule")
+    job = make_job()
+    execution = make_execution(job=job, status=Execution.Status.RUNNING)
+    failed = make_execution(job=job, status=Execution.Status.FAILED)
+
+    page = client.get(f"/admin/jobs/execution/{execution.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "/control/" not in html and 'id="k-kill"' not in html
+    assert (
+        "/control/retry/"
+        not in client.get(f"/admin/jobs/execution/{failed.pk}/change/").content.decode()
+    )
+    html = client.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
+    assert f"/admin/jobs/job/{job.pk}/run/" not in html
+
+    for verb in ("pause", "resume", "kill"):
+        url = f"/admin/jobs/execution/{execution.pk}/control/{verb}/"
+        assert client.post(url).status_code == 403
+    assert (
+        client.post(f"/admin/jobs/execution/{failed.pk}/control/retry/").status_code
+        == 403
+    )
+    assert client.post(f"/admin/jobs/job/{job.pk}/run/").status_code == 403
+    response = client.post(
+        "/admin/jobs/job/", {"action": "run_now", "_selected_action": [job.pk]}
+    )
+    assert response.status_code == 200  # the action is not offered
+    execution.refresh_from_db()
+    assert execution.desired_state == Execution.DesiredState.RUN
+    assert not ExecutionEvent.objects.exists()
+    assert Execution.objects.count() == 2

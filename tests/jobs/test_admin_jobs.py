@@ -1,0 +1,418 @@
+"""The operator console's job pages: the list, the job page, its secrets and run
+now (jobs/admin/jobs.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from jobs import services
+from jobs.admin import JobForm
+from jobs.models import App, Execution, Job, Schedule
+from jobs.runners import SECRET_MASK
+from jobs.secrets import job_secrets_reveal
+from tests.jobs.conftest import NumQueries
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
+
+
+def test_it_lists_jobs_with_schedule_last_status_and_next_run_in_constant_queries(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Schedule],
+    make_execution: Callable[..., Execution],
+    django_assert_num_queries: NumQueries,
+) -> None:
+    def world(n: int) -> None:
+        for _ in range(n):
+            job = make_job()
+            make_schedule("*/5 * * * *", job=job)
+            make_schedule("0 3 * * *", job=job)
+            make_execution(job=job, status=Execution.Status.SUCCEEDED)
+            make_execution(job=job, status=Execution.Status.FAILED)
+
+    world(2)
+    make_job(name="idle")
+    # session, user, app filter choices, 2 counts, page, schedules prefetch
+    with django_assert_num_queries(7):
+        admin_client.get("/admin/jobs/job/")
+    world(10)
+    with django_assert_num_queries(7):
+        response = admin_client.get("/admin/jobs/job/")
+    html = response.content.decode()
+    assert html.count('<span class="k-badge k-badge-failed">failed</span>') == 12
+    assert '<span class="k-badge k-badge-never">never run</span>' in html
+    assert "(+1 more)" in html
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in ", html)
+
+
+def test_it_filters_jobs_by_last_status(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    failed, fixed = make_job(name="failed-now"), make_job(name="fixed-now")
+    make_job(name="never-ran")
+    make_execution(job=failed, status=Execution.Status.SUCCEEDED)
+    make_execution(job=failed, status=Execution.Status.FAILED)
+    make_execution(job=fixed, status=Execution.Status.FAILED)
+    make_execution(job=fixed, status=Execution.Status.SUCCEEDED)
+
+    def names(query: str) -> set[str]:
+        response = admin_client.get(f"/admin/jobs/job/?{query}")
+        return set(
+            re.findall(
+                r">((?:failed|fixed|never)-[a-z]+)</a>", response.content.decode()
+            )
+        )
+
+    assert names("last_status=failed") == {"failed-now"}
+    assert names("last_status=succeeded") == {"fixed-now"}
+    assert names("last_status=never") == {"never-ran"}
+    assert names("q=fixed") == {"fixed-now"}
+
+
+def test_it_shows_schedules_runs_dependencies_and_stats_on_the_job_page(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Schedule],
+    make_execution: Callable[..., Execution],
+) -> None:
+    job = make_job(name="parent")
+    child = make_job(name="child")
+    services.job_set_parents(job=child, parents=[job])
+    make_schedule("0 9 * * 1-5", job=job, timezone="Europe/Berlin")
+    runs = [
+        make_execution(job=job, status=Execution.Status.SUCCEEDED) for _ in range(12)
+    ]
+
+    response = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "cron: at 09:00 on MON-FRI (Europe/Berlin)" in html
+    assert html.count('class="k-fire"') == 5
+    assert "CET" in html or "CEST" in html
+    assert "Recent executions (newest 10)" in html
+    assert f"/admin/jobs/execution/{runs[-1].pk}/change/" in html
+    assert f"/admin/jobs/execution/{runs[0].pk}/change/" not in html
+    assert f'<a href="/admin/jobs/job/{child.pk}/change/">default / child</a>' in html
+    assert 'id="k-job-stats"' in html and "k-hourly" in html
+    assert f"/admin/jobs/job/{job.pk}/run/" in html
+    assert f"/admin/jobs/execution/?job__id__exact={job.pk}" in html
+
+
+def test_saving_the_job_page_keeps_its_runs_and_schedules(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Schedule],
+    make_execution: Callable[..., Execution],
+) -> None:
+    job = make_job(name="keep")
+    schedule = make_schedule("0 9 * * *", job=job)
+    run = make_execution(job=job, status=Execution.Status.SUCCEEDED)
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    form = page.context["adminform"].form
+    data = {
+        name: value
+        for name, value in form.initial.items()
+        if name in form.fields and value is not None
+    }
+    data.update(
+        {
+            "app": job.app_id,
+            "spec": '{"command": "echo changed"}',
+            "tags": "[]",
+            "parents": [],
+            "enabled": "",
+            "schedules-TOTAL_FORMS": "1",
+            "schedules-INITIAL_FORMS": "1",
+            "schedules-0-id": schedule.pk,
+            "schedules-0-job": job.pk,
+            "schedules-0-kind": "cron",
+            "schedules-0-expression": "0 10 * * *",
+            "schedules-0-timezone": "UTC",
+            "schedules-0-enabled": "on",
+            "secrets-TOTAL_FORMS": "0",
+            "secrets-INITIAL_FORMS": "0",
+            "executions-TOTAL_FORMS": "1",
+            "executions-INITIAL_FORMS": "1",
+            "executions-0-id": run.pk,
+            "executions-0-job": job.pk,
+        }
+    )
+    data.pop("legacy", None)
+    for name in ("legacy",):
+        if name in form.fields:
+            data[name] = "{}"
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    job.refresh_from_db()
+    schedule.refresh_from_db()
+    assert job.spec == {"command": "echo changed"} and not job.enabled
+    assert schedule.expression == "0 10 * * *" and schedule.next_run_at is not None
+    assert Execution.objects.get(pk=run.pk).status == Execution.Status.SUCCEEDED
+
+
+def test_the_job_form_refuses_a_bad_spec_and_a_dependency_cycle(
+    make_job: Callable[..., Job],
+) -> None:
+    parent = make_job(name="p")
+    child = make_job(name="c")
+    services.job_set_parents(job=child, parents=[parent])
+    form = JobForm(
+        instance=parent,
+        data={
+            "app": parent.app_id,
+            "name": "p",
+            "kind": "shell",
+            "spec": '{"commandd": "x"}',
+            "queue": "celery",
+            "max_retries": 0,
+            "retry_backoff": 10,
+            "overlap_policy": "skip",
+            "tags": "[]",
+            "legacy": "{}",
+            "parents": [child.pk],
+        },
+    )
+    assert not form.is_valid()
+    assert "commandd" in str(form.errors["spec"])
+    assert "would depend on itself" in str(form.errors["parents"])
+
+
+def test_the_job_form_does_not_offer_a_job_as_its_own_parent(
+    make_job: Callable[..., Job],
+) -> None:
+    job, other = make_job(name="self"), make_job(name="other")
+    offered = set(JobForm(instance=job).fields["parents"].queryset)  # type: ignore[attr-defined]
+    assert offered == {other}
+    assert set(JobForm().fields["parents"].queryset) == {job, other}  # type: ignore[attr-defined]
+
+
+def _job_page_data(page: object, **extra: object) -> dict[str, object]:
+    """What the job page posts back unchanged, plus `extra`."""
+    form = page.context["adminform"].form  # type: ignore[attr-defined]
+    data: dict[str, object] = {
+        name: value
+        for name, value in form.initial.items()
+        if name in form.fields and value is not None and name != "parents"
+    }
+    data["spec"] = json.dumps(form.initial["spec"])
+    data["tags"] = json.dumps(form.initial["tags"])
+    data["legacy"] = "{}"
+    data["enabled"] = "on"
+    for formset in page.context["inline_admin_formsets"]:  # type: ignore[attr-defined]
+        management = formset.formset.management_form
+        prefix = formset.formset.prefix
+        data[f"{prefix}-TOTAL_FORMS"] = management.initial["TOTAL_FORMS"]
+        data[f"{prefix}-INITIAL_FORMS"] = management.initial["INITIAL_FORMS"]
+        for index, inline in enumerate(formset.formset.forms):
+            data[f"{prefix}-{index}-id"] = inline.instance.pk
+            data[f"{prefix}-{index}-job"] = inline.instance.job_id
+            if prefix == "secrets":
+                data[f"{prefix}-{index}-name"] = inline.instance.name
+            if prefix == "schedules":
+                for field in ("kind", "expression", "timezone"):
+                    data[f"{prefix}-{index}-{field}"] = getattr(inline.instance, field)
+    data.update(extra)
+    return data
+
+
+def test_the_job_page_shows_secret_names_never_their_values(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    job = services.job_create(
+        app=make_app(),
+        name="backup",
+        spec={"command": "backup.sh", "env": {"API_TOKEN": "s3cret-value", "X": "1"}},
+    )
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    html = page.content.decode()
+    assert "API_TOKEN" in html
+    assert "s3cret-value" not in html
+    assert 'type="password"' in html
+
+    # Blank keeps the stored value; a new row sets one; the spec's env moves over.
+    data = _job_page_data(
+        page,
+        spec=json.dumps({"command": "backup.sh", "env": {"DB_PASSWORD": "from-spec"}}),
+        **{
+            "secrets-TOTAL_FORMS": "2",
+            "secrets-0-new_value": "",
+            "secrets-1-name": "NEW_ONE",
+            "secrets-1-new_value": "fresh-value",
+            "secrets-1-job": job.pk,
+        },
+    )
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302, response.context["errors"]
+    job.refresh_from_db()
+    assert job.spec == {"command": "backup.sh"}
+    assert job_secrets_reveal(job_id=job.pk) == {
+        "API_TOKEN": "s3cret-value",
+        "DB_PASSWORD": "from-spec",
+        "NEW_ONE": "fresh-value",
+    }
+    html = admin_client.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
+    for value in ("s3cret-value", "from-spec", "fresh-value"):
+        assert value not in html
+    history = admin_client.get(f"/admin/jobs/job/{job.pk}/history/").content.decode()
+    assert "fresh-value" not in history
+
+
+def test_the_job_page_changes_and_deletes_secrets(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    job = services.job_create(
+        app=make_app(),
+        name="sync",
+        spec={"command": "sync.sh"},
+        secrets={"A_TOKEN": "old-value", "B_TOKEN": "doomed-value"},
+    )
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    data = _job_page_data(
+        page,
+        **{
+            "secrets-0-new_value": "new-value",
+            "secrets-1-DELETE": "on",
+        },
+    )
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 302, response.context["errors"]
+    assert job_secrets_reveal(job_id=job.pk) == {"A_TOKEN": "new-value"}
+
+
+def test_the_job_page_needs_a_value_for_a_new_secret(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    data = _job_page_data(
+        page,
+        **{
+            "secrets-TOTAL_FORMS": "1",
+            "secrets-0-name": "EMPTY_TOKEN",
+            "secrets-0-job": job.pk,
+        },
+    )
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/change/", data)
+    assert response.status_code == 200
+    assert "A new secret needs a value." in response.content.decode()
+    assert not job.secrets.exists()
+
+
+@pytest.mark.parametrize("role", ["viewer", "editor"])
+def test_the_job_page_shows_secrets_read_only_to_who_cannot_edit_the_job(
+    role: str, make_app: Callable[..., App]
+) -> None:
+    from django.contrib.auth.models import Group
+
+    # A shell job: editors may not change those, so its secrets are read-only too.
+    job = services.job_create(
+        app=make_app(), name="b", spec={"command": "x"}, secrets={"A_KEY": "v4lue"}
+    )
+    user = User.objects.create_user("u", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=role))
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get(f"/admin/jobs/job/{job.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "A_KEY" in html and "v4lue" not in html
+    assert 'name="secrets-0-new_value"' not in html
+    # The value column says a value is stored, without it (not "None").
+    cell = re.search(r'<td class="field-new_value">\s*<p>(.*?)</p>', html)
+    assert cell is not None and cell[1] == SECRET_MASK
+    response = browser.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        {
+            "secrets-TOTAL_FORMS": "1",
+            "secrets-INITIAL_FORMS": "1",
+            "secrets-0-id": job.secrets.get().pk,
+            "secrets-0-name": "A_KEY",
+            "secrets-0-new_value": "changed",
+        },
+    )
+    assert response.status_code == 403
+    assert job_secrets_reveal(job_id=job.pk) == {"A_KEY": "v4lue"}
+
+
+def test_adding_a_job_in_the_admin_moves_spec_secrets_out(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    app = make_app()
+    data = {
+        "app": app.pk,
+        "name": "fresh",
+        "kind": "shell",
+        "spec": json.dumps({"command": "x", "env": {"MY_PASSWORD": "pw-value"}}),
+        "enabled": "on",
+        "queue": "celery",
+        "max_retries": 0,
+        "retry_backoff": 10,
+        "overlap_policy": "skip",
+        "tags": "[]",
+        "legacy": "{}",
+        "schedules-TOTAL_FORMS": "0",
+        "schedules-INITIAL_FORMS": "0",
+        "secrets-TOTAL_FORMS": "1",
+        "secrets-INITIAL_FORMS": "0",
+        "secrets-0-name": "API_KEY",
+        "secrets-0-new_value": "key-value",
+        "executions-TOTAL_FORMS": "0",
+        "executions-INITIAL_FORMS": "0",
+    }
+    response = admin_client.post("/admin/jobs/job/add/", data)
+    assert response.status_code == 302, response.context["errors"]
+    job = Job.objects.get(name="fresh")
+    assert job.spec == {"command": "x"}
+    assert job_secrets_reveal(job_id=job.pk) == {
+        "API_KEY": "key-value",
+        "MY_PASSWORD": "pw-value",
+    }
+
+
+def test_run_now_starts_a_run_and_opens_its_page(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/run/", follow=True)
+    execution = Execution.objects.get(job=job)
+    assert execution.trigger == Execution.Trigger.MANUAL
+    assert response.redirect_chain[-1][0] == (
+        f"/admin/jobs/execution/{execution.pk}/change/"
+    )
+    assert f"Started {job.name} as #{execution.pk}." in response.content.decode()
+    assert admin_client.get(f"/admin/jobs/job/{job.pk}/run/").status_code == 405
+
+
+def test_run_now_on_a_disabled_job_says_why(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(enabled=False)
+    response = admin_client.post(f"/admin/jobs/job/{job.pk}/run/", follow=True)
+    assert "is disabled; enable it before running it" in response.content.decode()
+    assert not Execution.objects.exists()
+
+
+def test_list_actions_run_enable_and_disable_through_services(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    jobs = [make_job(), make_job()]
+    ids = [job.pk for job in jobs]
+    admin_client.post(
+        "/admin/jobs/job/", {"action": "disable", "_selected_action": ids}
+    )
+    assert not Job.objects.filter(enabled=True).exists()
+    admin_client.post("/admin/jobs/job/", {"action": "enable", "_selected_action": ids})
+    assert Job.objects.filter(enabled=True).count() == 2
+    response = admin_client.post(
+        "/admin/jobs/job/", {"action": "run_now", "_selected_action": ids}, follow=True
+    )
+    assert "Started 2 job(s)." in response.content.decode()
+    assert Execution.objects.filter(trigger=Execution.Trigger.MANUAL).count() == 2
