@@ -66,10 +66,10 @@ class NoopRunner:
 def install_noop_runner(**_: Any) -> None:
     """In this benchmark's worker only: `task` jobs run the no-op runner in place
     (none other exist here), so a no-op execution needs no second Celery task."""
-    from jobs import services
+    from jobs.services import executions
 
-    real = services.get_runner
-    services.get_runner = lambda kind: NoopRunner() if kind == "task" else real(kind)
+    real = executions.get_runner
+    executions.get_runner = lambda kind: NoopRunner() if kind == "task" else real(kind)
 
 
 @app.task(name="bench.noop", ignore_result=True)

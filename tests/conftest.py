@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from jobs import control
 from jobs.models import App, Execution, Job, Schedule
 from karmchari_site import embedded
 from tests.tokens import make_token
@@ -32,7 +33,10 @@ def redis_server() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def fresh_redis_state() -> None:
     """Login throttles, failed-auth counts and cached stats live in Redis: each test
-    starts clean (job ids come back after a rolled-back test on SQLite)."""
+    starts clean (job ids come back after a rolled-back test on SQLite). So does the
+    thread's control subscription, as in a new worker thread: commands an earlier
+    test sent to an execution id that comes back must not reach this test's."""
+    control._drop_subscriber()
     cache.delete_pattern("*throttle_*")  # type: ignore[attr-defined]
     cache.delete_pattern("*authfail:*")  # type: ignore[attr-defined]
     cache.delete_pattern("*stats:*")  # type: ignore[attr-defined]

@@ -320,7 +320,7 @@ def test_it_links_dependent_jobs_by_the_seed_rules(curl: Client) -> None:
         parent,
         other,
     ]
-    # A parent's success runs its children (jobs/services.py _release_children).
+    # A parent's success runs its children (jobs/services/executions.py).
     execution = Execution.objects.create(
         job=Job.objects.get(uid=parent), status=Execution.Status.RUNNING
     )

@@ -122,7 +122,7 @@ def test_it_never_runs_a_lost_execution_when_the_broker_redelivers_it(
 ) -> None:
     execution = running_on(make_execution, "q@box1", job=make_job(max_retries=1))
     executions_recover_lost(agent=agent)
-    with mock.patch("jobs.services.get_runner") as get_runner:
+    with mock.patch("jobs.services.executions.get_runner") as get_runner:
         # acks_late: the dead worker's message comes back to another worker.
         assert services.execution_run(execution_id=execution.pk, worker="b@x") is None
     get_runner.assert_not_called()

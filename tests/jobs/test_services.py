@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs import services
 from jobs.models import Execution, Job
 from jobs.runners import Outcome
+from jobs.services import executions
 
 pytestmark = pytest.mark.django_db
 
@@ -150,7 +151,9 @@ def test_it_retries_a_failure_with_exponential_backoff_and_jitter(
 
     def run_and_get_retry(execution: Execution) -> Execution | None:
         with (
-            mock.patch("jobs.services.random.uniform", side_effect=lambda a, b: b),
+            mock.patch(
+                "jobs.services.executions.random.uniform", side_effect=lambda a, b: b
+            ),
             django_capture_on_commit_callbacks(execute=True),
         ):
             services.execution_run(execution_id=execution.pk, worker="w")
@@ -323,7 +326,7 @@ def test_a_claim_cut_short_by_a_dropped_connection_is_retried_whole(
 
     with (
         mock.patch.object(QuerySet, "get", flaky_get),
-        mock.patch("jobs.services.time.sleep"),
+        mock.patch("jobs.services.executions.time.sleep"),
         mock.patch("jobs.tasks.run_execution.apply_async"),
     ):
         services.execution_run(execution_id=execution.pk, worker="w")
@@ -343,7 +346,7 @@ def test_a_claim_committed_but_unanswered_is_taken_up_after_reconnecting(
 
     execution = make_execution()
     postgres = connection.vendor == "postgresql"
-    real = pgsql.claim if postgres else services._claim_orm
+    real = pgsql.claim if postgres else executions._claim_orm
     calls = {"n": 0}
 
     def answer_lost(**kwargs: Any) -> Execution | None:
@@ -355,9 +358,10 @@ def test_a_claim_committed_but_unanswered_is_taken_up_after_reconnecting(
 
     with (
         mock.patch(
-            "jobs.pgsql.claim" if postgres else "jobs.services._claim_orm", answer_lost
+            "jobs.pgsql.claim" if postgres else "jobs.services.executions._claim_orm",
+            answer_lost,
         ),
-        mock.patch("jobs.services.time.sleep"),
+        mock.patch("jobs.services.executions.time.sleep"),
         mock.patch("jobs.tasks.run_execution.apply_async"),
     ):
         services.execution_run(execution_id=execution.pk, worker="w")
@@ -387,7 +391,7 @@ def test_it_sends_buffered_runs_when_the_policy_stops_buffering(
     job = make_job(overlap_policy="buffer_all")
     held = Execution.objects.create(job=job)  # pending, never dispatched: buffered
     with (
-        mock.patch("jobs.services.executions_send") as send,
+        mock.patch("jobs.services.overlap.executions_send") as send,
         django_capture_on_commit_callbacks(execute=True),
     ):
         services.job_update(job=job, overlap_policy="allow_all")
@@ -444,7 +448,7 @@ def test_an_end_committed_but_unanswered_still_sets_off_what_follows(
     services.job_set_parents(job=child, parents=[parent])
     execution = Execution.objects.create(job=parent)
     postgres = connection.vendor == "postgresql"
-    real = pgsql.finish if postgres else services._finish_orm
+    real = pgsql.finish if postgres else executions._finish_orm
     calls = {"n": 0}
 
     def answer_lost(**kwargs: Any) -> bool:
@@ -454,10 +458,10 @@ def test_an_end_committed_but_unanswered_still_sets_off_what_follows(
             raise OperationalError("server closed the connection unexpectedly")
         return finished
 
-    target = "jobs.pgsql.finish" if postgres else "jobs.services._finish_orm"
+    target = "jobs.pgsql.finish" if postgres else "jobs.services.executions._finish_orm"
     with (
         mock.patch(target, answer_lost),
-        mock.patch("jobs.services.time.sleep"),
+        mock.patch("jobs.services.executions.time.sleep"),
         mock.patch("jobs.tasks.run_execution.apply_async") as sent,
     ):
         services.execution_run(execution_id=execution.pk, worker="w")

@@ -1,0 +1,187 @@
+"""What operators and external processes ask of a run: pause, resume and kill (the
+control bus, jobs/control.py, carries them to the worker), a retry by hand, and an
+external job's reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import (
+    transaction,
+)
+from django.utils import timezone
+
+from jobs import (
+    control,
+    logs,
+)
+from jobs.models import Execution, ExecutionEvent, Job
+from jobs.runners import PAUSABLE_KINDS, Outcome
+from jobs.services.base import Conflict, ServiceError, actor_name, event_actor
+from jobs.services.executions import (
+    execution_finish,
+    execution_runner_status,
+    execution_send_later,
+)
+from jobs.stats import stats_invalidate
+
+_CONTROL_STATES = {
+    "pause": Execution.DesiredState.PAUSE,
+    "resume": Execution.DesiredState.RUN,
+    "kill": Execution.DesiredState.KILL,
+}
+_PAST = {"pause": "paused", "resume": "resumed", "kill": "killed"}
+REPORTABLE_STATUSES = (
+    Execution.Status.RUNNING,
+    Execution.Status.PAUSED,
+    Execution.Status.SUCCEEDED,
+    Execution.Status.FAILED,
+    Execution.Status.KILLED,
+    Execution.Status.TIMED_OUT,
+)
+
+
+def execution_control(*, execution: Execution, action: str, user: Any) -> Execution:
+    """Ask for pause, resume or kill: stored as desired_state, published on Redis.
+
+    Answers at once; the owning worker acts within ~0.1 s (or, with Redis down,
+    KARMCHARI_CONTROL_DB_INTERVAL). A pending execution that is killed never starts.
+    """
+    if action not in _CONTROL_STATES:
+        raise ServiceError(f"Unknown action {action!r}: use pause, resume or kill.")
+    execution.refresh_from_db(fields=["status", "desired_state"])
+    if execution.is_finished:
+        raise Conflict(
+            f"Execution #{execution.pk} already finished ({execution.status}); "
+            f"it cannot be {_PAST[action]}."
+        )
+    kind = execution.job.kind
+    if action == "pause" and kind not in PAUSABLE_KINDS:
+        raise Conflict(f"Jobs of kind {kind!r} cannot be paused; kill them instead.")
+    if (
+        action == "resume"
+        and execution.status != Execution.Status.PAUSED
+        and execution.desired_state != Execution.DesiredState.PAUSE
+    ):
+        raise Conflict(f"Execution #{execution.pk} is not paused.")
+    desired = _CONTROL_STATES[action]
+    now = timezone.now()
+    with transaction.atomic():
+        if action == "kill" and (
+            Execution.objects.filter(
+                pk=execution.pk, status=Execution.Status.PENDING
+            ).update(
+                status=Execution.Status.KILLED,
+                desired_state=desired,
+                finished_at=now,
+                reason=f"Killed by {actor_name(user)} before it started.",
+            )
+        ):
+            ExecutionEvent.objects.create(
+                execution=execution,
+                action=action,
+                actor=event_actor(user),
+                detail="Was pending: it will not start.",
+            )
+        else:
+            changed = Execution.objects.filter(
+                pk=execution.pk, status__in=Execution.ACTIVE_STATUSES
+            ).update(desired_state=desired)
+            if not changed:
+                execution.refresh_from_db(fields=["status"])
+                raise Conflict(
+                    f"Execution #{execution.pk} already finished "
+                    f"({execution.status}); it cannot be {_PAST[action]}."
+                )
+            ExecutionEvent.objects.create(
+                execution=execution, action=action, actor=event_actor(user)
+            )
+            transaction.on_commit(
+                lambda: control.publish(
+                    execution_id=execution.pk, desired_state=desired
+                )
+            )
+    stats_invalidate(job_id=execution.job_id)
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_report(
+    *,
+    execution: Execution,
+    status: str,
+    user: Any,
+    output: str = "",
+    error: str = "",
+    exit_code: int | None = None,
+    reason: str = "",
+) -> Execution:
+    """Progress or the end of an external job, sent by the process running it."""
+    if execution.job.kind != Job.Kind.EXTERNAL:
+        raise Conflict("Only executions of external jobs report their own progress.")
+    if status not in REPORTABLE_STATUSES:
+        raise ServiceError(f"Cannot report status {status!r}.")
+    execution.refresh_from_db()
+    if execution.is_finished:
+        raise Conflict(
+            f"Execution #{execution.pk} already finished ({execution.status})."
+        )
+    if output:
+        logs.log_append(execution_id=execution.pk, data=output.encode())
+    if status in Execution.FINAL_STATUSES:
+        with transaction.atomic():
+            ExecutionEvent.objects.create(
+                execution=execution,
+                action=ExecutionEvent.Action.REPORT,
+                actor=event_actor(user),
+                detail=f"Reported {status}.",
+            )
+        outcome = Outcome(
+            status=status,
+            exit_code=exit_code,
+            output=logs.log_tail_text(execution_id=execution.pk),
+            error=error,
+            reason=reason,
+        )
+        return execution_finish(execution=execution, outcome=outcome)
+    if status != execution.status:
+        execution_runner_status(execution_id=execution.pk, status=status)
+        ExecutionEvent.objects.create(
+            execution=execution,
+            action=ExecutionEvent.Action.REPORT,
+            actor=event_actor(user),
+            detail=f"Reported {status}.",
+        )
+        stats_invalidate(job_id=execution.job_id)
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_retry(*, execution: Execution, user: Any) -> Execution:
+    """Run a finished execution again now, by hand (whatever max_retries says)."""
+    execution.refresh_from_db(fields=["status"])
+    if not execution.is_finished:
+        raise Conflict(
+            f"Execution #{execution.pk} is still {execution.status}; "
+            "kill it or wait for it to finish before retrying."
+        )
+    if not execution.job.enabled:
+        raise Conflict(f"Job {execution.job.name!r} is disabled; enable it first.")
+    with transaction.atomic():
+        retry = Execution.objects.create(
+            job=execution.job,
+            trigger=Execution.Trigger.RETRY,
+            attempt=execution.attempt + 1,
+            retry_of=execution,
+            parameters=execution.parameters,
+            dispatched_at=timezone.now(),
+        )
+        ExecutionEvent.objects.create(
+            execution=execution,
+            action=ExecutionEvent.Action.RETRY,
+            actor=event_actor(user),
+            detail=f"Retried as #{retry.pk}.",
+        )
+        transaction.on_commit(lambda: execution_send_later(execution=retry, delay=0.0))
+    stats_invalidate(job_id=execution.job_id)
+    return retry

@@ -1,0 +1,174 @@
+"""Jobs: their specs and secrets, their parents (dependencies), deleting them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import (
+    transaction,
+)
+from django.utils import timezone
+
+from jobs.models import App, Job
+from jobs.runners import SpecError, get_runner
+from jobs.secrets import (
+    job_secrets_set,
+    spec_split_secrets,
+)
+from jobs.services.base import DependencyCycle
+from jobs.services.overlap import (
+    BUFFERING_POLICIES,
+    execution_kill_active,
+    executions_send_buffered,
+)
+from jobs.services.schedules import schedules_announce_change, schedules_fire
+from jobs.stats import stats_invalidate
+
+
+def job_clean_spec(*, kind: str, spec: Any) -> dict[str, Any]:
+    """The spec as the runner for `kind` will read it; SpecError if it cannot run."""
+    runner = get_runner(kind)
+    if runner is None:
+        raise SpecError({"kind": f"Jobs of kind {kind!r} are not supported yet."})
+    return runner.validate(spec)
+
+
+def job_create(
+    *,
+    app: App,
+    name: str,
+    spec: Any,
+    kind: str = Job.Kind.SHELL,
+    secrets: Mapping[str, str | None] | None = None,
+    **fields: Any,
+) -> Job:
+    parents = fields.pop("parents", None)
+    job = Job(app=app, name=name, kind=kind, spec=spec)
+    for field, value in fields.items():
+        setattr(job, field, value)
+    return job_insert(job=job, parents=parents, secrets=secrets)
+
+
+def job_insert(
+    *,
+    job: Job,
+    parents: list[Job] | None = None,
+    secrets: Mapping[str, str | None] | None = None,
+) -> Job:
+    """Save a new job built elsewhere (job_create, the admin's add form): its spec
+    cleaned, and any secret-looking values in it moved to its secrets."""
+    spec = job_clean_spec(kind=job.kind, spec=job.spec)
+    job.spec, split = spec_split_secrets(kind=job.kind, spec=spec)
+    with transaction.atomic():
+        job.save()
+        if parents is not None:
+            job_set_parents(job=job, parents=parents)
+        if split or secrets:
+            job_secrets_set(job=job, secrets={**split, **(secrets or {})})
+    stats_invalidate(job_id=None)
+    return job
+
+
+def job_update(
+    *,
+    job: Job,
+    secrets: Mapping[str, str | None] | None = None,
+    replace_secrets: bool = False,
+    **fields: Any,
+) -> Job:
+    """Change a job. `secrets` sets (None deletes, SECRET_MASK keeps) the named
+    secrets; `replace_secrets` deletes the others. Secret-looking values in a new
+    spec move to the secrets, as with job_insert."""
+    parents = fields.pop("parents", None)
+    split: dict[str, str] = {}
+    if "kind" in fields or "spec" in fields:
+        kind = fields.get("kind", job.kind)
+        spec = job_clean_spec(kind=kind, spec=fields.get("spec", job.spec))
+        fields["spec"], split = spec_split_secrets(kind=kind, spec=spec)
+    was_enabled = job.enabled
+    for field, value in fields.items():
+        setattr(job, field, value)
+    with transaction.atomic():
+        if parents is not None:
+            job_set_parents(job=job, parents=parents)
+        job.save(update_fields=[*fields, "updated"])
+        if split or secrets or replace_secrets:
+            job_secrets_set(
+                job=job, secrets={**split, **(secrets or {})}, replace=replace_secrets
+            )
+        if job.enabled and not was_enabled:
+            # Its schedules stood still while it was disabled: settle those slots by
+            # each schedule's misfire policy now, rather than as a burst next tick.
+            rows = list(
+                job.schedules.filter(enabled=True, next_run_at__lte=timezone.now())
+                .select_related("job__app")
+                .select_for_update()
+            )
+            if rows:
+                schedules_fire(rows, now=timezone.now(), late_reason="job was disabled")
+        if "overlap_policy" in fields and job.overlap_policy not in BUFFERING_POLICIES:
+            # Ends of runs only look for buffered runs under a buffering policy:
+            # send those held back under the old one now.
+            executions_send_buffered(job=job)
+    if parents is not None:
+        stats_invalidate(job_id=job.pk)
+    if "enabled" in fields:
+        schedules_announce_change()
+    return job
+
+
+def job_parents_cycle(*, job: Job | None, parents: list[Job]) -> str | None:
+    """Why these parents would make a dependency cycle for `job`, or None."""
+    if job is None or job.pk is None:
+        return None  # a new job has no children yet
+    if any(parent.pk == job.pk for parent in parents):
+        return "A job cannot depend on itself."
+    links = Job.parents.through.objects
+    seen: set[int] = set()
+    frontier = {parent.pk for parent in parents}
+    while frontier:
+        if job.pk in frontier:
+            return f"Job {job.name!r} would depend on itself through its parents."
+        seen |= frontier
+        frontier = (
+            set(
+                links.filter(from_job_id__in=frontier).values_list(
+                    "to_job_id", flat=True
+                )
+            )
+            - seen
+        )
+    return None
+
+
+def job_set_parents(*, job: Job, parents: list[Job]) -> Job:
+    if why := job_parents_cycle(job=job, parents=parents):
+        raise DependencyCycle(why)
+    job.parents.set(parents)
+    return job
+
+
+def job_delete(*, job: Job) -> list[int]:
+    """Delete a job and, by Kala's rule, every child left with no other parent (and
+    theirs, and so on). Their running executions are asked to stop first. Answers the
+    primary keys deleted."""
+    with transaction.atomic():
+        doomed: list[Job] = [job]
+        seen = {job.pk}
+        index = 0
+        while index < len(doomed):
+            current = doomed[index]
+            index += 1
+            for child in current.children.prefetch_related("parents").order_by("pk"):
+                if child.pk in seen:
+                    continue
+                if {parent.pk for parent in child.parents.all()} <= seen:
+                    doomed.append(child)
+                    seen.add(child.pk)
+        for each in doomed:
+            execution_kill_active(job_id=each.pk, immediate=True)
+        Job.objects.filter(pk__in=seen).delete()
+    stats_invalidate(job_id=None)
+    schedules_announce_change()
+    return [each.pk for each in doomed]
