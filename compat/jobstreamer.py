@@ -38,6 +38,7 @@ from jobs import schedules, services
 from jobs.models import App, Execution, Job, slug_validator, validate_not_reserved
 from jobs.runners import SpecError
 from jobs.runners.batch import NOT_RUNNABLE
+from karmchari_site.nul import REFUSED, contains_nul
 
 logger = logging.getLogger(__name__)
 
@@ -137,17 +138,15 @@ def read_body(request: HttpRequest) -> Any:
         raise Problem(400, "The body is larger than 1 MiB.")
     if not request.body.strip():
         return None
-    if media == EDN:
-        try:
-            return edn.loads(request.body)
-        except edn.EdnError as exc:
-            raise Problem(
-                400, f"IOException: cannot read the EDN body: {exc}"
-            ) from None
     try:
-        return json.loads(request.body)
+        body = edn.loads(request.body) if media == EDN else json.loads(request.body)
+    except edn.EdnError as exc:
+        raise Problem(400, f"IOException: cannot read the EDN body: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Problem(400, f"IOException: cannot read the JSON body: {exc}") from None
+    if contains_nul(body):
+        raise Problem(400, f"IOException: cannot read the body: {REFUSED}")
+    return body
 
 
 def _body_map(request: HttpRequest) -> dict[str, Any]:

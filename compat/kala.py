@@ -39,6 +39,7 @@ from compat.security import (
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, Schedule, slug_validator
 from jobs.runners import SpecError
+from karmchari_site.nul import REFUSED, contains_nul
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +229,8 @@ def decode(body: bytes) -> dict[str, Any]:
         data = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise KalaError(f"invalid JSON: {exc}") from None
+    if contains_nul(data):
+        raise KalaError(f"invalid JSON: {REFUSED}")
     if data is None:
         data = {}
     if not isinstance(data, dict):

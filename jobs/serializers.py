@@ -16,6 +16,7 @@ from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.runners.http import placeholder_names
 from jobs.secrets import SecretError, clean_secrets
+from karmchari_site.nul import NUL
 
 
 def _request_user(context: dict[str, Any]) -> Any:
@@ -44,7 +45,17 @@ class AppScopedField:
         return access.restrict(queryset, _request_user(context), self.app_path)
 
 
-class AppField(AppScopedField, serializers.SlugRelatedField[App]):
+class SlugLookupField(serializers.SlugRelatedField[Any]):
+    """A lookup by name that answers "invalid" for a name no row can have (one with
+    a NUL, which PostgreSQL would refuse with an error instead of "not found")."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str) and NUL in data:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class AppField(AppScopedField, SlugLookupField):
     app_path = ""
 
 
@@ -53,7 +64,7 @@ class JobField(AppScopedField, serializers.PrimaryKeyRelatedField[Job]):
 
 
 class AppSerializer(serializers.ModelSerializer[App]):
-    users = serializers.SlugRelatedField(
+    users = SlugLookupField(
         slug_field=get_user_model().USERNAME_FIELD,
         queryset=get_user_model().objects.all(),
         many=True,
@@ -61,7 +72,7 @@ class AppSerializer(serializers.ModelSerializer[App]):
         help_text="Usernames that see and act on the app's jobs (per-app access); "
         "writing takes jobs.change_app.",
     )
-    groups = serializers.SlugRelatedField(
+    groups = SlugLookupField(
         slug_field="name",
         queryset=Group.objects.all(),
         many=True,

@@ -44,6 +44,7 @@ from jobs.services.base import Conflict
 from jobs.services.outbox import execution_send, executions_send
 from jobs.services.overlap import BUFFERING_POLICIES, execution_release_buffered
 from jobs.stats import stats_invalidate
+from karmchari_site.nul import replace_nul
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +174,13 @@ def execution_finish(
     an end whose commit went through but whose answer was lost is recognised by its
     stamp, and what follows it still happens (its counters were in that commit)."""
     now = now or timezone.now()
+    # What a job prints may hold NUL bytes, which PostgreSQL text cannot.
     ended = {
         "status": outcome.status,
         "exit_code": outcome.exit_code,
-        "output": outcome.output,
-        "error": outcome.error,
-        "reason": outcome.reason,
+        "output": replace_nul(outcome.output),
+        "error": replace_nul(outcome.error),
+        "reason": replace_nul(outcome.reason),
         "finished_at": now,
         **(
             {"paused_seconds": outcome.paused_seconds} if outcome.paused_seconds else {}

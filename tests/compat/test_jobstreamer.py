@@ -214,6 +214,8 @@ def test_it_updates_and_deletes_a_job(curl: Client, app: str) -> None:
         '{:job/name "x"',
         "[1 2]",
         "{:job/name 5}",
+        # PostgreSQL cannot store a NUL.
+        '{:job/name "MyShell" :steps [{:id "s1" :batchlet {:command "echo \x00"}}]}',
     ],
 )
 def test_it_refuses_a_bad_job(curl: Client, app: str, body: str) -> None:

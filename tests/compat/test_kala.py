@@ -286,6 +286,7 @@ def test_it_keeps_free_text_and_duplicate_names(curl: Client) -> None:
         {"name": "x", "command": "true", "schedule": "R2/2099-01-01T00:00:00Z/PT0S"},
         {"name": "x", "command": "true", "schedule": SCHEDULE, "epsilon": "5s"},
         {"name": "x", "command": "true", "parent_jobs": [str(uuid.uuid4())]},
+        {"name": "a\x00b", "command": "true"},  # PostgreSQL cannot store a NUL
     ],
 )
 def test_it_refuses_bad_input_with_400_and_stores_nothing(
@@ -359,7 +360,9 @@ def test_it_starts_enables_and_disables(curl: Client) -> None:
         ("post", "/api/v1/job/disable/{}/"),
     ],
 )
-@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "stats"])
+@pytest.mark.parametrize(
+    "job_id", ["13de9f64-1041-4639-b07b-088ca190e0e5", "not-a-uuid", "stats"]
+)
 def test_it_answers_404_with_an_empty_body_for_unknown_ids(
     curl: Client, method: str, path: str, job_id: str
 ) -> None:
