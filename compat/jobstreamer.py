@@ -38,7 +38,7 @@ from jobs import schedules, services
 from jobs.models import App, Execution, Job, slug_validator, validate_not_reserved
 from jobs.runners import SpecError
 from jobs.runners.batch import NOT_RUNNABLE
-from karmchari_site.nul import REFUSED, contains_nul
+from karmchari_site.text import unstorable_path
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ def read_body(request: HttpRequest) -> Any:
         raise Problem(400, f"IOException: cannot read the EDN body: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Problem(400, f"IOException: cannot read the JSON body: {exc}") from None
-    if contains_nul(body):
-        raise Problem(400, f"IOException: cannot read the body: {REFUSED}")
+    if found := unstorable_path(body):
+        raise Problem(400, f"IOException: cannot read the body: {found[1]}")
     return body
 
 

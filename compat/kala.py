@@ -39,7 +39,7 @@ from compat.security import (
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, Schedule, slug_validator
 from jobs.runners import SpecError
-from karmchari_site.nul import REFUSED, contains_nul
+from karmchari_site.text import unstorable_path
 
 logger = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ def decode(body: bytes) -> dict[str, Any]:
         data = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise KalaError(f"invalid JSON: {exc}") from None
-    if contains_nul(data):
-        raise KalaError(f"invalid JSON: {REFUSED}")
+    if found := unstorable_path(data):
+        raise KalaError(f"invalid JSON: {found[1]}")
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import parsers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import ParseError, ValidationError
 
-from karmchari_site.nul import REFUSED, contains_nul
+from karmchari_site.text import unstorable_path
 
 
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, plus two clear 400s where DRF would let a 500 through: a
-    body nested too deeply for Python's decoder (a RecursionError), and a NUL
-    (U+0000) in any string, which PostgreSQL cannot store (karmchari_site/nul.py)."""
+    body nested too deeply for Python's decoder (a RecursionError), and text
+    PostgreSQL cannot store (a NUL or a lone surrogate; karmchari_site/text.py),
+    named by the field holding it, as the field's own validation would."""
 
     def parse(
         self,
@@ -27,6 +28,14 @@ class JSONParser(parsers.JSONParser):
             raise ParseError(
                 "JSON parse error - the body is nested too deeply."
             ) from None
-        if contains_nul(data):
-            raise ParseError(f"JSON parse error - {REFUSED}")
-        return data
+        found = unstorable_path(data)
+        if found is None:
+            return data
+        path, why = found
+        if not path:
+            raise ParseError(f"JSON parse error - {why}")
+        # Named like a field's own error: {"secrets": {"TOKEN": ["..."]}}.
+        detail: Any = [why]
+        for key in reversed(path):
+            detail = {key: detail}
+        raise ValidationError(detail)

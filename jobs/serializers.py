@@ -16,7 +16,7 @@ from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.runners.http import placeholder_names
 from jobs.secrets import SecretError, clean_secrets
-from karmchari_site.nul import NUL
+from karmchari_site.text import unstorable
 
 
 def _request_user(context: dict[str, Any]) -> Any:
@@ -46,11 +46,11 @@ class AppScopedField:
 
 
 class SlugLookupField(serializers.SlugRelatedField[Any]):
-    """A lookup by name that answers "invalid" for a name no row can have (one with
-    a NUL, which PostgreSQL would refuse with an error instead of "not found")."""
+    """A lookup by name that answers "invalid" for a name no row can have (text
+    PostgreSQL would refuse with an error instead of "not found")."""
 
     def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, str) and NUL in data:
+        if isinstance(data, str) and unstorable(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 

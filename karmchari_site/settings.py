@@ -67,8 +67,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # Before anything reads the query or the form: PostgreSQL cannot hold a NUL.
-    "karmchari_site.nul.RefuseNulMiddleware",
+    # Before anything reads the query or the form: text PostgreSQL cannot hold.
+    "karmchari_site.text.RefuseUnstorableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

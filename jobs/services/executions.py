@@ -44,7 +44,7 @@ from jobs.services.base import Conflict
 from jobs.services.outbox import execution_send, executions_send
 from jobs.services.overlap import BUFFERING_POLICIES, execution_release_buffered
 from jobs.stats import stats_invalidate
-from karmchari_site.nul import replace_nul
+from karmchari_site.text import storable
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +178,9 @@ def execution_finish(
     ended = {
         "status": outcome.status,
         "exit_code": outcome.exit_code,
-        "output": replace_nul(outcome.output),
-        "error": replace_nul(outcome.error),
-        "reason": replace_nul(outcome.reason),
+        "output": storable(outcome.output),
+        "error": storable(outcome.error),
+        "reason": storable(outcome.reason),
         "finished_at": now,
         **(
             {"paused_seconds": outcome.paused_seconds} if outcome.paused_seconds else {}

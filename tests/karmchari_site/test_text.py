@@ -1,6 +1,6 @@
-"""NUL characters (karmchari_site/nul.py): refused in requests with a 400 saying why,
-replaced in what runs print. PostgreSQL cannot store them; on SQLite the same
-answers keep the two databases alike."""
+"""Unstorable text (karmchari_site/text.py): NUL and lone surrogates are refused in
+requests with a 400 saying what and where, and replaced in what runs print.
+PostgreSQL cannot store them; on SQLite the same answers keep the two alike."""
 
 from __future__ import annotations
 
@@ -13,20 +13,33 @@ from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.models import App, Job
-from karmchari_site.nul import contains_nul, replace_nul
+from karmchari_site.text import storable, unstorable, unstorable_path
 
 pytestmark = pytest.mark.django_db
 
 
-def test_it_finds_a_nul_anywhere_in_parsed_data() -> None:
-    assert contains_nul({"a": [1, {"b": ("x", "y\x00")}]})
-    assert contains_nul({"k\x00": 1})
-    assert not contains_nul({"a": [1, 2.5, None, True, {"b": "plain"}]})
+def test_it_says_why_text_cannot_be_stored() -> None:
+    assert unstorable("plain é ✓ 🙂") is None
+    assert unstorable("a\x00") == "Text must not contain NUL (U+0000) characters."
+    assert unstorable("a\ud800") == (
+        "Text must not contain surrogate characters (U+D800)."
+    )
 
 
-def test_it_replaces_nul_with_the_replacement_character() -> None:
-    assert replace_nul("a\x00b\x00") == "a\ufffdb\ufffd"
-    assert replace_nul("plain") == "plain"
+def test_it_finds_unstorable_text_anywhere_in_parsed_data() -> None:
+    why = "Text must not contain NUL (U+0000) characters."
+    assert unstorable_path({"a": [1, {"b": ("x", "y\x00")}]}) == (
+        ["a", "1", "b", "1"],
+        why,
+    )
+    assert unstorable_path({"k\x00": 1}) == (["k\x00"], why)
+    assert unstorable_path("a\x00") == ([], why)
+    assert unstorable_path({"a": [1, 2.5, None, True, {"b": "plain"}]}) is None
+
+
+def test_it_replaces_unstorable_characters_with_the_replacement_character() -> None:
+    assert storable("a\x00b\udfff") == "a\ufffdb\ufffd"
+    assert storable("plain") == "plain"
 
 
 @pytest.mark.parametrize(
@@ -63,14 +76,17 @@ def test_it_refuses_a_nul_in_a_form_body_and_stores_nothing(
     assert not Job.objects.exists()
 
 
-def test_it_refuses_a_nul_in_a_json_body_and_stores_nothing(
-    api: APIClient, make_app: Callable[..., App]
+@pytest.mark.parametrize(
+    ("text", "why"), [("echo \x00", "NUL (U+0000)"), ("echo \ud800", "(U+D800)")]
+)
+def test_it_refuses_unstorable_text_in_a_json_body_naming_the_field(
+    api: APIClient, make_app: Callable[..., App], text: str, why: str
 ) -> None:
     make_app("ops")
-    body = {"app": "ops", "name": "x", "spec": {"command": "echo \x00"}}
+    body = {"app": "ops", "name": "x", "spec": {"command": text}}
     response = api.post("/api/jobs/", json.dumps(body), content_type="application/json")
     assert response.status_code == 400
-    assert "NUL (U+0000)" in response.json()["detail"]
+    assert why in response.json()["spec"]["command"][0]
     assert not Job.objects.exists()
 
 

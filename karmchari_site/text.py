@@ -1,0 +1,85 @@
+"""Text no database here can hold: NUL (U+0000) and lone surrogates (U+D800-U+DFFF).
+
+PostgreSQL text and jsonb refuse both (and psycopg cannot even encode a surrogate):
+a query or a write carrying one fails with a DataError, which would answer 500, or,
+for a run's output, leave the run unrecorded. Input is refused at the door with a
+400 saying what and where: the URL, the query string and form bodies by
+`RefuseUnstorableMiddleware`, JSON bodies by the API's parser (jobs/parsers.py) and
+the compat adapters, other fields by the serializers' own validators. What a job
+prints is not refused but kept readable: `storable()` turns each such character into
+U+FFFD, as a decoder does with bytes it cannot read.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable(text: str) -> str | None:
+    """Why `text` cannot be stored, or None."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "Text must not contain NUL (U+0000) characters."
+    return f"Text must not contain surrogate characters (U+{ord(found.group()):04X})."
+
+
+def unstorable_path(value: Any) -> tuple[list[str], str] | None:
+    """Where the first unstorable text is in parsed data, and why: the keys (list
+    positions as text) down to the string holding it ([] for the value itself); a
+    key that is itself unstorable ends the path. None when all is storable."""
+    stack: list[tuple[list[str], Any]] = [([], value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if why := unstorable(item):
+                return path, why
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and (why := unstorable(key)):
+                    return [*path, key], why
+                stack.append(([*path, str(key)], child))
+        elif isinstance(item, list | tuple):
+            stack.extend(([*path, str(i)], child) for i, child in enumerate(item))
+    return None
+
+
+def storable(text: str) -> str:
+    """`text` with each unstorable character replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
+
+
+class RefuseUnstorableMiddleware:
+    """400 for unstorable text in the path, the query string or a form body."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        found = self._found(request)
+        if found:
+            why, where = found
+            return HttpResponseBadRequest(
+                f"{why} Found in the {where}.", content_type="text/plain"
+            )
+        return self.get_response(request)
+
+    @staticmethod
+    def _found(request: HttpRequest) -> tuple[str, str] | None:
+        if why := unstorable(request.path):
+            return why, "URL"
+        if found := unstorable_path(dict(request.GET.lists())):
+            return found[1], "query string"
+        # Only url-encoded bodies: reading a multipart one here would consume the
+        # stream the view parses (its fields are checked by their serializers).
+        form = request.content_type == "application/x-www-form-urlencoded"
+        if form and (found := unstorable_path(dict(request.POST.lists()))):
+            return found[1], "form body"
+        return None
