@@ -81,9 +81,12 @@ def test_it_counts_executions_durations_agents_and_queue_depth(
     make_app: Callable[..., App],
     make_job: Callable[..., Job],
     django_capture_on_commit_callbacks: Callable,
+    queue: str,  # noqa: F811
 ) -> None:
     app = make_app("ops")
-    job = make_job(app=app, name="backup", queue="metrics-test-queue")
+    # A queue of its own (the fixture): a broker that outlives test runs (RabbitMQ)
+    # keeps the messages of earlier runs.
+    job = make_job(app=app, name="backup", queue=queue)
     with django_capture_on_commit_callbacks(execute=True):
         for status, seconds in [("succeeded", 0.3), ("succeeded", 20), ("failed", 2)]:
             finish(Execution.objects.create(job=job), status, seconds)
@@ -107,7 +110,7 @@ def test_it_counts_executions_durations_agents_and_queue_depth(
     assert 22 < samples[(f"{duration}_sum", labels)] < 23
     assert samples[("karmchari_agents", (("status", "online"),))] == 1
     assert samples[("karmchari_agents", (("status", "offline"),))] == 1
-    depth = ("karmchari_queue_depth", (("queue", "metrics-test-queue"),))
+    depth = ("karmchari_queue_depth", (("queue", queue),))
     assert samples[depth] == 1
 
 
