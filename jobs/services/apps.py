@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import (
-    transaction,
-)
+from django.db import transaction
 
-from jobs import (
-    access,
-)
+from jobs import access
 from jobs.models import App
 
 

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import (
-    transaction,
-)
+from django.db import transaction
 from django.utils import timezone
 
-from jobs import (
-    control,
-    logs,
-)
+from jobs import control, logs
 from jobs.models import Execution, ExecutionEvent, Job
 from jobs.runners import PAUSABLE_KINDS, Outcome
 from jobs.services.base import Conflict, ServiceError, actor_name, event_actor

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import (
-    IntegrityError,
-    transaction,
-)
+from django.db import IntegrityError, transaction
 
 from jobs.models import App, Execution, Job, Schedule
 from jobs.services.apps import app_create

@@ -24,22 +24,10 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from agents.models import Agent
-from jobs import (
-    control,
-    logs,
-    metrics,
-    notifications,
-    pgsql,
-    redis_batch,
-)
+from jobs import control, logs, metrics, notifications, pgsql, redis_batch
 from jobs.models import Execution, Job, JobSecret
 from jobs.runners import Outcome, RunContext, get_runner
-from jobs.secrets import (
-    OutputMasker,
-    SecretError,
-    job_secrets_reveal,
-    mask_text,
-)
+from jobs.secrets import OutputMasker, SecretError, job_secrets_reveal, mask_text
 from jobs.services.base import Conflict
 from jobs.services.outbox import execution_send, executions_send
 from jobs.services.overlap import BUFFERING_POLICIES, execution_release_buffered

@@ -5,17 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import (
-    transaction,
-)
+from django.db import transaction
 from django.utils import timezone
 
 from jobs.models import App, Job
 from jobs.runners import SpecError, get_runner
-from jobs.secrets import (
-    job_secrets_set,
-    spec_split_secrets,
-)
+from jobs.secrets import job_secrets_set, spec_split_secrets
 from jobs.services.base import DependencyCycle
 from jobs.services.overlap import (
     BUFFERING_POLICIES,

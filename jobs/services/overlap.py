@@ -6,14 +6,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from django.db import (
-    transaction,
-)
+from django.db import transaction
 from django.utils import timezone
 
-from jobs import (
-    control,
-)
+from jobs import control
 from jobs.models import Execution, Job
 from jobs.services.outbox import executions_send
 

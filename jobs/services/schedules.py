@@ -12,18 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import (
-    IntegrityError,
-    connection,
-    transaction,
-)
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_redis import get_redis_connection
 
-from jobs import (
-    firing,
-    schedules,
-)
+from jobs import firing, schedules
 from jobs.models import Execution, Job, Schedule
 from jobs.services.outbox import executions_send
 from jobs.services.overlap import (
