@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django_filters.fields import IsoDateTimeField
 
 from jobs import access
 from jobs.models import Execution, Job, Schedule
@@ -21,6 +24,27 @@ def _schedules(request: Any) -> QuerySet[Schedule]:
     )
 
 
+class InstantField(IsoDateTimeField):
+    """An ISO 8601 instant, taken in UTC. Python (and ISO 8601) allow UTC offsets up to
+    23:59, PostgreSQL only up to 15:59: sent as given, "-23:39" would be a database
+    error (a 500) instead of a comparison."""
+
+    def to_python(self, value: Any) -> datetime | None:
+        parsed: datetime | None = super().to_python(value)
+        if parsed is None or parsed.tzinfo is None:
+            return parsed
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError(
+                "Enter a date and time within years 1 to 9999.", code="invalid"
+            ) from None
+
+
+class InstantFilter(django_filters.IsoDateTimeFilter):
+    field_class = InstantField
+
+
 class JobFilter(django_filters.FilterSet):
     app = django_filters.CharFilter(field_name="app__name")
 
@@ -34,12 +58,8 @@ class ExecutionFilter(django_filters.FilterSet):
     schedule = django_filters.ModelChoiceFilter(queryset=_schedules)
     app = django_filters.CharFilter(field_name="job__app__name")
     status = django_filters.MultipleChoiceFilter(choices=Execution.Status.choices)
-    created_after = django_filters.IsoDateTimeFilter(
-        field_name="created", lookup_expr="gte"
-    )
-    created_before = django_filters.IsoDateTimeFilter(
-        field_name="created", lookup_expr="lt"
-    )
+    created_after = InstantFilter(field_name="created", lookup_expr="gte")
+    created_before = InstantFilter(field_name="created", lookup_expr="lt")
 
     class Meta:
         model = Execution
