@@ -31,6 +31,19 @@ def redis_server() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def fast_passwords(request: pytest.FixtureRequest, settings: Any) -> None:
+    """Test users' passwords hashed with MD5, not PBKDF2 (0.3 s a user, paid by every
+    test that makes one). Not where a child process (a worker, a web server) checks
+    a password the test made: it knows only the real hashers."""
+    if any(
+        request.node.get_closest_marker(marker)
+        for marker in ("integration", "chaos", "browser")
+    ):
+        return
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def fresh_redis_state() -> None:
     """Login throttles, failed-auth counts and cached stats live in Redis: each test
     starts clean (job ids come back after a rolled-back test on SQLite). So does the

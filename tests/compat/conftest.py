@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -18,9 +17,3 @@ def basic(username: str, password: str) -> str:
 def curl(admin_user: User) -> Client:
     """A client that sends `-u admin:password` on every request, as curl -u does."""
     return Client(HTTP_AUTHORIZATION=basic("admin", "password"))
-
-
-@pytest.fixture(autouse=True)
-def fast_passwords(settings: Any) -> None:
-    """Basic auth checks the password on every request: hash it cheaply here."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
