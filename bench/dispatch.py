@@ -1,7 +1,7 @@
 """Dispatch: no-op executions per second against bare Celery no-op tasks per second.
 
 One real Celery worker (prefork, same settings and concurrency for all) on a queue
-and a Redis DB of the run's own. In alternating rounds it measures:
+and a Redis DB of the run's own. In alternating rounds it measures, in this order:
 
 - celery: `bench.noop` tasks (defined here; each only INCRs a Redis counter so the
   run can see it finish) sent with one producer, until the worker has run them all;
@@ -9,16 +9,21 @@ and a Redis DB of the run's own. In alternating rounds it measures:
   worker maps `task` jobs to NoopRunner), from the service call until every
   execution is recorded finished in the database: the engine's whole path (create,
   send, claim, control listener, live log, finish, stats, dependants) and nothing else;
-- ours (shell): the same for a shell job `true` (adds fork/exec and supervision);
 - floor: what any durably recorded run costs at least: insert a pending row, send a
   task that claims it and marks it finished (two conditional UPDATEs), nothing else,
-  each a prepared statement on PostgreSQL.
+  each a prepared statement on PostgreSQL;
+- ours (shell): as ours (no-op) for a shell job `true` (adds fork/exec and supervision);
 
 It also measures, in this process, the shell runner's overhead over a bare fork/exec:
 `ShellRunner.run` of `true` against `subprocess.run(["/bin/true"])`.
 
-    .venv/bin/python bench/dispatch.py            # 3 rounds: 2,000 tasks, 1,000 runs
-    .venv/bin/python bench/dispatch.py --quick    # 2 rounds: 600 tasks, 300 runs
+    .venv/bin/python bench/dispatch.py            # 5 rounds: 2,000 tasks, 1,000 runs
+    .venv/bin/python bench/dispatch.py --quick    # 3 rounds: 600 tasks, 300 runs
+
+Each ratio is taken within a round (ours against the Celery run just before it, on
+the same machine a few seconds apart) and the median over rounds is reported, with
+the lowest and highest: this machine's speed drifts between rounds, and a ratio of
+medians taken from different rounds mixes that drift in.
 
 Targets (DESIGN.md "Quality bars"): ratio (no-op executions / Celery tasks) >= 0.5;
 shell overhead <= 5 ms.
@@ -218,7 +223,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     rounds, n_celery, n_ours, n_shell = (
-        (2, 600, 300, 100) if args.quick else (3, 2000, 1000, 500)
+        (3, 600, 300, 100) if args.quick else (5, 2000, 1000, 500)
     )
 
     from bench.lib.common import Worker, bench_environment, setup_django
@@ -259,8 +264,8 @@ def main() -> None:
         )
         rates: dict[str, list[float]] = {
             "celery": [],
-            "floor": [],
             "noop": [],
+            "floor": [],
             "shell": [],
         }
         try:
@@ -272,8 +277,8 @@ def main() -> None:
             worker.check()
             for i in range(rounds):
                 rates["celery"].append(run_celery(n_celery, queue, counter, key))
-                rates["floor"].append(run_floor(n_ours, noop_job))
                 rates["noop"].append(run_ours(n_ours, noop_job))
+                rates["floor"].append(run_floor(n_ours, noop_job))
                 rates["shell"].append(run_ours(n_ours, shell_job))
                 print(
                     f"round {i + 1}: "
@@ -286,18 +291,23 @@ def main() -> None:
             counter.delete(key)
         shell = shell_overhead(n_shell)
 
-    celery_per_s = statistics.median(rates["celery"])
-    ours_per_s = statistics.median(rates["noop"])
-    shell_per_s = statistics.median(rates["shell"])
-    floor_per_s = statistics.median(rates["floor"])
+    def ratios(name: str) -> list[float]:
+        """Per round: `name`'s rate over that round's Celery rate."""
+        return [
+            ours / celery
+            for ours, celery in zip(rates[name], rates["celery"], strict=True)
+        ]
+
     figures = {
-        "ours_per_s": ours_per_s,
-        "celery_per_s": celery_per_s,
-        "ratio": ours_per_s / celery_per_s,
-        "floor_per_s": floor_per_s,
-        "floor_ratio": floor_per_s / celery_per_s,
-        "ours_shell_per_s": shell_per_s,
-        "shell_ratio": shell_per_s / celery_per_s,
+        "ours_per_s": statistics.median(rates["noop"]),
+        "celery_per_s": statistics.median(rates["celery"]),
+        "ratio": statistics.median(ratios("noop")),
+        "ratio_min": min(ratios("noop")),
+        "ratio_max": max(ratios("noop")),
+        "floor_per_s": statistics.median(rates["floor"]),
+        "floor_ratio": statistics.median(ratios("floor")),
+        "ours_shell_per_s": statistics.median(rates["shell"]),
+        "shell_ratio": statistics.median(ratios("shell")),
         **shell,
         "concurrency": args.concurrency,
     }
