@@ -3,13 +3,19 @@ the run.
 
 The database holds the truth (`Execution.desired_state`); Redis pub/sub only makes it
 fast. A service sets the desired state and, after commit, publishes "<id> <state>" on
-the installation's one control channel. Each worker thread subscribes to it once,
-before its first claim reads the desired state from the database (so a command sent
-in between is not lost), and keeps that subscription for all its runs: a run costs no
-Redis command at all for control. Its supervise loop polls the subscription without
-blocking and takes the messages meant for its own execution; the rest are dropped
-(operators' commands are rare, so every worker hearing them all is cheap). When
-Redis is down, or a message is lost, it still reads the database every few seconds.
+the control channel of the worker that claimed the run (`Execution.worker`, Celery's
+node name): a command reaches that worker's threads only, however large the fleet.
+Each worker thread subscribes to its worker's channel once, before its first claim
+reads the desired state from the database, and keeps that subscription for all its
+runs: a run costs no Redis command at all for control. Its supervise loop polls the
+subscription without blocking and takes the messages meant for its own execution.
+
+No command falls between the two: the service reads the run's worker after its own
+UPDATE of the desired state, in the same transaction. A claim that committed first
+is seen there (and its worker was subscribed before claiming); a claim that comes
+after waits for that UPDATE's row lock and reads the new desired state itself. A run
+still pending has no worker to tell: its claim reads the desired state. When Redis is
+down, or a message is lost, the worker still reads the database every few seconds.
 """
 
 from __future__ import annotations
@@ -31,18 +37,22 @@ logger = logging.getLogger(__name__)
 # Seconds between attempts to subscribe again after Redis failed.
 _RESUBSCRIBE_SECONDS = 5.0
 
-# This thread's subscriber (a redis-py PubSub), shared by its runs one after another.
+# This thread's subscriber (a redis-py PubSub) and the worker it listens for, shared
+# by its runs one after another.
 _local = threading.local()
 
 
-def _subscriber() -> Any:
-    """This thread's subscription to the control channel, made once (SUBSCRIBE is
-    sent without waiting for its reply)."""
+def _subscriber(worker: str) -> Any:
+    """This thread's subscription to its worker's control channel, made once
+    (SUBSCRIBE is sent without waiting for its reply)."""
     pubsub = getattr(_local, "pubsub", None)
+    if pubsub is not None and getattr(_local, "worker", None) != worker:
+        _drop_subscriber()  # another worker name in this thread (tests, embedding)
+        pubsub = None
     if pubsub is None:
         pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(channel())
-        _local.pubsub = pubsub
+        pubsub.subscribe(channel(worker))
+        _local.pubsub, _local.worker = pubsub, worker
     return pubsub
 
 
@@ -62,20 +72,27 @@ def _prefix() -> str:
     return str(settings.CACHES["default"].get("KEY_PREFIX") or "karmchari")
 
 
-def channel() -> str:
-    return f"{_prefix()}:control"
+def channel(worker: str) -> str:
+    """The control channel of one worker (Celery's node name, `Execution.worker`)."""
+    return f"{_prefix()}:control:{worker}"
 
 
 def _payload(execution_id: int, desired_state: str) -> bytes:
     return f"{execution_id} {desired_state}".encode()
 
 
-def publish(*, execution_id: int, desired_state: str) -> bool:
+def publish(*, execution_id: int, desired_state: str, worker: str) -> bool:
     """Tell the owning worker at once; False if Redis is unreachable (the worker
-    then sees the change in the database within KARMCHARI_CONTROL_DB_INTERVAL)."""
+    then sees the change in the database within KARMCHARI_CONTROL_DB_INTERVAL).
+
+    `worker` is the run's `Execution.worker`, read after the desired state was
+    stored (see above). Empty (not claimed yet): nobody to tell, the claim reads it.
+    """
+    if not worker:
+        return True
     try:
         get_redis_connection("default").publish(
-            channel(), _payload(execution_id, desired_state)
+            channel(worker), _payload(execution_id, desired_state)
         )
     except Exception:
         logger.warning(
@@ -108,10 +125,12 @@ class ControlListener:
         self,
         execution_id: int,
         *,
+        worker: str,
         initial: str = Execution.DesiredState.RUN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.execution_id = execution_id
+        self.worker = worker
         self._mine = f"{execution_id} "
         self.desired = initial
         self._clock = clock
@@ -153,7 +172,8 @@ class ControlListener:
                     message = self._pubsub.get_message(timeout=0.0)
                     if message is None:
                         break
-                    # Every command reaches every worker: take this run's only.
+                    # Every command for this worker reaches each of its threads:
+                    # take this run's only.
                     data = _decode(message["data"])
                     if message.get("type") == "message" and data.startswith(self._mine):
                         self.desired = data[len(self._mine) :]
@@ -174,7 +194,7 @@ class ControlListener:
 
     def _subscribe(self) -> None:
         try:
-            pubsub = _subscriber()
+            pubsub = _subscriber(self.worker)
         except Exception:
             logger.warning(
                 "cannot subscribe to control of %s; falling back to the database",

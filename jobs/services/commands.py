@@ -91,14 +91,26 @@ def execution_control(*, execution: Execution, action: str, user: Any) -> Execut
             ExecutionEvent.objects.create(
                 execution=execution, action=action, actor=event_actor(user)
             )
+            # Read after the UPDATE above: a claim that committed before it is seen
+            # here; one after it reads the new desired state itself (jobs/control.py).
+            worker = _worker_of(execution_id=execution.pk)
             transaction.on_commit(
                 lambda: control.publish(
-                    execution_id=execution.pk, desired_state=desired
+                    execution_id=execution.pk, desired_state=desired, worker=worker
                 )
             )
     stats_invalidate(job_id=execution.job_id)
     execution.refresh_from_db()
     return execution
+
+
+def _worker_of(*, execution_id: int) -> str:
+    worker = (
+        Execution.objects.filter(pk=execution_id)
+        .values_list("worker", flat=True)
+        .first()
+    )
+    return worker or ""
 
 
 def execution_report(

@@ -249,7 +249,7 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     """Claim, run and finish one execution. A no-op if it is not pending any more."""
     # Subscribed before the claim reads the desired state, so that a command sent
     # in between is heard, not lost.
-    listener = control.ControlListener(execution_id)
+    listener = control.ControlListener(execution_id, worker=worker)
     listener.subscribe()
     now = timezone.now()
     execution = _with_reconnect(

@@ -121,22 +121,25 @@ def execution_kill_active(*, job_id: int, immediate: bool) -> int:
         job_id=job_id,
         status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
     ).exclude(desired_state=Execution.DesiredState.KILL)
-    ids = list(asked.values_list("pk", flat=True))
-    Execution.objects.filter(pk__in=ids).update(
+    # Running or paused: claimed, so each one's worker is known already.
+    workers = dict(asked.values_list("pk", "worker"))
+    Execution.objects.filter(pk__in=list(workers)).update(
         desired_state=Execution.DesiredState.KILL
     )
 
     def tell_workers() -> None:
-        for execution_id in ids:
+        for execution_id, worker in workers.items():
             control.publish(
-                execution_id=execution_id, desired_state=Execution.DesiredState.KILL
+                execution_id=execution_id,
+                desired_state=Execution.DesiredState.KILL,
+                worker=worker,
             )
 
     transaction.on_commit(tell_workers)
     logger.info(
         "overlap: asked %d execution(s) of job %s to stop%s",
-        len(ids),
+        len(workers),
         job_id,
         " at once" if immediate else "",
     )
-    return len(ids)
+    return len(workers)

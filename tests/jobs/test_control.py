@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -16,16 +17,18 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
+WORKER = "celery@here"
+
 
 @pytest.fixture
 def running(make_execution: Callable[..., Execution]) -> Execution:
-    return make_execution(status=Execution.Status.RUNNING)
+    return make_execution(status=Execution.Status.RUNNING, worker=WORKER)
 
 
 @pytest.fixture
 def channel_messages(running: Execution) -> Iterator[Callable[[], list[str]]]:
     pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(control.channel())
+    pubsub.subscribe(control.channel(WORKER))
     received: list[str] = []
 
     def messages() -> list[str]:
@@ -144,30 +147,32 @@ class Clock:
 
 
 def test_the_listener_hears_a_published_command(running: Execution) -> None:
-    listener = control.ControlListener(running.pk)
+    listener = control.ControlListener(running.pk, worker=WORKER)
     listener.open()
     try:
         assert listener.subscribed
         assert listener.poll() == "run"
-        control.publish(execution_id=running.pk, desired_state="pause")
+        control.publish(execution_id=running.pk, desired_state="pause", worker=WORKER)
         assert wait_for(lambda: listener.poll() == "pause", timeout=5)
     finally:
         listener.close()
 
 
 def test_it_keeps_one_subscriber_for_successive_runs(running: Execution) -> None:
-    first = control.ControlListener(running.pk)
+    first = control.ControlListener(running.pk, worker=WORKER)
     first.open()
     shared = control._local.pubsub
     first.close()
-    second = control.ControlListener(running.pk + 1)
+    second = control.ControlListener(running.pk + 1, worker=WORKER)
     second.open()
     try:
         assert control._local.pubsub is shared
-        # Every command reaches every worker: one for another run is not taken for
-        # this one.
-        control.publish(execution_id=running.pk, desired_state="kill")
-        control.publish(execution_id=running.pk + 1, desired_state="pause")
+        # Every command for this worker reaches each of its threads: one for
+        # another run is not taken for this one.
+        control.publish(execution_id=running.pk, desired_state="kill", worker=WORKER)
+        control.publish(
+            execution_id=running.pk + 1, desired_state="pause", worker=WORKER
+        )
         assert wait_for(lambda: second.poll() == "pause", timeout=5)
     finally:
         second.close()
@@ -177,7 +182,7 @@ def test_the_listener_reads_a_command_sent_before_it_subscribed(
     running: Execution,
 ) -> None:
     services.execution_control(execution=running, action="pause", user=None)
-    listener = control.ControlListener(running.pk)
+    listener = control.ControlListener(running.pk, worker=WORKER)
     listener.open()
     try:
         assert listener.poll() == "pause"
@@ -193,7 +198,7 @@ def test_the_listener_falls_back_to_the_database_when_redis_is_down(
     with mock.patch(
         "jobs.control.get_redis_connection", side_effect=ConnectionError("down")
     ):
-        listener = control.ControlListener(running.pk, clock=clock)
+        listener = control.ControlListener(running.pk, clock=clock, worker=WORKER)
         listener.open()
         assert not listener.subscribed
         Execution.objects.filter(pk=running.pk).update(desired_state="kill")
@@ -206,14 +211,16 @@ def test_the_listener_falls_back_to_the_database_when_redis_is_down(
 def test_it_listens_again_after_redis_drops_the_subscription(
     running: Execution,
 ) -> None:
-    listener = control.ControlListener(running.pk)
+    listener = control.ControlListener(running.pk, worker=WORKER)
     listener.open()
     try:
         get_redis_connection("default").client_kill_filter(_type="pubsub")
         listener.poll()  # notices the dropped connection
 
         def heard() -> bool:
-            control.publish(execution_id=running.pk, desired_state="pause")
+            control.publish(
+                execution_id=running.pk, desired_state="pause", worker=WORKER
+            )
             return listener.poll() == "pause"
 
         # At once, not after the 5 s a failed subscription waits before trying again.
@@ -225,14 +232,94 @@ def test_it_listens_again_after_redis_drops_the_subscription(
 def test_a_run_costs_no_redis_command_once_its_thread_is_subscribed(
     running: Execution,
 ) -> None:
-    control.ControlListener(running.pk).open()  # the thread's first run
+    control.ControlListener(running.pk, worker=WORKER).open()  # the thread's first run
     pubsub = control._local.pubsub
     with mock.patch.object(
         pubsub, "execute_command", wraps=pubsub.execute_command
     ) as sent:
-        listener = control.ControlListener(running.pk + 1)
+        listener = control.ControlListener(running.pk + 1, worker=WORKER)
         listener.subscribe()
         listener.open(desired="run")
         listener.poll()
         listener.close()
     assert sent.call_count == 0
+
+
+def _listening(*channels: str) -> tuple[Any, Callable[[], list[tuple[str, str]]]]:
+    pubsub = get_redis_connection("default").pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(*channels)
+
+    def heard() -> list[tuple[str, str]]:
+        got = []
+        while message := pubsub.get_message(timeout=0.0):
+            got.append((message["channel"].decode(), message["data"].decode()))
+        return got
+
+    return pubsub, heard
+
+
+def test_it_tells_only_the_worker_that_claimed_the_run(
+    running: Execution,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    ours, other = control.channel(WORKER), control.channel("celery@elsewhere")
+    pubsub, heard = _listening(ours, other)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.execution_control(execution=running, action="pause", user=None)
+        received: list[tuple[str, str]] = []
+        assert wait_for(lambda: received.extend(heard()) or received, timeout=5)
+        assert received == [(ours, f"{running.pk} pause")]
+    finally:
+        pubsub.close()
+
+
+def test_it_publishes_nothing_for_a_run_no_worker_has_claimed(
+    make_execution: Callable[..., Execution],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    pending = make_execution(status=Execution.Status.PENDING)
+    with (
+        mock.patch("jobs.control.get_redis_connection") as redis,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.execution_control(execution=pending, action="pause", user=None)
+    redis.assert_not_called()
+    # Its claim reads the desired state instead.
+    claimed = services.execution_claim(execution_id=pending.pk, worker=WORKER)
+    assert claimed is not None
+    assert claimed.desired_state == Execution.DesiredState.PAUSE
+
+
+def test_a_thread_listens_for_the_worker_it_runs_for(running: Execution) -> None:
+    control.ControlListener(running.pk, worker="celery@before").open()
+    listener = control.ControlListener(running.pk, worker=WORKER)
+    listener.open()
+    try:
+        assert control._local.worker == WORKER
+        control.publish(
+            execution_id=running.pk, desired_state="kill", worker="celery@before"
+        )
+        control.publish(execution_id=running.pk, desired_state="pause", worker=WORKER)
+        assert wait_for(lambda: listener.poll() == "pause", timeout=5)
+    finally:
+        listener.close()
+
+
+def test_it_tells_each_running_run_s_own_worker_when_overlap_cancels_them(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job()
+    first = make_execution(job=job, status=Execution.Status.RUNNING, worker="celery@a")
+    second = make_execution(job=job, status=Execution.Status.PAUSED, worker="celery@b")
+    with (
+        mock.patch("jobs.control.publish") as publish,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert services.execution_kill_active(job_id=job.pk, immediate=False) == 2
+    assert sorted(
+        (call.kwargs["execution_id"], call.kwargs["worker"])
+        for call in publish.call_args_list
+    ) == [(first.pk, "celery@a"), (second.pk, "celery@b")]
