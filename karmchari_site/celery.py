@@ -8,7 +8,10 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_prerun, worker_process_init, worker_process_shutdown
 
+from karmchari_site.kombu_fixes import patch_redis_channel_close
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "karmchari_site.settings")
+patch_redis_channel_close()
 
 app = Celery("karmchari")
 app.config_from_object("django.conf:settings", namespace="CELERY")

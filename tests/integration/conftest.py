@@ -56,7 +56,7 @@ class Processes:
         self, name: str, command: list[str], **env: str
     ) -> subprocess.Popen[bytes]:
         log = self.log_dir / f"{name}.log"
-        with log.open("wb") as out:
+        with log.open("ab") as out:
             process = subprocess.Popen(
                 command,
                 cwd=ROOT,
