@@ -1,11 +1,14 @@
 """schemathesis over the OpenAPI schema: no request, however odd, gets a 5xx, and
 every answer matches the schema. Bounded so it fits in CI.
 
-Three of schemathesis' phases run: the schema's examples, 5 random cases per operation
-(fuzzing) and the coverage phase, every boundary and invalid value the schema defines
-(about 4,500 requests, 95% of this test's time). KARMCHARI_FUZZ_PHASES (comma-separated)
-picks fewer: CI's first pass, on SQLite, leaves coverage to its second, on PostgreSQL,
-where the database's stricter types turn bad input into 500s.
+All four of schemathesis' phases run: the schema's examples, 5 random cases per
+operation (fuzzing), the coverage phase, every boundary and invalid value the schema
+defines (about 4,500 requests, most of this file's time), and the stateful phase:
+workflows that chain operations through links schemathesis infers (list the apps,
+then change or delete one of them), so updates reach objects that exist.
+KARMCHARI_FUZZ_PHASES (comma-separated) picks fewer: CI's first pass, on SQLite,
+leaves coverage and stateful to its second, on PostgreSQL, where the database's
+stricter types turn bad input into 500s.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def _raw_schema() -> dict[str, Any]:
 
 schema = schemathesis.openapi.from_dict(_raw_schema())
 schema.app = get_wsgi_application()  # type: ignore[attr-defined]
-PHASES = os.environ.get("KARMCHARI_FUZZ_PHASES", "examples,coverage,fuzzing")
+PHASES = os.environ.get("KARMCHARI_FUZZ_PHASES", "examples,coverage,fuzzing,stateful")
 schema.config.phases.update(phases=[p.strip() for p in PHASES.split(",") if p.strip()])
 
 
@@ -58,3 +61,46 @@ def test_it_never_answers_5xx(case: Any, token: str) -> None:
     case.validate_response(
         response, checks=[not_a_server_error, response_schema_conformance]
     )
+
+
+def test_it_never_answers_5xx_in_workflows(token: str) -> None:
+    if not schema.config.phases.stateful.enabled:
+        pytest.skip(f"KARMCHARI_FUZZ_PHASES={PHASES} leaves out the stateful phase")
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            # Each scenario starts from the same database (hypothesis replays them),
+            # with one of each object for the workflows to find through the lists.
+            from django.contrib.auth.models import Group, User
+
+            from jobs import services
+            from jobs.models import App, Execution, Job
+
+            Job.objects.all().delete()  # and with them schedules and runs
+            App.objects.all().delete()
+            Group.objects.all().delete()
+            User.objects.exclude(username="admin").delete()
+            app = App.objects.create(name="seed")
+            job = Job.objects.create(app=app, name="seed", spec={"command": "true"})
+            services.schedule_create(job=job, expression="*/5 * * * *", kind="cron")
+            Execution.objects.create(job=job, status=Execution.Status.SUCCEEDED)
+            Execution.objects.create(job=job, status=Execution.Status.RUNNING)
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": {"Authorization": f"Token {token}"}}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            assert response.status_code != 401, response.text
+            case.validate_response(
+                response, checks=[not_a_server_error, response_schema_conformance]
+            )
+
+    with mock.patch("jobs.tasks.run_execution.apply_async"):
+        Workflow.run(
+            settings=settings(
+                max_examples=25,
+                stateful_step_count=8,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+            )
+        )
