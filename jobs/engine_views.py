@@ -15,7 +15,6 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models.query import QuerySet
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -55,6 +54,28 @@ class EventStreamRenderer(BaseRenderer):
         renderer_context: Mapping[str, Any] | None = None,
     ) -> bytes:
         return f"event: error\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+# One Server-Sent Event of the log stream (before OpenAPI 3.2 and its `itemSchema`,
+# an event stream's `schema` describes each event).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["output", "end", "error"]},
+        "data": {
+            "type": "string",
+            "description": "JSON: `output` {offset, text}; `end` {status, "
+            "next_offset}; `error` the API's error body.",
+        },
+        "id": {
+            "type": "string",
+            "description": "The next offset: sent back as Last-Event-ID, it resumes "
+            "the stream there.",
+        },
+        "retry": {"type": "integer", "minimum": 0},
+    },
+    "required": ["event", "data"],
+}
 
 
 def _slice_answer(execution: Execution, piece: logs.LogSlice) -> dict[str, Any]:
@@ -212,7 +233,7 @@ class ExecutionEngineActions:
 
     @extend_schema(
         parameters=[LogQuerySerializer],
-        responses={(200, "text/event-stream"): OpenApiTypes.STR},
+        responses={(200, "text/event-stream"): SSE_EVENT_SCHEMA},
     )
     @action(
         detail=True,

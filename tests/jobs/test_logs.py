@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import jsonschema
 import pytest
 from django.test import override_settings
 from django_redis import get_redis_connection
@@ -130,6 +131,9 @@ def test_the_api_answers_new_output_since_an_offset(
 def test_the_stream_sends_output_then_the_end(
     api: APIClient, execution: Execution
 ) -> None:
+    published = api.get("/api/schema/", {"format": "json"}).json()
+    stream = published["paths"]["/api/executions/{id}/log/stream/"]["get"]
+    event_schema = stream["responses"]["200"]["content"]["text/event-stream"]["schema"]
     writer = logs.LogWriter(execution.pk, clock=Clock())
     writer.write(b"hello\n")
     writer.close()
@@ -149,6 +153,9 @@ def test_the_stream_sends_output_then_the_end(
     assert json.loads(events[0]["data"]) == {"offset": 0, "text": "hello\n"}
     assert events[1]["event"] == "end"
     assert json.loads(events[1]["data"]) == {"status": "succeeded", "next_offset": 6}
+    # Each event is what the published schema says one is (found by the API fuzz).
+    for event in events:
+        jsonschema.validate(event, event_schema)
 
 
 def test_the_stream_resumes_from_the_last_event_id(
