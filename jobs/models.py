@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -145,7 +145,9 @@ class Job(models.Model):
     overlap_policy = models.CharField(
         max_length=20, choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP
     )
-    max_concurrent = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     ping_grace = models.DurationField(
         null=True,
         blank=True,

@@ -142,6 +142,18 @@ def test_it_refuses_a_duplicate_job_name(
     assert Job.objects.count() == 1
 
 
+def test_it_refuses_a_max_concurrent_below_one_on_update(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    # The database's check constraint answered 500 (found by the API fuzz).
+    job = make_job(max_concurrent=2)
+    response = api.patch(f"/api/jobs/{job.pk}/", {"max_concurrent": 0})
+    assert response.status_code == 400
+    assert "greater than or equal to 1" in str(response.json()["max_concurrent"])
+    job.refresh_from_db()
+    assert job.max_concurrent == 2
+
+
 def test_it_refuses_a_reserved_app_name(api: APIClient) -> None:
     response = api.post("/api/apps/", {"name": "admin"})
     assert response.status_code == 400
