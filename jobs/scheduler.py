@@ -39,11 +39,22 @@ class JobScheduler(Scheduler):
         self._pubsub: Any = None
         self._housekept = 0.0
         self._pruned = 0.0
+        self._closed = False
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        self._stop_if_closed()
         self._wait(self.tick_once())
+        self._stop_if_closed()
         # Beat's own loop sleeps for what we answer; we have already waited.
         return 0.0
+
+    def _stop_if_closed(self) -> None:
+        """Beat's SIGTERM handler closes the scheduler, then raises SystemExit. When
+        the signal lands while Python runs a weakref callback or a `__del__` (redis-py
+        and kombu have both), that SystemExit is printed as "ignored" and beat would
+        go on firing: the close it did first is what we stop on."""
+        if self._closed:
+            raise SystemExit()
 
     def tick_once(self, now: datetime | None = None) -> float:
         """One pass: fire what is due and answer the seconds until the next slot
@@ -106,16 +117,18 @@ class JobScheduler(Scheduler):
                 )
                 self._pubsub.subscribe(services.SCHEDULE_CHANNEL)
             deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
+            while (left := deadline - time.monotonic()) > 0 and not self._closed:
                 if self._pubsub.get_message(timeout=left) is not None:
                     return
         except Exception as exc:
             _reraise_shutdown(exc)
             logger.warning("schedule announcements unavailable", exc_info=True)
             self._pubsub = None
-            time.sleep(seconds)
+            if not self._closed:
+                time.sleep(seconds)
 
     def close(self) -> None:
+        self._closed = True
         if self._pubsub is not None:
             try:
                 self._pubsub.close()

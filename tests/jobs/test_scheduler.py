@@ -486,3 +486,23 @@ def test_housekeeping_has_a_worker_prune_old_executions_periodically(
         scheduler._housekeeping()
         scheduler._housekeeping()  # the same hour: not again
     prune.assert_called_once_with()
+
+
+def test_it_stops_once_closed_even_if_the_shutdown_exception_was_swallowed() -> None:
+    """Beat's SIGTERM handler closes the scheduler and raises SystemExit; Python drops
+    that exception when the signal lands in a weakref callback. The close is enough."""
+    scheduler = JobScheduler(app=celery_app)
+    pubsub = mock.MagicMock()
+
+    def signal_arrives(timeout: float) -> None:
+        scheduler.close()  # what the handler does before its (lost) SystemExit
+
+    pubsub.get_message.side_effect = signal_arrives
+    scheduler._pubsub = pubsub
+    with (
+        mock.patch.object(scheduler, "tick_once", return_value=MAX_SLEEP),
+        pytest.raises(SystemExit),
+    ):
+        scheduler.tick()
+    # It left the wait at once rather than sleeping out the second.
+    assert pubsub.get_message.call_count == 1
