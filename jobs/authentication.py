@@ -1,18 +1,27 @@
 """Authentication with brute-force protection, for the API and the admin login.
 
-DRF's token and basic authentication, plus a per-address count of failed attempts in
-the cache: after KARMCHARI_AUTH_FAILURE_LIMIT failures within
-KARMCHARI_AUTH_FAILURE_WINDOW seconds, that address gets 429 for every further
-attempt with those credentials until the window passes, right or wrong, so guessing
-does not pay. The compat routes use the same classes, and the admin's login form the
-same count (`admin_login_limited`). With Redis down the count is lost and the check
-lets requests through (fail open) rather than lock everyone out.
+DRF's token and basic authentication, plus counts of failed attempts in the cache,
+kept per client address and per identity tried from it (a username, or one token):
+
+- after KARMCHARI_AUTH_FAILURE_LIMIT failures for one identity from an address within
+  KARMCHARI_AUTH_FAILURE_WINDOW seconds, that identity gets 429 from that address,
+  right password or not, until the window passes, so guessing does not pay;
+- after KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT failures from an address for any
+  identities, the whole address does (guessing across many usernames or tokens).
+
+So a script with a stale password behind an office's NAT locks out its own user, not
+the office. The compat routes use the same classes, and the admin's login form the
+same counts (`admin_login_limited`). With Redis down the counts are lost and the
+check lets requests through (fail open) rather than lock everyone out.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import functools
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +36,9 @@ from rest_framework.request import Request
 logger = logging.getLogger(__name__)
 
 REFUSED = "Too many failed authentication attempts from this address."
+REFUSED_IDENTITY = (
+    "Too many failed authentication attempts for these credentials from this address."
+)
 
 
 def _address(request: HttpRequest | Request) -> str:
@@ -37,52 +49,80 @@ def _address(request: HttpRequest | Request) -> str:
     return client_address(http) or "unknown"
 
 
-def _key(address: str) -> str:
-    return f"authfail:{address}"
+def user_identity(username: str) -> str:
+    """What a password attempt is counted against: the username, case-folded (so
+    varying its case does not buy fresh attempts)."""
+    return f"user:{username.casefold()}"
 
 
-def failures_exceeded(address: str) -> bool:
-    """Whether this address has used up its failed attempts for the window."""
-    return bool(
-        (cache.get(_key(address)) or 0) >= settings.KARMCHARI_AUTH_FAILURE_LIMIT
-    )
+def _keys(address: str, identity: str) -> tuple[str, str]:
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:24]
+    return f"authfail:{address}", f"authfail:{address}:{digest}"
 
 
-def failure_record(address: str, *, what: str) -> int:
-    """Count one failed attempt from this address; answers the count so far."""
-    window = settings.KARMCHARI_AUTH_FAILURE_WINDOW
-    cache.add(_key(address), 0, timeout=window)
+def failures_exceeded(address: str, identity: str) -> str | None:
+    """Why attempts for `identity` from `address` are refused for now, or None."""
+    address_key, identity_key = _keys(address, identity)
+    counts = cache.get_many([address_key, identity_key])
+    if counts.get(address_key, 0) >= settings.KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT:
+        return REFUSED
+    if counts.get(identity_key, 0) >= settings.KARMCHARI_AUTH_FAILURE_LIMIT:
+        return REFUSED_IDENTITY
+    return None
+
+
+def _count(key: str, window: int) -> int:
+    cache.add(key, 0, timeout=window)
     try:
-        failures = int(cache.incr(_key(address)))
+        return int(cache.incr(key))
     except ValueError:  # expired between add and incr
-        failures = 1
-    if failures == settings.KARMCHARI_AUTH_FAILURE_LIMIT:
+        return 1
+
+
+def failure_record(address: str, identity: str, *, what: str) -> None:
+    """Count one failed attempt for `identity` from `address`."""
+    window = settings.KARMCHARI_AUTH_FAILURE_WINDOW
+    address_key, identity_key = _keys(address, identity)
+    if _count(identity_key, window) == settings.KARMCHARI_AUTH_FAILURE_LIMIT:
         logger.warning(
-            "%s: %s failed %d times; refusing it for %ss",
+            "%s: %s failed %d times from %s; refusing it there for %ss",
             what,
+            identity.split(":", 1)[0],
+            settings.KARMCHARI_AUTH_FAILURE_LIMIT,
             address,
-            failures,
             window,
         )
-    return failures
+    if _count(address_key, window) == settings.KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT:
+        logger.warning(
+            "%s: %s failed %d times; refusing the address for %ss",
+            what,
+            address,
+            settings.KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT,
+            window,
+        )
 
 
 class FailureLimitMixin:
     keyword: str
+
+    def identity(self, credentials: bytes) -> str:
+        """What this attempt is counted against, from the header's credentials."""
+        raise NotImplementedError
 
     def authenticate(self, request: Request) -> Any:
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return super().authenticate(request)  # type: ignore[misc]
         address = _address(request)
-        if failures_exceeded(address):
+        identity = self.identity(header[1] if len(header) > 1 else b"")
+        if refused := failures_exceeded(address, identity):
             raise exceptions.Throttled(
-                wait=settings.KARMCHARI_AUTH_FAILURE_WINDOW, detail=REFUSED
+                wait=settings.KARMCHARI_AUTH_FAILURE_WINDOW, detail=refused
             )
         try:
             return super().authenticate(request)  # type: ignore[misc]
         except exceptions.AuthenticationFailed:
-            failure_record(address, what="authentication")
+            failure_record(address, identity, what="authentication")
             raise
 
 
@@ -90,6 +130,10 @@ class TokenAuthentication(FailureLimitMixin, authentication.TokenAuthentication)
     """`Authorization: Token <key>`, checked against the hashed API tokens."""
 
     keyword = "Token"
+
+    def identity(self, credentials: bytes) -> str:
+        # Counted per token: a client holding a revoked one locks out only itself.
+        return "token:" + hashlib.sha256(credentials).hexdigest()
 
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         from jobs.tokens import token_authenticate
@@ -103,21 +147,31 @@ class TokenAuthentication(FailureLimitMixin, authentication.TokenAuthentication)
 class BasicAuthentication(FailureLimitMixin, authentication.BasicAuthentication):
     keyword = "Basic"
 
+    def identity(self, credentials: bytes) -> str:
+        try:
+            decoded = base64.b64decode(credentials, validate=True)
+            username = decoded.decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return "malformed"  # DRF refuses it; such attempts share one count
+        return user_identity(username)
+
 
 LoginView = Callable[..., HttpResponse]
 
 
 def admin_login_limited(login: LoginView) -> LoginView:
-    """The admin's login view under the same per-address count as the API: a refused
-    form counts as a failure; once the address is over the limit, every sign-in from
-    it answers 429 with the login page and the reason, right password or not."""
+    """The admin's login view under the same counts as the API: a refused form counts
+    as a failure of its username; once that username (or the whole address) is over
+    the limit, every sign-in for it answers 429 with the login page and the reason,
+    right password or not."""
 
     @functools.wraps(login)
     def view(request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         if request.method != "POST":
             return login(request, extra_context)
         address = _address(request)
-        if failures_exceeded(address):
+        identity = user_identity(str(request.POST.get("username", "")))
+        if refused := failures_exceeded(address, identity):
             # The page as for a GET, its form carrying the reason.
             as_get = copy.copy(request)
             as_get.method = "GET"
@@ -126,7 +180,7 @@ def admin_login_limited(login: LoginView) -> LoginView:
             if context is not None and "form" in context:
                 form = context["form"]  # unbound: add_error() would clean it first
                 form.errors[NON_FIELD_ERRORS] = form.error_class(
-                    [REFUSED], error_class="nonfield", renderer=form.renderer
+                    [refused], error_class="nonfield", renderer=form.renderer
                 )
             response.status_code = 429
             response["Retry-After"] = str(settings.KARMCHARI_AUTH_FAILURE_WINDOW)
@@ -135,7 +189,7 @@ def admin_login_limited(login: LoginView) -> LoginView:
         # A sign-in redirects; a refused form comes back (even to a user already
         # signed in, guessing someone else's password).
         if not response.has_header("Location"):
-            failure_record(address, what="admin login")
+            failure_record(address, identity, what="admin login")
         return response
 
     return view

@@ -299,9 +299,13 @@ KARMCHARI_CATCHUP_MAX = env_int("KARMCHARI_CATCHUP_MAX", 1000, minimum=1)
 # Seconds ahead of its slot that beat fires a run (sent with its ETA), so bursts
 # start on time; 0 fires at the slot.
 KARMCHARI_FIRE_AHEAD = env_float("KARMCHARI_FIRE_AHEAD", 1.0)
-# Failed API authentications (token or basic) allowed per client address within the
-# window (seconds) before that address is refused with 429.
+# Failed authentications (token, basic, admin login) allowed within the window
+# (seconds): per client address for one username or token, before those credentials
+# get 429 from there; and per address for all of them, before the address does.
 KARMCHARI_AUTH_FAILURE_LIMIT = env_int("KARMCHARI_AUTH_FAILURE_LIMIT", 10, minimum=1)
+KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT = env_int(
+    "KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT", 100, minimum=1
+)
 KARMCHARI_AUTH_FAILURE_WINDOW = env_int("KARMCHARI_AUTH_FAILURE_WINDOW", 300, minimum=1)
 # Retention, per job unless the job or its app says otherwise: finished executions
 # kept (succeeded, and all others), and days kept; 0 is no limit. Beat has a worker

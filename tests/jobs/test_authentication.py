@@ -7,12 +7,15 @@ from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
+from jobs import tokens
+
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def low_limit(settings: object) -> None:
     settings.KARMCHARI_AUTH_FAILURE_LIMIT = 3  # type: ignore[attr-defined]
+    settings.KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT = 6  # type: ignore[attr-defined]
 
 
 def basic(user: str, password: str) -> str:
@@ -32,10 +35,59 @@ def test_it_refuses_an_address_after_repeated_bad_passwords(
     assert "Retry-After" in response
 
 
+def test_another_user_at_the_same_address_still_signs_in(
+    anon: APIClient, admin_user: User
+) -> None:
+    """Behind one NAT, a script with a stale password locks out its own user only."""
+    User.objects.create_superuser("other", password="secret")
+    for _ in range(3):
+        anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "guess"))
+    response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("other", "secret"))
+    assert response.status_code == 200
+    # The locked-out username in another case is the same username.
+    response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("ADMIN", "password"))
+    assert response.status_code == 429
+    assert "for these credentials" in response.json()["detail"]
+
+
+def test_it_refuses_the_address_after_guesses_across_usernames(
+    anon: APIClient, admin_user: User
+) -> None:
+    for n in range(6):
+        response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic(f"u{n}", "guess"))
+        assert response.status_code == 401
+    response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "password"))
+    assert response.status_code == 429
+    assert response.json()["detail"].startswith(
+        "Too many failed authentication attempts from this address."
+    )
+
+
+def test_malformed_basic_credentials_count_too(anon: APIClient) -> None:
+    for _ in range(3):
+        response = anon.get("/api/jobs/", HTTP_AUTHORIZATION="Basic %%%")
+        assert response.status_code == 401
+    assert anon.get("/api/jobs/", HTTP_AUTHORIZATION="Basic %%%").status_code == 429
+
+
 def test_it_counts_bad_tokens_too(anon: APIClient) -> None:
     for _ in range(3):
         anon.get("/api/jobs/", HTTP_AUTHORIZATION="Token nope")
     assert anon.get("/api/jobs/", HTTP_AUTHORIZATION="Token nope").status_code == 429
+
+
+def test_a_revoked_token_locks_out_only_itself(
+    anon: APIClient, admin_user: User
+) -> None:
+    revoked, stale = tokens.token_create(user=admin_user, name="old")
+    tokens.token_revoke(token=revoked)
+    _, key = tokens.token_create(user=admin_user, name="new")
+    for _ in range(3):
+        anon.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token {stale}")
+    assert (
+        anon.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token {stale}").status_code == 429
+    )
+    assert anon.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
 
 
 def test_other_addresses_are_not_affected(anon: APIClient, admin_user: User) -> None:
@@ -86,6 +138,18 @@ def test_the_admin_login_refuses_an_address_after_repeated_bad_passwords(
     assert "Too many failed authentication attempts" in response.content.decode()
     assert 'name="password"' in response.content.decode()  # still the login page
     assert client.get("/admin/").status_code == 302  # not signed in
+
+
+def test_the_admin_login_lets_another_user_at_the_same_address_in(
+    client: Client, admin_user: User
+) -> None:
+    User.objects.create_user("other", password="secret", is_staff=True)
+    for _ in range(3):
+        admin_login(client, "guess")
+    response = client.post(
+        "/admin/login/?next=/admin/", {"username": "other", "password": "secret"}
+    )
+    assert response.status_code == 302
 
 
 def test_the_admin_login_does_not_count_a_success(
