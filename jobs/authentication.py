@@ -74,9 +74,10 @@ def failures_exceeded(address: str, identity: str) -> str | None:
 def _count(key: str, window: int) -> int:
     cache.add(key, 0, timeout=window)
     try:
-        return int(cache.incr(key))
+        count = cache.incr(key)
     except ValueError:  # expired between add and incr
         return 1
+    return int(count or 0)  # None: Redis is down (its errors are ignored)
 
 
 def failure_record(address: str, identity: str, *, what: str) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -68,6 +69,24 @@ def test_malformed_basic_credentials_count_too(anon: APIClient) -> None:
         response = anon.get("/api/jobs/", HTTP_AUTHORIZATION="Basic %%%")
         assert response.status_code == 401
     assert anon.get("/api/jobs/", HTTP_AUTHORIZATION="Basic %%%").status_code == 429
+
+
+def test_with_redis_down_it_fails_open(
+    anon: APIClient, admin_user: User, settings: Any
+) -> None:
+    """No counts without Redis: a wrong password is a 401 (not a 500) and the right
+    one still works, rather than everyone being locked out."""
+    settings.CACHES = {
+        "default": {
+            **settings.CACHES["default"],
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        }
+    }
+    for _ in range(4):
+        response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "guess"))
+        assert response.status_code == 401
+    response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "password"))
+    assert response.status_code == 200
 
 
 def test_it_counts_bad_tokens_too(anon: APIClient) -> None:
