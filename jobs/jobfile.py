@@ -36,7 +36,6 @@ from jobs import schedules, services
 from jobs.models import App, Job, JobSecret, Schedule
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.secrets import SecretError, clean_secrets, secret_matches, spec_split_secrets
-from jobs.stats import stats_invalidate
 
 logger = logging.getLogger(__name__)
 
@@ -857,15 +856,10 @@ def _plan(
             if key[0] in names and key not in declared:
 
                 def delete(row: Job = row) -> None:
-                    _job_delete(job=row)
+                    services.job_delete(job=row)
 
                 changes.append(Change("-", f"job {key[0]}/{key[1]}", run=delete))
     return Plan(changes)
-
-
-def _job_delete(*, job: Job) -> None:
-    job.delete()
-    stats_invalidate(job_id=None)
 
 
 def jobfile_load(*, text: str, filename: str) -> Any:

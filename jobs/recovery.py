@@ -23,6 +23,7 @@ from agents.models import Agent
 from agents.signals import agent_went_offline
 from jobs import services
 from jobs.models import Execution, Job
+from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ def executions_recover_lost(*, agent: Agent, reason: str = "") -> list[Execution
             Job.objects.filter(pk=execution.job_id).update(
                 error_count=F("error_count") + 1, last_error_at=now
             )
+            stats_forget(job_id=execution.job_id)
             logger.warning("execution %s lost with agent %s", execution.pk, agent.name)
             lost.append(execution)
             # The same retry path (with backoff) as a failed run; then let a run

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.models import Execution, Job
+from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
 
@@ -66,4 +67,6 @@ def execution_prune_job(*, job: Job, now: datetime, batch: int = 1000) -> int:
     for start in range(0, len(doomed), batch):
         with transaction.atomic():
             Execution.objects.filter(pk__in=doomed[start : start + batch]).delete()
+    if doomed:
+        stats_forget(job_id=job.pk)
     return len(doomed)

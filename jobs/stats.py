@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache, caches
+from django.db import transaction
 from django.db.models import (
     Case,
     Count,
@@ -52,6 +53,12 @@ def stats_invalidate(*, job_id: int | None, pipe: Any = None) -> None:
         pipe.delete(*(backend.make_key(key) for key in keys))
     else:
         cache.delete_many(keys)
+
+
+def stats_forget(*, job_id: int | None) -> None:
+    """stats_invalidate once the current transaction commits (at once outside one),
+    so a reader in between cannot cache the figures from before the change."""
+    transaction.on_commit(lambda: stats_invalidate(job_id=job_id))
 
 
 def _by_status(executions: Any) -> dict[str, int]:
@@ -132,7 +139,9 @@ def stats_job(*, job: Job) -> dict[str, Any]:
         "average_duration": job.average_duration,
         "next_run_at": job.schedules.filter(enabled=True).aggregate(
             next=Min("next_run_at")
-        )["next"],
+        )["next"]
+        if job.enabled
+        else None,
         "active_executions": sum(executions[s] for s in Execution.ACTIVE_STATUSES),
         "executions": executions,
         "generated_at": timezone.now(),

@@ -149,6 +149,10 @@ class JobViewSet(JobEngineActions, AppScopedMixin, viewsets.ModelViewSet[Job]):
             job=serializer.instance, **serializer.validated_data
         )
 
+    def perform_destroy(self, instance: Job) -> None:
+        # Kala's rule: children left with no other parent go too; runs are stopped.
+        services.job_delete(job=instance)
+
     @extend_schema(request=RunSerializer, responses={202: ExecutionSerializer})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str | None = None) -> Response:

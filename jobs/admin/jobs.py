@@ -481,6 +481,21 @@ class JobAdmin(AppScopedAdmin[Job]):
         if fields:
             services.job_update(job=Job.objects.get(pk=obj.pk), **fields)
 
+    # Deletes go through the service (Kala's rule: children left with no other
+    # parent go too, and running executions are stopped); the confirmation page
+    # lists those children.
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        return super().get_deleted_objects(
+            services.jobs_doomed(jobs=list(objs)), request
+        )
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        services.job_delete(job=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        services.jobs_delete(jobs=list(queryset))
+
     def save_related(
         self, request: HttpRequest, form: Any, formsets: Any, change: bool
     ) -> None:

@@ -48,6 +48,8 @@ from jobs.services.jobs import (
     job_parents_cycle,
     job_set_parents,
     job_update,
+    jobs_delete,
+    jobs_doomed,
 )
 from jobs.services.outbox import (
     execution_resend_stale,
@@ -107,6 +109,8 @@ __all__ = [
     "job_trigger",
     "job_trigger_tagged",
     "job_update",
+    "jobs_delete",
+    "jobs_doomed",
     "retry_delay",
     "schedule_create",
     "schedule_delete",

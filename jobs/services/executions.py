@@ -31,7 +31,7 @@ from jobs.secrets import OutputMasker, SecretError, job_secrets_reveal, mask_tex
 from jobs.services.base import Conflict
 from jobs.services.outbox import execution_send, executions_send
 from jobs.services.overlap import BUFFERING_POLICIES, execution_release_buffered
-from jobs.stats import stats_invalidate
+from jobs.stats import stats_forget, stats_invalidate
 from karmchari_site.text import storable
 
 logger = logging.getLogger(__name__)
@@ -471,6 +471,7 @@ def _release_children(*, execution: Execution) -> None:
                 reason=f"Job is disabled; parent {parent.name!r} succeeded "
                 f"(execution #{execution.pk}).",
             )
+            stats_forget(job_id=child.pk)
             continue
         job_trigger(
             job=child,

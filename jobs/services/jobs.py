@@ -18,7 +18,7 @@ from jobs.services.overlap import (
     executions_send_buffered,
 )
 from jobs.services.schedules import schedules_announce_change, schedules_fire
-from jobs.stats import stats_invalidate
+from jobs.stats import stats_forget, stats_invalidate
 
 
 def job_clean_spec(*, kind: str, spec: Any) -> dict[str, Any]:
@@ -106,8 +106,7 @@ def job_update(
             # Ends of runs only look for buffered runs under a buffering policy:
             # send those held back under the old one now.
             executions_send_buffered(job=job)
-    if parents is not None:
-        stats_invalidate(job_id=job.pk)
+    stats_forget(job_id=job.pk)
     if "enabled" in fields:
         schedules_announce_change()
     return job
@@ -144,26 +143,39 @@ def job_set_parents(*, job: Job, parents: list[Job]) -> Job:
     return job
 
 
-def job_delete(*, job: Job) -> list[int]:
-    """Delete a job and, by Kala's rule, every child left with no other parent (and
+def jobs_doomed(*, jobs: list[Job]) -> list[Job]:
+    """`jobs` and, by Kala's rule, every child that deleting them leaves with no
+    other parent (and theirs, and so on), in that order."""
+    doomed = list(jobs)
+    seen = {job.pk for job in doomed}
+    index = 0
+    while index < len(doomed):
+        current = doomed[index]
+        index += 1
+        for child in current.children.prefetch_related("parents").order_by("pk"):
+            if child.pk in seen:
+                continue
+            if {parent.pk for parent in child.parents.all()} <= seen:
+                doomed.append(child)
+                seen.add(child.pk)
+    return doomed
+
+
+def jobs_delete(*, jobs: list[Job]) -> list[int]:
+    """Delete jobs and, by Kala's rule, every child left with no other parent (and
     theirs, and so on). Their running executions are asked to stop first. Answers the
-    primary keys deleted."""
+    primary keys deleted. The API, the admin, the job file and the compat APIs all
+    delete through here."""
     with transaction.atomic():
-        doomed: list[Job] = [job]
-        seen = {job.pk}
-        index = 0
-        while index < len(doomed):
-            current = doomed[index]
-            index += 1
-            for child in current.children.prefetch_related("parents").order_by("pk"):
-                if child.pk in seen:
-                    continue
-                if {parent.pk for parent in child.parents.all()} <= seen:
-                    doomed.append(child)
-                    seen.add(child.pk)
+        doomed = jobs_doomed(jobs=jobs)
         for each in doomed:
             execution_kill_active(job_id=each.pk, immediate=True)
-        Job.objects.filter(pk__in=seen).delete()
+        Job.objects.filter(pk__in=[each.pk for each in doomed]).delete()
     stats_invalidate(job_id=None)
     schedules_announce_change()
     return [each.pk for each in doomed]
+
+
+def job_delete(*, job: Job) -> list[int]:
+    """jobs_delete of one job."""
+    return jobs_delete(jobs=[job])

@@ -24,6 +24,7 @@ from jobs.services.overlap import (
     executions_active_counts,
     overlap_verdict,
 )
+from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,15 @@ def schedule_save(
         missed = schedule.next_run_at is not None and schedule.next_run_at <= now
         if reenabled and missed and schedule.job.enabled:
             schedules_fire([schedule], now=now, late_reason="schedule was disabled")
+    stats_forget(job_id=schedule.job_id)  # its next run
     schedules_announce_change()
     return schedule
 
 
 def schedule_delete(*, schedule: Schedule) -> None:
+    job_id = schedule.job_id
     schedule.delete()
+    stats_forget(job_id=job_id)
     schedules_announce_change()
 
 

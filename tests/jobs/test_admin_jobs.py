@@ -416,3 +416,30 @@ def test_list_actions_run_enable_and_disable_through_services(
     )
     assert "Started 2 job(s)." in response.content.decode()
     assert Execution.objects.filter(trigger=Execution.Trigger.MANUAL).count() == 2
+
+
+def test_it_deletes_a_parent_with_its_orphans_and_says_so_first(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    parent, orphan, kept = (
+        make_job(name=name) for name in ("parent", "orphan", "kept")
+    )
+    orphan.parents.set([parent])
+    url = f"/admin/jobs/job/{parent.pk}/delete/"
+    assert "orphan" in admin_client.get(url).content.decode()  # the confirmation
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    assert list(Job.objects.values_list("name", flat=True)) == ["kept"]
+    assert kept.pk
+
+
+def test_it_deletes_selected_jobs_with_their_orphans(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    parent, orphan = make_job(name="parent"), make_job(name="orphan")
+    orphan.parents.set([parent])
+    response = admin_client.post(
+        "/admin/jobs/job/",
+        {"action": "delete_selected", "_selected_action": [parent.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Job.objects.exists()

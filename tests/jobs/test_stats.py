@@ -65,3 +65,67 @@ def test_a_claimed_run_shows_as_running_once_committed(
         services.execution_claim(execution_id=execution.pk, worker="w")
     running = api.get(f"/api/jobs/{job.pk}/stats/").json()["executions"]
     assert (running["pending"], running["running"]) == (0, 1)
+
+
+def test_it_forgets_global_figures_when_a_job_is_disabled_or_deleted(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job, gone = make_job(), make_job()
+    assert api.get("/api/stats/").json()["enabled_jobs"] == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.post(f"/api/jobs/{job.pk}/disable/").status_code == 200
+    body = api.get("/api/stats/").json()
+    assert (body["enabled_jobs"], body["disabled_jobs"]) == (1, 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert api.delete(f"/api/jobs/{gone.pk}/").status_code == 204
+    assert api.get("/api/stats/").json()["jobs"] == 1
+
+
+def test_it_shows_a_new_schedule_and_no_next_run_once_disabled(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job()
+    assert api.get(f"/api/jobs/{job.pk}/stats/").json()["next_run_at"] is None
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            "/api/schedules/",
+            {"job": job.pk, "kind": "cron", "expression": "* * * * *"},
+            format="json",
+        )
+    assert response.status_code == 201, response.content
+    assert api.get(f"/api/jobs/{job.pk}/stats/").json()["next_run_at"] is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.job_update(job=job, enabled=False)
+    assert api.get(f"/api/jobs/{job.pk}/stats/").json()["next_run_at"] is None
+
+
+def test_it_counts_a_skipped_child_and_a_lost_run_at_once(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    from jobs.recovery import executions_recover_lost
+    from tests.jobs.conftest import make_agent
+
+    parent, child = make_job("true"), make_job(enabled=False)
+    child.parents.set([parent])
+    assert api.get(f"/api/jobs/{child.pk}/stats/").json()["executions"]["skipped"] == 0
+    assert api.get(f"/api/jobs/{parent.pk}/stats/").json()["error_count"] == 0
+    execution = Execution.objects.create(job=parent, status=Execution.Status.RUNNING)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_finish(
+            execution=execution, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+        )
+    assert api.get(f"/api/jobs/{child.pk}/stats/").json()["executions"]["skipped"] == 1
+    agent = make_agent("w9@host")
+    Execution.objects.create(
+        job=parent, status=Execution.Status.RUNNING, worker=agent.name
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        executions_recover_lost(agent=agent)
+    figures = api.get(f"/api/jobs/{parent.pk}/stats/").json()
+    assert (figures["executions"]["lost"], figures["error_count"]) == (1, 1)

@@ -448,3 +448,27 @@ def test_it_downloads_the_output_as_a_text_file(
     )
     assert response.content == b"hello\n\n--- stderr ---\noops\n"
     assert api.get("/api/executions/999/output/").status_code == 404
+
+
+def test_it_deletes_a_parent_with_the_children_left_without_one(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    parent, orphan, shared, other = (
+        make_job(name=name) for name in ("parent", "orphan", "shared", "other")
+    )
+    orphan.parents.set([parent])
+    shared.parents.set([parent, other])
+    running = Execution.objects.create(
+        job=orphan, status=Execution.Status.RUNNING, worker="w1"
+    )
+    with (
+        mock.patch("jobs.control.publish") as publish,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert api.delete(f"/api/jobs/{parent.pk}/").status_code == 204
+    assert set(Job.objects.values_list("name", flat=True)) == {"shared", "other"}
+    # The orphan's run was told to stop (its row went with its job).
+    told = [call.kwargs for call in publish.call_args_list]
+    assert {"execution_id": running.pk, "desired_state": "kill", "worker": "w1"} in told
