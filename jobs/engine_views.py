@@ -249,7 +249,7 @@ class ExecutionEngineActions:
         query.is_valid(raise_exception=True)
         offset = query.validated_data["offset"]
         last_id = request.headers.get("Last-Event-ID", "")
-        if last_id.isdigit():
+        if last_id.isascii() and last_id.isdigit() and len(last_id) <= 18:
             offset = int(last_id)
         response = StreamingHttpResponse(
             _events(execution, offset, query.validated_data["limit"]),

@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django_redis import get_redis_connection
 
 from jobs.models import Execution, ExecutionLogChunk
+from jobs.runners import tail_text
 
 logger = logging.getLogger(__name__)
 
@@ -220,30 +221,38 @@ def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogS
         pos, start = _take(_db_chunks(execution.pk, pos), pos, out, limit, start)
     if len(out) < limit:
         pos, start = _take(live, pos, out, limit, start)
+    more = len(out) >= limit  # the slice may stop short of the log's end
     cut = _utf8_boundary(out)
-    if cut < len(out) and not finished:
-        # Never split a character; its rest comes with the next read.
+    if cut < len(out) and (more or not finished):
+        # Never split a character; its rest comes with the next read. Only the very
+        # end of a finished log may hold a partial one (what the job wrote).
         pos -= len(out) - cut
         del out[cut:]
     return LogSlice(
         data=bytes(out),
         offset=offset if start is None else start,
         next_offset=pos,
-        finished=finished and len(out) < limit,
+        finished=finished and not more,
     )
 
 
 def log_append(*, execution_id: int, data: bytes) -> int:
     """Append to the log of a run whose output does not come from a worker's pipes
-    (external jobs' reports). Answers the new size of the log."""
+    (external jobs' reports). Answers the new size of the log.
+
+    The caller holds the execution's row lock (one append at a time per run), and
+    Redis hears of it once that transaction commits. Of a report longer than
+    KARMCHARI_OUTPUT_LIMIT only the tail is kept, its offset counting what went."""
     chunks = ExecutionLogChunk.objects.filter(execution_id=execution_id)
     last = chunks.order_by("-offset").first()
     offset = last.end if last is not None else 0
     size = offset + len(data)
+    limit = settings.KARMCHARI_OUTPUT_LIMIT
+    if len(data) > limit:
+        offset, data = size - limit, data[-limit:]
     ExecutionLogChunk.objects.create(
         execution_id=execution_id, offset=offset, data=data
     )
-    limit = settings.KARMCHARI_OUTPUT_LIMIT
     if size > limit:
         # Keep the chunk that straddles the cut: drop only those wholly before it.
         keep_from = (
@@ -254,26 +263,49 @@ def log_append(*, execution_id: int, data: bytes) -> int:
         )
         if keep_from:
             chunks.filter(offset__lt=keep_from).delete()
-    try:
-        get_redis_connection("default").xadd(
-            log_key(execution_id),
-            {"o": offset, "d": data},
-            id=f"{size}-0",
-            minid=max(0, size - limit),
-            approximate=True,
-        )
-    except Exception:
-        logger.debug("could not stream a report of %s", execution_id, exc_info=True)
+
+    def stream() -> None:
+        key = log_key(execution_id)
+        try:
+            pipe = get_redis_connection("default").pipeline(transaction=False)
+            pipe.xadd(
+                key,
+                {"o": offset, "d": data},
+                id=f"{size}-0",
+                minid=max(0, size - limit),
+                approximate=True,
+            )
+            pipe.expire(key, _REDIS_MAX_TTL)  # no worker closes this stream
+            pipe.execute()
+        except Exception:
+            logger.debug("could not stream a report of %s", execution_id, exc_info=True)
+
+    transaction.on_commit(stream)
     return size
 
 
+def log_close(*, execution_id: int) -> None:
+    """The log of a run that ended without a worker (external jobs): its Redis
+    stream expires KARMCHARI_LOG_REDIS_TTL later, as a worker's does."""
+    try:
+        get_redis_connection("default").expire(
+            log_key(execution_id), settings.KARMCHARI_LOG_REDIS_TTL
+        )
+    except Exception:
+        logger.debug("could not set the expiry of a log stream", exc_info=True)
+
+
 def log_tail_text(*, execution_id: int) -> str:
-    """The stored (capped) log as text, e.g. as the output of a finished run."""
-    data = b"".join(
-        bytes(chunk)
-        for chunk in ExecutionLogChunk.objects.filter(execution_id=execution_id)
+    """The stored (capped) log as text, e.g. as the output of a finished run or its
+    download, marked where its head was cut off."""
+    rows = list(
+        ExecutionLogChunk.objects.filter(execution_id=execution_id)
         .order_by("offset")
-        .values_list("data", flat=True)
+        .values_list("offset", "data")
     )
+    if not rows:
+        return ""
+    data = b"".join(bytes(chunk) for _, chunk in rows)
     limit = settings.KARMCHARI_OUTPUT_LIMIT
-    return data[-limit:].decode("utf-8", errors="replace")
+    dropped = rows[0][0] + max(0, len(data) - limit)
+    return tail_text(data[-limit:], dropped)

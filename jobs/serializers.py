@@ -460,7 +460,7 @@ class SchedulePreviewSerializer(serializers.Serializer[Any]):
 
 
 class LogQuerySerializer(serializers.Serializer[Any]):
-    offset = serializers.IntegerField(min_value=0, default=0)
+    offset = serializers.IntegerField(min_value=0, max_value=2**62, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1 << 22, default=1 << 20)
 
 
@@ -500,7 +500,13 @@ class ExecutionReportSerializer(serializers.Serializer[Any]):
     error = serializers.CharField(
         required=False, default="", allow_blank=True, trim_whitespace=False
     )
-    exit_code = serializers.IntegerField(required=False, allow_null=True, default=None)
+    exit_code = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=-(2**31),
+        max_value=2**31 - 1,
+    )
     reason = serializers.CharField(required=False, default="", allow_blank=True)
 
 

@@ -270,6 +270,11 @@ SPECTACULAR_SETTINGS = {
 KARMCHARI_OUTPUT_LIMIT = env_int("KARMCHARI_OUTPUT_LIMIT", 1_000_000, minimum=1024)
 # Seconds between SIGTERM and SIGKILL when a job times out or is killed.
 KARMCHARI_KILL_GRACE = env_float("KARMCHARI_KILL_GRACE", 10.0)
+# Longest wait before an automatic retry (seconds): a job's retry_backoff doubles per
+# attempt up to this (Celery's retry_backoff_max is the same idea, also 600).
+KARMCHARI_RETRY_BACKOFF_MAX = env_float(
+    "KARMCHARI_RETRY_BACKOFF_MAX", 600.0, minimum=1.0
+)
 KARMCHARI_DEFAULT_QUEUE = env_str("KARMCHARI_DEFAULT_QUEUE", "celery")
 # Environment variables a shell job inherits from the worker; the rest (database
 # passwords, SECRET_KEY...) stay out of the job's reach.

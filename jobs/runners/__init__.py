@@ -31,6 +31,19 @@ class Outcome:
     paused_seconds: float = 0.0
 
 
+def tail_text(data: bytes, dropped: int) -> str:
+    """The kept tail of an output as text, saying how many bytes went before it. A
+    character cut by the trim is dropped whole rather than shown as U+FFFD."""
+    start = 0
+    if dropped:
+        while start < min(3, len(data)) and 0x80 <= data[start] < 0xC0:
+            start += 1
+    body = data[start:].decode("utf-8", errors="replace")
+    if dropped + start:
+        return f"[... {dropped + start} bytes truncated ...]\n{body}"
+    return body
+
+
 def _no_output(chunk: bytes) -> None:
     pass
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from jobs.runners import ENV_NAME, Outcome, RunContext, SpecError
+from jobs.runners import ENV_NAME, Outcome, RunContext, SpecError, tail_text
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,7 @@ class TailBuffer:
         if len(data) > self.limit:
             dropped += len(data) - self.limit
             data = data[-self.limit :]
-        body = bytes(data).decode("utf-8", errors="replace")
-        if dropped:
-            return f"[... {dropped} bytes truncated ...]\n{body}"
-        return body
+        return tail_text(bytes(data), dropped)
 
 
 class ShellRunner:
@@ -230,9 +227,14 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
                 killed = True
                 logger.info("process group %s: kill requested; sending SIGTERM", pgid)
                 _signal_group(pgid, signal.SIGTERM)
-                # A stopped process only sees SIGTERM once it is continued.
+                # A stopped process only sees SIGTERM once it is continued; from
+                # here it runs (its handler), so the grace is not paused time.
                 _signal_group(pgid, signal.SIGCONT)
                 kill_at = now + grace
+                if paused_since is not None:
+                    paused_total += now - paused_since
+                    paused_since = None
+                    context.on_status("running")
             elif killed or timed_out:
                 pass
             elif desired == "pause" and paused_since is None:

@@ -17,8 +17,9 @@ from jobs.services.executions import (
     execution_finish,
     execution_runner_status,
     execution_send_later,
+    external_start,
 )
-from jobs.stats import stats_invalidate
+from jobs.stats import stats_forget, stats_invalidate
 
 _CONTROL_STATES = {
     "pause": Execution.DesiredState.PAUSE,
@@ -53,6 +54,11 @@ def execution_control(*, execution: Execution, action: str, user: Any) -> Execut
     kind = execution.job.kind
     if action == "pause" and kind not in PAUSABLE_KINDS:
         raise Conflict(f"Jobs of kind {kind!r} cannot be paused; kill them instead.")
+    killing = Conflict(
+        f"Execution #{execution.pk} is being killed; it cannot be {_PAST[action]}."
+    )
+    if action != "kill" and execution.desired_state == Execution.DesiredState.KILL:
+        raise killing
     if (
         action == "resume"
         and execution.status != Execution.Status.PAUSED
@@ -79,11 +85,15 @@ def execution_control(*, execution: Execution, action: str, user: Any) -> Execut
                 detail="Was pending: it will not start.",
             )
         else:
-            changed = Execution.objects.filter(
+            active = Execution.objects.filter(
                 pk=execution.pk, status__in=Execution.ACTIVE_STATUSES
-            ).update(desired_state=desired)
-            if not changed:
-                execution.refresh_from_db(fields=["status"])
+            )
+            if action != "kill":  # a kill is final: a later pause cannot undo it
+                active = active.exclude(desired_state=Execution.DesiredState.KILL)
+            if not active.update(desired_state=desired):
+                execution.refresh_from_db(fields=["status", "desired_state"])
+                if not execution.is_finished:
+                    raise killing
                 raise Conflict(
                     f"Execution #{execution.pk} already finished "
                     f"({execution.status}); it cannot be {_PAST[action]}."
@@ -128,38 +138,48 @@ def execution_report(
         raise Conflict("Only executions of external jobs report their own progress.")
     if status not in REPORTABLE_STATUSES:
         raise ServiceError(f"Cannot report status {status!r}.")
-    execution.refresh_from_db()
-    if execution.is_finished:
-        raise Conflict(
-            f"Execution #{execution.pk} already finished ({execution.status})."
-        )
-    if output:
-        logs.log_append(execution_id=execution.pk, data=output.encode())
-    if status in Execution.FINAL_STATUSES:
-        with transaction.atomic():
+    # All of a report or none of it, one report of a run at a time (the row lock):
+    # concurrent progress reports append in turn, and of two final reports the
+    # second sees the first one's end and is refused.
+    with transaction.atomic():
+        Execution.objects.select_for_update().filter(pk=execution.pk).exists()
+        execution.refresh_from_db()
+        if execution.is_finished:
+            raise Conflict(
+                f"Execution #{execution.pk} already finished ({execution.status})."
+            )
+        if execution.status == Execution.Status.PENDING:
+            # Not started yet (sent to nobody, or a retry in its backoff): the
+            # process that reports is running it.
+            external_start(execution=execution)
+            execution.refresh_from_db()
+        if output:
+            logs.log_append(execution_id=execution.pk, data=output.encode())
+        if status in Execution.FINAL_STATUSES or status != execution.status:
             ExecutionEvent.objects.create(
                 execution=execution,
                 action=ExecutionEvent.Action.REPORT,
                 actor=event_actor(user),
                 detail=f"Reported {status}.",
             )
-        outcome = Outcome(
-            status=status,
-            exit_code=exit_code,
-            output=logs.log_tail_text(execution_id=execution.pk),
-            error=error,
-            reason=reason,
-        )
-        return execution_finish(execution=execution, outcome=outcome)
-    if status != execution.status:
-        execution_runner_status(execution_id=execution.pk, status=status)
-        ExecutionEvent.objects.create(
-            execution=execution,
-            action=ExecutionEvent.Action.REPORT,
-            actor=event_actor(user),
-            detail=f"Reported {status}.",
-        )
-        stats_invalidate(job_id=execution.job_id)
+        if status in Execution.FINAL_STATUSES:
+            outcome = Outcome(
+                status=status,
+                exit_code=exit_code,
+                output=logs.log_tail_text(execution_id=execution.pk),
+                error=error,
+                reason=reason,
+            )
+            execution = execution_finish(execution=execution, outcome=outcome)
+            if execution.status != status:
+                raise Conflict(
+                    f"Execution #{execution.pk} already finished ({execution.status})."
+                )
+            transaction.on_commit(lambda: logs.log_close(execution_id=execution.pk))
+            return execution
+        if status != execution.status:
+            execution_runner_status(execution_id=execution.pk, status=status)
+            stats_forget(job_id=execution.job_id)
     execution.refresh_from_db()
     return execution
 
@@ -189,6 +209,12 @@ def execution_retry(*, execution: Execution, user: Any) -> Execution:
             actor=event_actor(user),
             detail=f"Retried as #{retry.pk}.",
         )
-        transaction.on_commit(lambda: execution_send_later(execution=retry, delay=0.0))
+        if retry.job.kind == Job.Kind.EXTERNAL:
+            external_start(execution=retry)  # answered as it is: running
+            retry.refresh_from_db()
+        else:
+            transaction.on_commit(
+                lambda: execution_send_later(execution=retry, delay=0.0)
+            )
     stats_invalidate(job_id=execution.job_id)
     return retry

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -397,9 +398,13 @@ def execution_runner_status(*, execution_id: int, status: str) -> bool:
 
 
 def retry_delay(*, backoff: float, attempt: int) -> float:
-    """Seconds before the attempt after `attempt`: exponential, with equal jitter
-    (half fixed, half random) so a burst of failures does not retry in lockstep."""
-    base = float(backoff) * 2.0 ** (attempt - 1)
+    """Seconds before the attempt after `attempt`: exponential up to
+    KARMCHARI_RETRY_BACKOFF_MAX, with equal jitter (half fixed, half random) so a
+    burst of failures does not retry in lockstep."""
+    base = min(
+        float(backoff) * 2.0 ** min(attempt - 1, 64),
+        max(float(backoff), settings.KARMCHARI_RETRY_BACKOFF_MAX),
+    )
     return base / 2 + random.uniform(0, base / 2)  # noqa: S311 (not a secret)
 
 
@@ -409,16 +414,23 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
     Idempotent: an execution is retried at most once automatically. The retry is
     stamped `dispatched_at` = its due time, so the outbox sweep does not send it early.
     """
+    if execution.status not in RETRYABLE_STATUSES:
+        return None
     job = execution.job
-    if (
-        execution.status not in RETRYABLE_STATUSES
-        or execution.attempt > job.max_retries
-        or not job.enabled
-    ):
+    # As the job is now, not as the run's claim loaded it: disabled or given fewer
+    # retries meanwhile, it gets no more attempts.
+    current = (
+        Job.objects.filter(pk=job.pk)
+        .values("enabled", "max_retries", "retry_backoff")
+        .first()
+    )
+    if current is None or not current["enabled"]:
+        return None
+    if execution.attempt > current["max_retries"]:
         return None
     if execution.retries.filter(trigger=Execution.Trigger.RETRY).exists():
         return None
-    delay = retry_delay(backoff=job.retry_backoff, attempt=execution.attempt)
+    delay = retry_delay(backoff=current["retry_backoff"], attempt=execution.attempt)
     with transaction.atomic():
         retry = Execution.objects.create(
             job=job,
@@ -442,18 +454,23 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
 
 
 def execution_send_later(*, execution: Execution, delay: float) -> None:
-    if execution.job.kind == Job.Kind.EXTERNAL:
-        _external_start(execution_id=execution.pk)
+    if execution.job.kind == Job.Kind.EXTERNAL and delay <= 0:
+        external_start(execution=execution)
         return
+    # An external job's later attempt too: the worker that claims it when it is due
+    # marks it running (execution_run), for its process to take up.
     executions_send([(execution, delay)])
 
 
-def _external_start(*, execution_id: int) -> None:
-    """An external job's run is running as soon as it exists: its process, elsewhere,
+def external_start(*, execution: Execution) -> None:
+    """An external job's run is running as soon as it is due: its process, elsewhere,
     reads its desired state and reports through the API."""
-    Execution.objects.filter(pk=execution_id, status=Execution.Status.PENDING).update(
-        status=Execution.Status.RUNNING, started_at=timezone.now(), worker="external"
-    )
+    now = timezone.now()
+    if Execution.objects.filter(
+        pk=execution.pk, status=Execution.Status.PENDING
+    ).update(status=Execution.Status.RUNNING, started_at=now, worker="external"):
+        Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
+        stats_forget(job_id=execution.job_id)
 
 
 def _release_children(*, execution: Execution) -> None:

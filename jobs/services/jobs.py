@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.models import App, Job
+from jobs.models import App, Execution, Job
 from jobs.runners import SpecError, get_runner
 from jobs.secrets import job_secrets_set, spec_split_secrets
 from jobs.services.base import DependencyCycle
@@ -91,6 +91,14 @@ def job_update(
         if split or secrets or replace_secrets:
             job_secrets_set(
                 job=job, secrets={**split, **(secrets or {})}, replace=replace_secrets
+            )
+        if was_enabled and not job.enabled:
+            # Runs not started yet (queued, buffered, a retry in its backoff) do not
+            # start: a job is disabled so that it stops running.
+            Execution.objects.filter(job=job, status=Execution.Status.PENDING).update(
+                status=Execution.Status.SKIPPED,
+                finished_at=timezone.now(),
+                reason="Its job was disabled before it started.",
             )
         if job.enabled and not was_enabled:
             # Its schedules stood still while it was disabled: settle those slots by

@@ -323,3 +323,14 @@ def test_it_tells_each_running_run_s_own_worker_when_overlap_cancels_them(
         (call.kwargs["execution_id"], call.kwargs["worker"])
         for call in publish.call_args_list
     ) == [(first.pk, "celery@a"), (second.pk, "celery@b")]
+
+
+def test_it_keeps_a_kill_once_asked_for(api: APIClient, running: Execution) -> None:
+    assert api.post(f"/api/executions/{running.pk}/kill/").status_code == 202
+    for verb in ("pause", "resume"):
+        response = api.post(f"/api/executions/{running.pk}/{verb}/")
+        assert response.status_code == 409
+        assert "is being killed" in response.json()["detail"]
+    running.refresh_from_db()
+    assert running.desired_state == Execution.DesiredState.KILL
+    assert api.post(f"/api/executions/{running.pk}/kill/").status_code == 202

@@ -177,3 +177,77 @@ def test_external_reports_append_to_the_log(execution: Execution) -> None:
     assert logs.log_append(execution_id=execution.pk, data=b"step 2\n") == 14
     assert logs.log_read(execution=execution, offset=7).data == b"step 2\n"
     assert logs.log_tail_text(execution_id=execution.pk) == "step 1\nstep 2\n"
+
+
+@override_settings(KARMCHARI_OUTPUT_LIMIT=2048)
+def test_it_keeps_only_the_tail_of_a_report_over_the_cap(execution: Execution) -> None:
+    assert logs.log_append(execution_id=execution.pk, data=b"x" * 5000) == 5000
+    (chunk,) = ExecutionLogChunk.objects.filter(execution=execution)
+    assert (chunk.offset, len(chunk.data)) == (5000 - 2048, 2048)
+    assert logs.log_tail_text(execution_id=execution.pk) == (
+        "[... 2952 bytes truncated ...]\n" + "x" * 2048
+    )
+
+
+@override_settings(KARMCHARI_OUTPUT_LIMIT=1024)
+def test_the_download_says_where_the_output_was_cut(
+    api: APIClient, execution: Execution
+) -> None:
+    writer = logs.LogWriter(execution.pk, clock=Clock())
+    writer.write("é".encode() + b"a" * 1500)  # the cut falls inside nothing
+    writer.write(b"".join(b"line %d\n" % n for n in range(200)))
+    writer.close()
+    finish(execution)
+    text = api.get(f"/api/executions/{execution.pk}/output/").content.decode()
+    assert text.startswith("[... ")
+    assert " bytes truncated ...]\n" in text
+    assert text.endswith("line 199\n")
+    assert "\ufffd" not in text
+
+
+def test_paging_a_finished_log_never_splits_a_character(execution: Execution) -> None:
+    logs.LogWriter(execution.pk, clock=Clock()).write("é€…".encode())
+    finish(execution)
+    pieces, offset = [], 0
+    while True:
+        piece = logs.log_read(execution=execution, offset=offset, limit=4)
+        pieces.append(piece.data)
+        offset = piece.next_offset
+        if piece.finished:
+            break
+    assert [p.decode() for p in pieces] == ["é", "€", "…"]
+
+
+def test_an_external_run_s_stream_expires_once_it_ends(
+    api: APIClient,
+    make_job: Callable[..., Execution],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    from jobs.models import Job
+
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    run = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    redis = get_redis_connection("default")
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(
+            f"/api/executions/{run}/report/", {"status": "running", "output": "1\n"}
+        )
+    assert 0 < redis.ttl(logs.log_key(run)) <= 7 * 86400
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(f"/api/executions/{run}/report/", {"status": "succeeded"})
+    from django.conf import settings
+
+    assert 0 < redis.ttl(logs.log_key(run)) <= settings.KARMCHARI_LOG_REDIS_TTL
+
+
+def test_the_stream_ignores_a_last_event_id_that_is_not_a_number(
+    api: APIClient, execution: Execution
+) -> None:
+    logs.LogWriter(execution.pk, clock=Clock()).write(b"hello\n")
+    finish(execution)
+    response = api.get(
+        f"/api/executions/{execution.pk}/log/stream/",
+        HTTP_ACCEPT="text/event-stream",
+        HTTP_LAST_EVENT_ID="²",
+    )
+    assert '"text": "hello\\n"' in b"".join(response.streaming_content).decode()

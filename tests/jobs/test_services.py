@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -9,9 +10,10 @@ from unittest import mock
 import pytest
 import time_machine
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Execution, Job
+from jobs.models import Execution, ExecutionEvent, ExecutionLogChunk, Job
 from jobs.runners import Outcome
 from jobs.services import executions
 
@@ -499,3 +501,124 @@ def test_it_forgets_stats_and_records_the_duration_in_one_redis_round_trip(
         )
     assert sent.call_count == 1
     assert cache.get(stats._job_key(execution.job_id)) is None
+
+
+def test_a_report_with_an_exit_code_out_of_range_stores_nothing(
+    api: Any, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    run = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    response = api.post(
+        f"/api/executions/{run}/report/",
+        {"status": "succeeded", "output": "x\n", "exit_code": 2**40},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "exit_code" in response.json()
+    assert not ExecutionEvent.objects.filter(execution_id=run).exists()
+    assert not ExecutionLogChunk.objects.filter(execution_id=run).exists()
+    assert Execution.objects.get(pk=run).status == Execution.Status.RUNNING
+
+
+def test_a_report_starts_an_external_run_still_pending(
+    api: Any, make_job: Callable[..., Job]
+) -> None:
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    pending = Execution.objects.create(job=job)  # fired, not yet taken up
+    done = api.post(
+        f"/api/executions/{pending.pk}/report/", {"status": "succeeded"}
+    ).json()
+    assert done["status"] == "succeeded"
+    assert done["started_at"] is not None
+    job.refresh_from_db()
+    assert (job.success_count, job.last_attempted_at is not None) == (1, True)
+
+
+def test_an_external_job_s_retries_wait_for_their_backoff(
+    api: Any,
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={}, max_retries=1, retry_backoff=600)
+    run = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(f"/api/executions/{run}/report/", {"status": "failed"})
+    retry = Execution.objects.get(retry_of_id=run)
+    assert retry.status == Execution.Status.PENDING  # until a worker takes it, due
+    assert sent.call_args.kwargs["countdown"] >= 300
+    # By hand: at once, and answered as it is.
+    again = api.post(f"/api/executions/{run}/retry/").json()
+    assert again["status"] == "running"
+
+
+def test_concurrent_reports_append_in_turn_and_one_end_wins(
+    make_job: Callable[..., Job], admin_user: Any, transactional_db: None
+) -> None:
+    from django.db import connection, connections
+
+    from tests.tokens import make_token
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL")
+    token = make_token(admin_user).key
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+
+    def client() -> APIClient:
+        each = APIClient()
+        each.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+        each.raise_request_exception = False
+        return each
+
+    run = client().post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    codes: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def report(n: int) -> None:
+        mine = client()
+        barrier.wait()
+        for line in range(5):
+            body = {"status": "running", "output": f"{n}-{line}\n"}
+            codes.append(mine.post(f"/api/executions/{run}/report/", body).status_code)
+        body = {"status": "succeeded" if n % 2 else "failed"}
+        codes.append(mine.post(f"/api/executions/{run}/report/", body).status_code)
+        connections.close_all()
+
+    threads = [threading.Thread(target=report, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 500 not in codes
+    assert codes.count(409) >= 5  # every final report after the first
+    ends = ExecutionEvent.objects.filter(execution_id=run, detail__startswith="Rep")
+    finished = Execution.objects.get(pk=run)
+    assert finished.status in ("succeeded", "failed")
+    assert f"Reported {finished.status}." in set(ends.values_list("detail", flat=True))
+
+
+def test_the_retry_backoff_is_capped(settings: Any) -> None:
+    settings.KARMCHARI_RETRY_BACKOFF_MAX = 600
+    assert services.retry_delay(backoff=10, attempt=3) <= 40
+    for attempt in (8, 45, 5000):  # 2^4999 would overflow a float
+        assert 300 <= services.retry_delay(backoff=10, attempt=attempt) <= 600
+    # A backoff set above the cap is the job's own word for its first wait.
+    assert 1800 <= services.retry_delay(backoff=3600, attempt=1) <= 3600
+
+
+def test_a_job_disabled_during_its_run_gets_no_retry_and_loses_its_queued_runs(
+    make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    job = make_job(max_retries=3)
+    running = Execution.objects.create(job=job, status=Execution.Status.RUNNING)
+    queued = Execution.objects.create(job=job)
+    claimed_view = Execution.objects.select_related("job").get(pk=running.pk)
+    services.job_update(job=job, enabled=False)
+    queued.refresh_from_db()
+    assert queued.status == Execution.Status.SKIPPED
+    assert queued.reason == "Its job was disabled before it started."
+    # The run's own copy of its job still says enabled: the retry asks the database.
+    services.execution_finish(
+        execution=claimed_view, outcome=Outcome(status=Execution.Status.FAILED)
+    )
+    assert not Execution.objects.filter(retry_of=running).exists()

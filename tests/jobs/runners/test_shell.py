@@ -274,3 +274,23 @@ def test_it_puts_secrets_in_the_environment_over_the_spec_env() -> None:
     spec = {"command": 'echo "$DB_PASSWORD $MODE $OTHER"'}
     outcome = runner.run({**spec, "env": {"MODE": "fast", "OTHER": "x"}}, context)
     assert outcome.output == "hunter2 secret-mode x\n"
+
+
+@override_settings(KARMCHARI_KILL_GRACE=1.5)
+def test_it_does_not_count_the_kill_grace_of_a_paused_job_as_paused() -> None:
+    job = Controlled(
+        "trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.1; done"
+    )
+    pid = job.pid()
+    wait_for(lambda: b"ready" in job.output)
+    job.desired = "pause"
+    wait_for(lambda: process_state(pid) == "T")
+    paused_at = time.monotonic()
+    time.sleep(0.3)
+    job.desired = "kill"
+    killed_at = time.monotonic()
+    outcome = job.outcome()
+    assert outcome.status == "killed"
+    # SIGCONT came with the SIGTERM: the group ran its handler through the grace.
+    assert outcome.paused_seconds < killed_at - paused_at + 0.5
+    assert job.statuses == ["paused", "running"]
