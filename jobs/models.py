@@ -212,8 +212,10 @@ class Job(models.Model):
 
     def retention(self) -> tuple[int | None, int | None, int | None]:
         """(succeeded kept, others kept, days kept): the job's own, else its app's,
-        else the KARMCHARI_KEEP_* settings. None (or 0 for the settings) is no limit.
-        Reads self.app: select_related it when looping over jobs."""
+        else the KARMCHARI_KEEP_* settings. None is no limit: a setting of 0, and 0
+        days at any level (a job can lift its app's limit so). A job's or app's count
+        of 0 keeps none of that kind. Reads self.app: select_related it when looping
+        over jobs."""
         from django.conf import settings
 
         def pick(own: int | None, app: int | None, default: int) -> int | None:
@@ -232,7 +234,8 @@ class Job(models.Model):
             pick(
                 self.keep_failed, self.app.keep_failed, settings.KARMCHARI_KEEP_FAILED
             ),
-            pick(self.keep_days, self.app.keep_days, settings.KARMCHARI_KEEP_DAYS),
+            pick(self.keep_days, self.app.keep_days, settings.KARMCHARI_KEEP_DAYS)
+            or None,
         )
 
     @property

@@ -104,7 +104,6 @@ def _claim_sql() -> str:
         _quote(Job._meta.db_table),
         _quote(App._meta.db_table),
     )
-    links = _quote(Job.parents.through._meta.db_table)
     secrets = _quote(JobSecret._meta.db_table)
     agents = _quote(Agent._meta.db_table)
     # Only names from the models' metadata are formatted in; values are parameters.
@@ -129,7 +128,6 @@ def _claim_sql() -> str:
         SELECT {_names("claimed", Execution)},
             {_names("touched", Job)},
             {_names(App._meta.db_table, App)},
-            EXISTS (SELECT 1 FROM {links} WHERE to_job_id = touched.id),
             EXISTS (SELECT 1 FROM {secrets} WHERE job_id = touched.id)
         FROM claimed
         JOIN touched ON touched.id = claimed.job_id
@@ -139,7 +137,7 @@ def _claim_sql() -> str:
 
 def claim(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
     """services.execution_claim in one statement: the execution (with its job and
-    app loaded, and whether the job has dependants and secrets) or None."""
+    app loaded, and whether the job has secrets) or None."""
     row = _execute(
         _claim_sql(),
         {
@@ -158,9 +156,9 @@ def claim(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
     db = _db()
     execution = _instance(db, Execution, row[:first_job])
     job = _instance(db, Job, row[first_job:first_app])
-    job.app = _instance(db, App, row[first_app:-2])
+    job.app = _instance(db, App, row[first_app:-1])
     execution.job = job
-    execution.job_has_children, execution.job_has_secrets = row[-2:]  # type: ignore[attr-defined]
+    execution.job_has_secrets = row[-1]  # type: ignore[attr-defined]
     return execution
 
 
@@ -168,6 +166,7 @@ def claim(*, execution_id: int, worker: str, now: datetime) -> Execution | None:
 def _finish_sql(names: tuple[str, ...]) -> str:
     columns = {field.name: field.column for field in _shape(Execution)[0]}
     executions, jobs = _quote(Execution._meta.db_table), _quote(Job._meta.db_table)
+    links = _quote(Job.parents.through._meta.db_table)
     assignments = ", ".join(f"{_quote(columns[name])} = %({name})s" for name in names)
     return f"""
         WITH ended AS (
@@ -184,13 +183,17 @@ def _finish_sql(names: tuple[str, ...]) -> str:
             last_error_at = CASE WHEN %(succeeded)s THEN last_error_at
                 ELSE %(finished_at)s END
         FROM ended WHERE {jobs}.id = ended.job_id
+        RETURNING EXISTS (SELECT 1 FROM {links} WHERE to_job_id = {jobs}.id)
     """  # noqa: S608
 
 
-def finish(*, execution: Execution, ended: dict[str, Any], duration: float) -> bool:
+def finish(
+    *, execution: Execution, ended: dict[str, Any], duration: float
+) -> bool | None:
     """services.execution_finish's writes in one statement: `ended` on the execution
     if it is still running or paused, and the run folded into its job's counters.
-    False when the execution was no longer running."""
+    None when the execution was no longer running; else whether its job has
+    dependants now (one linked while it ran counts)."""
     succeeded = ended["status"] == Execution.Status.SUCCEEDED
     params = {
         **ended,
@@ -202,7 +205,8 @@ def finish(*, execution: Execution, ended: dict[str, Any], duration: float) -> b
         "errors": int(not succeeded),
         "succeeded": succeeded,
     }
-    return bool(_execute(_finish_sql(tuple(ended)), params, fetch=False))
+    row = _execute(_finish_sql(tuple(ended)), params, fetch=True)
+    return None if row is None else bool(row[0])
 
 
 def _insert_fields(model: type[Model]) -> list[Field[Any, Any]]:

@@ -195,6 +195,18 @@ def execution_retry(*, execution: Execution, user: Any) -> Execution:
     if not execution.job.enabled:
         raise Conflict(f"Job {execution.job.name!r} is disabled; enable it first.")
     with transaction.atomic():
+        # One retry of a run at a time: a double-clicked button or a client's
+        # repeated POST does not run the job twice.
+        Execution.objects.select_for_update().filter(pk=execution.pk).exists()
+        active = (
+            execution.retries.filter(status__in=Execution.ACTIVE_STATUSES)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if active is not None:
+            raise Conflict(
+                f"Execution #{execution.pk} is already being retried as #{active}."
+            )
         retry = Execution.objects.create(
             job=execution.job,
             trigger=Execution.Trigger.RETRY,

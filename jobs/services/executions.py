@@ -137,7 +137,6 @@ def _claim_orm(*, execution_id: int, worker: str, now: datetime) -> Execution | 
         execution = (
             Execution.objects.select_related("job__app")
             .annotate(
-                job_has_children=Exists(_children_of(OuterRef("job_id"))),
                 job_has_secrets=Exists(
                     JobSecret.objects.filter(job_id=OuterRef("job_id"))
                 ),
@@ -182,14 +181,24 @@ def execution_finish(
     # PostgreSQL (jobs/pgsql.py), a transaction elsewhere.
     if connection.vendor == "postgresql":
         duration = execution.duration or 0.0
-        finished = pgsql.finish(execution=execution, ended=ended, duration=duration)
+        has_children = pgsql.finish(execution=execution, ended=ended, duration=duration)
     else:
-        finished = _finish_orm(execution=execution, ended=ended)
+        has_children = _finish_orm(execution=execution, ended=ended)
+    finished = has_children is not None
+    if finished:
+        execution.job_has_children = has_children  # type: ignore[attr-defined]
     if not finished:
         for field, value in before.items():
             setattr(execution, field, value)
         job = execution.job  # refresh_from_db() would drop a loaded job
-        execution.refresh_from_db()
+        try:
+            execution.refresh_from_db()
+        except Execution.DoesNotExist:
+            # Its job was deleted while it ran (the delete asked it to stop).
+            logger.info(
+                "execution %s was deleted before its run finished", execution.pk
+            )
+            return execution
         execution.job = job
         if (execution.status, execution.finished_at) != (outcome.status, now):
             logger.warning(
@@ -217,17 +226,17 @@ def _execution_ended(*, execution: Execution) -> None:
     notifications.execution_changed(execution=execution)
 
 
-def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> bool:
+def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> bool | None:
+    """As pgsql.finish: None if no longer running, else whether the job has
+    dependants now."""
     with transaction.atomic():
-        finished = bool(
-            Execution.objects.filter(
-                pk=execution.pk,
-                status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
-            ).update(**ended)
-        )
-        if finished:
-            _job_stats_add(execution=execution)
-    return finished
+        if not Execution.objects.filter(
+            pk=execution.pk,
+            status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
+        ).update(**ended):
+            return None
+        _job_stats_add(execution=execution)
+    return _children_of(execution.job_id).exists()
 
 
 def _job_stats_add(*, execution: Execution) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.models import App, Execution, Job
@@ -144,10 +144,22 @@ def job_parents_cycle(*, job: Job | None, parents: list[Job]) -> str | None:
     return None
 
 
+# Any fixed number: the transaction-level advisory lock that serialises edits of
+# dependencies on PostgreSQL.
+_PARENTS_LOCK = 0x6B61726D  # "karm"
+
+
 def job_set_parents(*, job: Job, parents: list[Job]) -> Job:
-    if why := job_parents_cycle(job=job, parents=parents):
-        raise DependencyCycle(why)
-    job.parents.set(parents)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Two edits that each pass the cycle check alone (A under B, B under A)
+            # must not both commit: one edit of dependencies at a time. (SQLite,
+            # for development, is left as it is.)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PARENTS_LOCK])
+        if why := job_parents_cycle(job=job, parents=parents):
+            raise DependencyCycle(why)
+        job.parents.set(parents)
     return job
 
 

@@ -43,7 +43,7 @@ def test_it_prepares_the_claim_and_the_end_once_per_connection(
             execution_id=make_execution().pk, worker="w", now=timezone.now()
         )
         assert execution is not None
-        assert pgsql.finish(execution=execution, ended=_ended(), duration=0.5)
+        assert pgsql.finish(execution=execution, ended=_ended(), duration=0.5) is False
     claims = [sql for sql in _prepared() if "WITH claimed AS" in sql]
     ends = [sql for sql in _prepared() if "WITH ended AS" in sql]
     assert len(claims) == 1 and len(ends) == 1
@@ -57,7 +57,7 @@ def test_it_sends_them_unprepared_when_told(
         execution_id=make_execution().pk, worker="w", now=timezone.now()
     )
     assert execution is not None
-    assert pgsql.finish(execution=execution, ended=_ended(), duration=0.5)
+    assert pgsql.finish(execution=execution, ended=_ended(), duration=0.5) is False
     assert not [sql for sql in _prepared() if "jobs_execution" in sql]
     execution.refresh_from_db()
     assert (execution.status, execution.output) == ("succeeded", "out")
@@ -79,7 +79,7 @@ def test_it_loads_the_claimed_run_as_the_orm_would(
                 theirs[model], field.attname
             ), (model, field.name)
     assert claimed.parameters == {"n": 1} and claimed.started_at == now
-    assert claimed.job_has_children is False  # type: ignore[attr-defined]
+    assert claimed.job_has_secrets is False  # type: ignore[attr-defined]
 
 
 def test_it_answers_none_and_false_when_the_run_is_not_there(
@@ -91,7 +91,7 @@ def test_it_answers_none_and_false_when_the_run_is_not_there(
         is None
     )
     # Pending, never claimed: no end is recorded.
-    assert not pgsql.finish(execution=execution, ended=_ended(), duration=0.0)
+    assert pgsql.finish(execution=execution, ended=_ended(), duration=0.0) is None
 
 
 @pytest.mark.django_db(transaction=True)

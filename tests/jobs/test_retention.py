@@ -87,3 +87,31 @@ def test_no_limit_keeps_everything(
     for _ in range(3):
         make_execution(job=job, status="succeeded")
     assert executions_prune() == 0
+
+
+def test_zero_days_on_a_job_lifts_its_apps_limit(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    job = make_job(keep_days=0, keep_succeeded=None, keep_failed=None)
+    job.app.keep_days = 1
+    job.app.save()
+    with time_machine.travel(timezone.now() - timedelta(days=30)):
+        make_execution(job=job, status="succeeded")
+    make_execution(job=job, status="failed")
+    assert executions_prune() == 0
+    assert job.retention()[2] is None
+
+
+def test_a_prune_refreshes_the_job_s_cached_stats(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    api: object,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job(keep_failed=0)
+    make_execution(job=job, status="failed")
+    url = f"/api/jobs/{job.pk}/stats/"
+    assert api.get(url).json()["executions"]["failed"] == 1  # type: ignore[attr-defined]
+    with django_capture_on_commit_callbacks(execute=True):
+        executions_prune()
+    assert api.get(url).json()["executions"]["failed"] == 0  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -204,6 +205,27 @@ def test_it_retries_by_hand(
     sent.assert_called_once()
     running = Execution.objects.create(job=failed.job, status="running")
     assert api.post(f"/api/executions/{running.pk}/retry/").status_code == 409
+    # Once, while that retry is under way: a second POST does not run it twice.
+    again = api.post(f"/api/executions/{failed.pk}/retry/")
+    assert again.status_code == 409
+    assert "already being retried as" in again.json()["detail"]
+
+
+def test_a_run_whose_job_is_deleted_while_it_runs_ends_quietly(
+    make_job: Callable[..., Job],
+) -> None:
+    class DeletingRunner:
+        def validate(self, spec: Any) -> dict[str, Any]:
+            return dict(spec)
+
+        def run(self, spec: dict[str, Any], context: Any) -> Outcome:
+            services.job_delete(job=Job.objects.get(name=context.job_name))
+            return Outcome(status=Execution.Status.KILLED, exit_code=-15)
+
+    execution = Execution.objects.create(job=make_job())
+    with mock.patch.object(executions, "get_runner", return_value=DeletingRunner()):
+        services.execution_run(execution_id=execution.pk, worker="w")
+    assert not Execution.objects.exists()
 
 
 def test_it_runs_children_after_the_parents_success_in_order(
@@ -223,6 +245,21 @@ def test_it_runs_children_after_the_parents_success_in_order(
         (disabled.pk, "skipped"),
     ]
     assert "disabled" in runs[2].reason
+
+
+def test_it_runs_a_child_linked_while_its_parent_ran(
+    make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    parent, child = make_job(), make_job()
+    claimed = services.execution_claim(
+        execution_id=Execution.objects.create(job=parent).pk, worker="w"
+    )
+    assert claimed is not None
+    child.parents.add(parent)  # after the claim looked at the job
+    services.execution_finish(
+        execution=claimed, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+    )
+    assert Execution.objects.filter(job=child, trigger="dependency").exists()
 
 
 def test_it_does_not_run_children_when_the_parent_fails(
@@ -548,7 +585,8 @@ def test_an_external_job_s_retries_wait_for_their_backoff(
     assert retry.status == Execution.Status.PENDING  # until a worker takes it, due
     assert sent.call_args.kwargs["countdown"] >= 300
     # By hand: at once, and answered as it is.
-    again = api.post(f"/api/executions/{run}/retry/").json()
+    other = Execution.objects.create(job=job, status=Execution.Status.FAILED)
+    again = api.post(f"/api/executions/{other.pk}/retry/").json()
     assert again["status"] == "running"
 
 
@@ -622,3 +660,45 @@ def test_a_job_disabled_during_its_run_gets_no_retry_and_loses_its_queued_runs(
         execution=claimed_view, outcome=Outcome(status=Execution.Status.FAILED)
     )
     assert not Execution.objects.filter(retry_of=running).exists()
+
+
+def test_two_edits_at_once_cannot_make_a_cycle(
+    make_job: Callable[..., Job], transactional_db: None
+) -> None:
+    from django.db import connection, connections
+
+    from jobs.services import jobs as job_services
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the lock is PostgreSQL's")
+    a, b = make_job(name="a"), make_job(name="b")
+    checked = threading.Event()
+    check = job_services.job_parents_cycle
+
+    def slow_check(*, job: Job, parents: list[Job]) -> str | None:
+        why = check(job=job, parents=parents)
+        if job.pk == a.pk:
+            checked.set()
+            time.sleep(0.5)  # the other edit checks now, before this one writes
+        return why
+
+    refused: list[Exception] = []
+
+    def edit(child: Job, parent: Job) -> None:
+        try:
+            services.job_set_parents(job=child, parents=[parent])
+        except services.DependencyCycle as exc:
+            refused.append(exc)
+        finally:
+            connections.close_all()
+
+    with mock.patch.object(job_services, "job_parents_cycle", slow_check):
+        first = threading.Thread(target=edit, args=(a, b))
+        first.start()
+        assert checked.wait(5)
+        edit(b, a)
+        first.join()
+    assert len(refused) == 1
+    assert not (
+        a.parents.filter(pk=b.pk).exists() and b.parents.filter(pk=a.pk).exists()
+    )
