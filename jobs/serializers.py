@@ -187,6 +187,13 @@ class JobSerializer(serializers.ModelSerializer[Job]):
         help_text="Ids of the jobs this one runs after; with per-app access, only "
         "those the caller may see are listed (and kept when others are sent).",
     )
+    children = JobField(
+        many=True,
+        queryset=Job.objects.all(),
+        required=False,
+        help_text="Ids of the jobs that run after each success of this one (the "
+        "same links as their `parents`); with per-app access, as for `parents`.",
+    )
     warnings = serializers.SerializerMethodField(
         help_text="Why this job might not run, e.g. no live agent consumes its queue."
     )
@@ -216,6 +223,7 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             "keep_failed",
             "keep_days",
             "parents",
+            "children",
             "stats",
             "schedules",
             "warnings",
@@ -230,21 +238,23 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     def to_representation(self, instance: Job) -> dict[str, Any]:
         data = super().to_representation(instance)
-        if "parents" in data and _restricted(self.context):
+        if _restricted(self.context):
             user = _request_user(self.context)
-            # Parents in apps hidden from the caller are left out: from the
-            # prefetched parents, against the caller's app ids read once per response.
+            # Jobs in apps hidden from the caller are left out: from the prefetched
+            # links, against the caller's app ids read once per response.
             context = self.root.context if self.root else self.context
             if "visible_app_ids" not in context:
                 context["visible_app_ids"] = set(
                     access.apps_for(user).values_list("pk", flat=True)
                 )
             visible = context["visible_app_ids"]
-            data["parents"] = [
-                parent.pk
-                for parent in instance.parents.all()
-                if parent.app_id in visible
-            ]
+            for name in ("parents", "children"):
+                if name in data:
+                    data[name] = [
+                        linked.pk
+                        for linked in getattr(instance, name).all()
+                        if linked.app_id in visible
+                    ]
         return data
 
     def _check_shell_permission(self, attrs: dict[str, Any]) -> None:
@@ -293,6 +303,19 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             )
             if why:
                 raise serializers.ValidationError({"parents": why})
+        if "children" in attrs:
+            if _restricted(self.context):
+                attrs["children"] = access.keep_hidden_children(
+                    _request_user(self.context), self.instance, attrs["children"]
+                )
+            parents = attrs.get(
+                "parents", list(self.instance.parents.all()) if self.instance else []
+            )
+            why = services.job_children_cycle(
+                job=self.instance, parents=parents, children=attrs["children"]
+            )
+            if why:
+                raise serializers.ValidationError({"children": why})
         kind = attrs.get(
             "kind", self.instance.kind if self.instance else Job.Kind.SHELL
         )

@@ -54,7 +54,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         # A mask sent back for a secret that is not stored (checked by the service).
         return Response({"secrets": exc.errors}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, services.DependencyCycle):
-        return Response({"parents": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, services.ServiceError):
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, ProtectedError):
@@ -126,6 +126,7 @@ class JobViewSet(JobEngineActions, AppScopedMixin, viewsets.ModelViewSet[Job]):
     queryset = Job.objects.select_related("app").prefetch_related(
         "schedules",
         "parents",
+        "children",
         # Names only: the API never shows a value, so it never loads one.
         Prefetch("secrets", queryset=JobSecret.objects.only("pk", "job_id", "name")),
     )

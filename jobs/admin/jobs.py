@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import FilteredSelectMultiple
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.forms.models import BaseInlineFormSet
@@ -188,6 +189,14 @@ class JobForm(forms.ModelForm[Job]):
     Secret-looking env values and http headers in the spec move to the job's secrets
     when it is saved (services.job_insert and job_update)."""
 
+    # The other side of `parents`: the jobs that run after each success of this one.
+    children = forms.ModelMultipleChoiceField(
+        queryset=Job.objects.all(),
+        required=False,
+        widget=FilteredSelectMultiple("children", is_stacked=False),
+        help_text="Jobs that run after each success of this one.",
+    )
+
     class Meta:
         model = Job
         # The admin narrows this to what JobAdmin.get_fieldsets() lays out.
@@ -197,13 +206,28 @@ class JobForm(forms.ModelForm[Job]):
         super().__init__(*args, **kwargs)
         for name in JOB_STATS_FIELDS:  # written by services only
             self.fields.pop(name, None)
+        children: Any = self.fields["children"]
+        if self.children_choices is not None:
+            children.queryset = self.children_choices
         parents: Any = self.fields.get("parents")
-        if parents is not None and self.instance.pk is not None:
-            # Not offered as its own parent (saving it would be refused anyway).
-            parents.queryset = parents.queryset.exclude(pk=self.instance.pk)
+        if self.instance.pk is not None:
+            # Not offered as its own parent or child (refused anyway).
+            children.queryset = children.queryset.exclude(pk=self.instance.pk)
+            self.initial.setdefault(
+                "children",
+                list(
+                    children.queryset.filter(parents=self.instance).values_list(
+                        "pk", flat=True
+                    )
+                ),
+            )
+            if parents is not None:
+                parents.queryset = parents.queryset.exclude(pk=self.instance.pk)
 
-    # Set by JobAdmin.get_form from the requesting user.
+    # Set by JobAdmin.get_form from the requesting user: whether they may manage
+    # shell jobs, and the jobs they may see (None: all).
     may_manage_shell = True
+    children_choices: QuerySet[Job] | None = None
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -220,13 +244,20 @@ class JobForm(forms.ModelForm[Job]):
                 )
             except SpecError as exc:
                 self.add_error("spec", "; ".join(exc.errors.values()))
+        job = self.instance if self.instance.pk else None
         if data.get("parents") is not None:
-            why = services.job_parents_cycle(
-                job=self.instance if self.instance.pk else None,
-                parents=list(data["parents"]),
-            )
+            why = services.job_parents_cycle(job=job, parents=list(data["parents"]))
             if why:
                 self.add_error("parents", why)
+        if data.get("children"):
+            parents = data.get("parents")
+            why = services.job_children_cycle(
+                job=job,
+                parents=list(parents if parents is not None else []),
+                children=list(data["children"]),
+            )
+            if why:
+                self.add_error("children", why)
         return data
 
 
@@ -264,7 +295,7 @@ JOB_FIELDSETS: list[tuple[str | None, list[str]]] = [
             "tags",
         ],
     ),
-    ("Dependencies", ["parents", "children_links"]),
+    ("Dependencies", ["parents", "children", "children_links"]),
     ("Statistics", ["stats_panel", "created", "updated"]),
 ]
 # Shown inside the stats panel instead of one by one.
@@ -346,6 +377,10 @@ class JobAdmin(AppScopedAdmin[Job]):
             available = [
                 n for n in available if n not in ("stats_panel", "children_links")
             ]
+        elif not self.has_change_permission(request, obj):
+            # Read-only page: "children" is a form field, not one of the model's;
+            # the children's links show them.
+            available = [n for n in available if n != "children"]
         placed: set[str] = set()
         fieldsets: list[tuple[str | None, dict[str, Any]]] = []
         for title, names in JOB_FIELDSETS:
@@ -392,7 +427,7 @@ class JobAdmin(AppScopedAdmin[Job]):
 
     # --- change page ---
 
-    @admin.display(description="Children")
+    @admin.display(description="Children's pages")
     def children_links(self, job: Job) -> SafeString | str:
         if not job.pk:
             return "-"
@@ -462,6 +497,7 @@ class JobAdmin(AppScopedAdmin[Job]):
         form = super().get_form(request, obj, change=change, **kwargs)
         # A fresh class per request (modelform_factory), so this is per user.
         form.may_manage_shell = can_manage_shell_jobs(request.user)  # type: ignore[attr-defined]
+        form.children_choices = access.visible(Job, request.user)  # type: ignore[attr-defined]
         return form
 
     def save_model(
@@ -506,6 +542,13 @@ class JobAdmin(AppScopedAdmin[Job]):
                 form.cleaned_data["parents"],
             )
             services.job_set_parents(job=form.instance, parents=parents)
+        if "children" in form.cleaned_data:
+            children = access.keep_hidden_children(
+                request.user,
+                form.instance if change else None,
+                form.cleaned_data["children"],
+            )
+            services.job_set_children(job=form.instance, children=children)
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 

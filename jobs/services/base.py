@@ -25,4 +25,9 @@ def actor_name(user: Any) -> str:
 
 
 class DependencyCycle(ServiceError):
-    """Parents that would make a job wait for itself (answered as 400)."""
+    """Parents or children that would make a job wait for itself (answered as 400,
+    under `field`)."""
+
+    def __init__(self, message: str, *, field: str = "parents") -> None:
+        super().__init__(message)
+        self.field = field

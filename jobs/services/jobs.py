@@ -39,16 +39,18 @@ def job_create(
     **fields: Any,
 ) -> Job:
     parents = fields.pop("parents", None)
+    children = fields.pop("children", None)
     job = Job(app=app, name=name, kind=kind, spec=spec)
     for field, value in fields.items():
         setattr(job, field, value)
-    return job_insert(job=job, parents=parents, secrets=secrets)
+    return job_insert(job=job, parents=parents, children=children, secrets=secrets)
 
 
 def job_insert(
     *,
     job: Job,
     parents: list[Job] | None = None,
+    children: list[Job] | None = None,
     secrets: Mapping[str, str | None] | None = None,
 ) -> Job:
     """Save a new job built elsewhere (job_create, the admin's add form): its spec
@@ -59,6 +61,8 @@ def job_insert(
         job.save()
         if parents is not None:
             job_set_parents(job=job, parents=parents)
+        if children:
+            job_set_children(job=job, children=children)
         if split or secrets:
             job_secrets_set(job=job, secrets={**split, **(secrets or {})})
     stats_invalidate(job_id=None)
@@ -76,6 +80,7 @@ def job_update(
     secrets; `replace_secrets` deletes the others. Secret-looking values in a new
     spec move to the secrets, as with job_insert."""
     parents = fields.pop("parents", None)
+    children = fields.pop("children", None)
     split: dict[str, str] = {}
     if "kind" in fields or "spec" in fields:
         kind = fields.get("kind", job.kind)
@@ -87,6 +92,8 @@ def job_update(
     with transaction.atomic():
         if parents is not None:
             job_set_parents(job=job, parents=parents)
+        if children is not None:
+            job_set_children(job=job, children=children)
         job.save(update_fields=[*fields, "updated"])
         if split or secrets or replace_secrets:
             job_secrets_set(
@@ -149,17 +156,51 @@ def job_parents_cycle(*, job: Job | None, parents: list[Job]) -> str | None:
 _PARENTS_LOCK = 0x6B61726D  # "karm"
 
 
+def job_children_cycle(
+    *, job: Job | None, parents: list[Job], children: list[Job]
+) -> str | None:
+    """Why making `children` run after `job` (whose parents are `parents`) would
+    make a dependency cycle, or None."""
+    for child in children:
+        if job is not None and job.pk is not None and child.pk == job.pk:
+            return "A job cannot depend on itself."
+        if job_parents_cycle(job=child, parents=parents):
+            return (
+                f"Job {child.name!r} cannot run after this job: this job already "
+                "runs after it."
+            )
+    return None
+
+
+def _lock_dependencies() -> None:
+    """Two edits that each pass the cycle check alone (A under B, B under A) must
+    not both commit: on PostgreSQL one edit of dependencies at a time, until the
+    transaction ends. (SQLite, for development, is left as it is.)"""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PARENTS_LOCK])
+
+
 def job_set_parents(*, job: Job, parents: list[Job]) -> Job:
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Two edits that each pass the cycle check alone (A under B, B under A)
-            # must not both commit: one edit of dependencies at a time. (SQLite,
-            # for development, is left as it is.)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_PARENTS_LOCK])
+        _lock_dependencies()
         if why := job_parents_cycle(job=job, parents=parents):
             raise DependencyCycle(why)
         job.parents.set(parents)
+    return job
+
+
+def job_set_children(*, job: Job, children: list[Job]) -> Job:
+    """The jobs that run after each success of `job` (Kala's dependent jobs, edited
+    from the parent's side)."""
+    with transaction.atomic():
+        _lock_dependencies()
+        why = job_children_cycle(
+            job=job, parents=list(job.parents.all()), children=children
+        )
+        if why:
+            raise DependencyCycle(why, field="children")
+        job.children.set(children)
     return job
 
 

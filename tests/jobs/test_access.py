@@ -184,8 +184,9 @@ def test_it_lists_jobs_of_the_granted_apps_in_constant_queries(
     client = client_for(member)
     client.get("/api/jobs/")  # first use of the token records its last use
     # token + user and group permissions + count + page + schedules + parents +
-    # secret names + queues + the ids of the granted apps (for the parents shown)
-    with django_assert_num_queries(10):
+    # children + secret names + queues + the ids of the granted apps (for the
+    # parents and children shown)
+    with django_assert_num_queries(11):
         assert len(client.get("/api/jobs/").json()["results"]) == 5
 
 
@@ -380,3 +381,24 @@ def test_it_keeps_parents_in_apps_hidden_from_the_editor(
     assert response.status_code == 200, response.json()
     assert response.json()["parents"] == [other.pk]
     assert set(child.parents.all()) == {hidden, other}
+
+
+@on
+def test_it_keeps_children_in_apps_hidden_from_the_editor(
+    member: User, world: dict[str, App], make_job: Callable[..., Job]
+) -> None:
+    parent = make_job(app=world["mine"], name="parent")
+    hidden = make_job(app=world["theirs"], name="hidden")
+    seen = make_job(app=world["mine"], name="seen")
+    other = make_job(app=world["ours"], name="other")
+    for child in (hidden, seen):
+        child.parents.add(parent)
+    client = client_for(member)
+
+    assert client.get(f"/api/jobs/{parent.pk}/").json()["children"] == [seen.pk]
+    response = client.patch(
+        f"/api/jobs/{parent.pk}/", {"children": [other.pk]}, format="json"
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["children"] == [other.pk]
+    assert set(parent.children.all()) == {hidden, other}

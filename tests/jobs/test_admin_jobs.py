@@ -443,3 +443,18 @@ def test_it_deletes_selected_jobs_with_their_orphans(
     )
     assert response.status_code == 302
     assert not Job.objects.exists()
+
+
+def test_it_edits_a_job_s_children(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    parent, child = make_job(name="parent"), make_job(name="child")
+    url = f"/admin/jobs/job/{parent.pk}/change/"
+    page = admin_client.get(url)
+    assert 'name="children"' in page.content.decode()
+    response = admin_client.post(url, _job_page_data(page, children=[child.pk]))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert list(child.parents.all()) == [parent]
+    refused = admin_client.post(url, _job_page_data(page, children=[parent.pk]))
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["children"]

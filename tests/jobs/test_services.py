@@ -262,6 +262,36 @@ def test_it_runs_a_child_linked_while_its_parent_ran(
     assert Execution.objects.filter(job=child, trigger="dependency").exists()
 
 
+def test_it_edits_children_from_the_parent_s_side(
+    api: Any, make_job: Callable[..., Job]
+) -> None:
+    a, b, c = make_job(name="a"), make_job(name="b"), make_job(name="c")
+    response = api.patch(f"/api/jobs/{a.pk}/", {"children": [b.pk, c.pk]})
+    assert response.status_code == 200, response.json()
+    assert sorted(response.json()["children"]) == [b.pk, c.pk]
+    assert api.get(f"/api/jobs/{b.pk}/").json()["parents"] == [a.pk]
+    # c under a, so a under c would be a cycle: refused, nothing changed.
+    refused = api.patch(f"/api/jobs/{c.pk}/", {"children": [a.pk]})
+    assert refused.status_code == 400
+    assert "already runs after it" in refused.json()["children"][0]
+    assert api.patch(f"/api/jobs/{a.pk}/", {"children": [a.pk]}).status_code == 400
+    assert list(c.children.all()) == []
+    created = api.post(
+        "/api/jobs/",
+        {
+            "app": a.app.name,
+            "name": "d",
+            "spec": {"command": "true"},
+            "parents": [b.pk],
+            "children": [b.pk],
+        },
+        format="json",
+    )
+    assert created.status_code == 400
+    assert "children" in created.json()
+    assert api.patch(f"/api/jobs/{a.pk}/", {"children": []}).json()["children"] == []
+
+
 def test_it_does_not_run_children_when_the_parent_fails(
     make_job: Callable[..., Job],
 ) -> None:

@@ -259,9 +259,10 @@ def test_it_lists_jobs_in_constant_queries(
 ) -> None:
     for _ in range(5):
         make_job()
-    # auth token + count + page + schedules + parents + secrets + online queues
+    # auth token + count + page + schedules + parents + children + secrets + online
+    # queues
     api.get("/api/jobs/")  # first use of the token records its last use
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(8):
         assert len(api.get("/api/jobs/").json()["results"]) == 5
 
 
