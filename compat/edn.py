@@ -1,9 +1,10 @@
 """EDN (and its JSON twin) for the JobStreamer API, over the edn_format library.
 
 Inside Karmchari, JobStreamer data are plain Python: dicts keyed by strings such as
-"job/name", lists, str, int, float, bool, None, datetime (#inst), UUID (#uuid) and
-Fraction (a Clojure ratio, 2660/39). The only EDN-specific value is `Keyword`, for
-keyword *values* (`:batch-status/queued`); keys are always keywords in EDN.
+"job/name", lists, str, int, float, bool, None, datetime (#inst), UUID (#uuid),
+Fraction (a Clojure ratio, 2660/39) and Decimal (a Clojure decimal, 1.5M). The only
+EDN-specific value is `Keyword`, for keyword *values* (`:batch-status/queued`); keys
+are always keywords in EDN.
 
 - `dumps` writes EDN: string keys become keywords.
 - `loads` reads EDN into that plain form: keywords become their names (without the
@@ -11,23 +12,40 @@ keyword *values* (`:batch-status/queued`); keys are always keywords in EDN.
 - `to_json` is what liberator's JSON rendering makes of the same data: keyword keys
   and values as "ns/name" strings, #inst as ISO 8601, #uuid as a string, ratios as
   numbers.
-- `plain_json` turns read data into something a JSONField can store.
+- `plain_json` turns read data into something a JSONField can store; `unstorable`
+  says first why it cannot (NaN, an infinity, a number beyond a double: JSON has no
+  room for them, and the database refuses the row).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 import edn_format
 from edn_format import Keyword
 
-__all__ = ["EdnError", "Keyword", "dumps", "keyword", "loads", "plain_json", "to_json"]
+__all__ = [
+    "EdnError",
+    "Keyword",
+    "dumps",
+    "keyword",
+    "loads",
+    "plain_json",
+    "to_json",
+    "unstorable",
+]
+
+# Whole decimals up to this many digits stay exact ints; Python refuses to turn
+# longer ints into text (4300 digits), so json.dumps could not write them.
+_INT_DIGITS = 4000
 
 
 class EdnError(ValueError):
@@ -86,11 +104,71 @@ def loads(text: str | bytes) -> Any:
             raise EdnError(f"not UTF-8: {exc}") from None
     try:
         value = edn_format.loads(text)
-    except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
+    except (
+        ValueError,
+        NotImplementedError,
+        TypeError,
+        IndexError,
+    ) as exc:
         raise EdnError(str(exc) or exc.__class__.__name__) from None
+    except ZeroDivisionError:
+        raise EdnError("a ratio with a zero denominator") from None
     except RecursionError:
         raise EdnError("nested too deeply") from None
     return _from_edn(value)
+
+
+def _number(value: float | Decimal | Fraction) -> int | float:
+    """A number as JSON holds it: a whole decimal or ratio as an exact int (2.0M and
+    4/2 are 2, as Clojure reads 4/2), any other as the nearest float, which is an
+    infinity when out of a double's range."""
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Fraction):
+        if value.denominator == 1 and value.numerator.bit_length() < 3 * _INT_DIGITS:
+            return value.numerator
+    elif (
+        value.is_finite()
+        and value.adjusted() < _INT_DIGITS
+        and value == value.to_integral_value()
+    ):
+        return int(value)
+    try:
+        return float(value)
+    except OverflowError:  # a huge ratio
+        return math.inf
+
+
+def _finite(value: float | Decimal | Fraction) -> bool:
+    number = _number(value)
+    return isinstance(number, int) or math.isfinite(number)
+
+
+def _walk(value: Any) -> Iterator[Any]:
+    """Every value inside `value` (map keys too), without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        yield item
+        if isinstance(item, str):
+            continue
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                stack.extend((key, child))
+        elif isinstance(item, Sequence | AbstractSet):
+            stack.extend(item)
+
+
+def unstorable(value: Any) -> str | None:
+    """Why read data cannot be stored as JSON, or None."""
+    for item in _walk(value):
+        if isinstance(item, float | Decimal | Fraction) and not _finite(item):
+            text = str(item) if len(str(item)) <= 40 else f"{str(item)[:37]}..."
+            return (
+                f"the number {text} cannot be stored: JSON has no NaN, infinity or "
+                "number beyond a double's range."
+            )
+    return None
 
 
 def _json_value(value: Any) -> Any:
@@ -109,8 +187,8 @@ def _json_value(value: Any) -> Any:
         )
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, Fraction):
-        return float(value)
+    if isinstance(value, Decimal | Fraction):
+        return _number(value)
     return value
 
 
@@ -120,5 +198,7 @@ def to_json(value: Any) -> str:
 
 def plain_json(value: Any) -> Any:
     """Read data made storable as JSON (dates and uuids as strings, ratios as
-    floats)."""
+    floats, decimals as ints or floats). EdnError for what `unstorable` refuses."""
+    if why := unstorable(value):
+        raise EdnError(why)
     return _json_value(value)

@@ -146,6 +146,8 @@ def read_body(request: HttpRequest) -> Any:
         raise Problem(400, f"IOException: cannot read the JSON body: {exc}") from None
     if found := unstorable_path(body):
         raise Problem(400, f"IOException: cannot read the body: {found[1]}")
+    if why := edn.unstorable(body):
+        raise Problem(400, f"IOException: cannot read the body: {why}")
     return body
 
 

@@ -102,6 +102,23 @@ def test_it_makes_read_data_storable_as_json() -> None:
     }
 
 
+def test_it_stores_decimals_exactly_when_whole_and_refuses_what_json_cannot_hold() -> (
+    None
+):
+    data = edn.loads("{:a 1.5M :b 2.0M :c 4/2 :d 1/4 :e 1e-400M}")
+    assert edn.unstorable(data) is None
+    stored = edn.plain_json(data)
+    assert stored == {"a": 1.5, "b": 2, "c": 2, "d": 0.25, "e": 0.0}
+    assert isinstance(stored["b"], int) and isinstance(stored["c"], int)
+    for text in ("[##Inf]", "{:a ##NaN}", "#{##-Inf}", "1e5000M", f"{'9' * 400}/7"):
+        value = edn.loads(text)
+        assert edn.unstorable(value)
+        with pytest.raises(edn.EdnError):
+            edn.plain_json(value)
+    with pytest.raises(edn.EdnError, match="zero denominator"):
+        edn.loads("1/0")
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_it_only_ever_raises_edn_error_on_garbage(data: bytes) -> None:

@@ -225,6 +225,58 @@ def test_it_refuses_a_bad_job(curl: Client, app: str, body: str) -> None:
     assert not Job.objects.exists()
 
 
+def test_it_stores_clojure_decimals_and_ratios_as_json_numbers(
+    curl: Client, app: str
+) -> None:
+    body = '{:job/name "x" :timeout 1.5M :retries 3.0M :share 4/2 :huge 1e400M}'
+    response = send(curl, "post", f"/{app}/jobs", body)
+    assert response.status_code == 201, response.content
+    stored = Job.objects.get(name="x").legacy["jobstreamer"]["definition"]
+    assert stored["timeout"] == 1.5
+    assert stored["retries"] == 3 and isinstance(stored["retries"], int)
+    assert stored["share"] == 2 and isinstance(stored["share"], int)
+    assert stored["huge"] == 10**400
+    shown = read(curl.get(f"/{app}/job/x"))
+    assert (shown["timeout"], shown["retries"], shown["huge"]) == (1.5, 3, 10**400)
+    send(curl, "post", f"/{app}/jobs", '{:job/name "run" :job/command "true"}')
+    response = send(curl, "post", f"/{app}/job/run/executions", "{:rate 1.5M}")
+    assert response.status_code == 201, response.content
+    assert Execution.objects.get().parameters == {"rate": 1.5}
+
+
+@pytest.mark.parametrize(
+    ("body", "media"),
+    [
+        ('{:job/name "x" :limit ##Inf}', EDN),
+        ('{:job/name "x" :limit [##-Inf]}', EDN),
+        ('{:job/name "x" :limit ##NaN}', EDN),
+        ('{:job/name "x" :limit 1e5000M}', EDN),
+        ('{:job/name "x" :limit 1/0}', EDN),
+        ('{"job/name": "x", "limit": 1e400}', "application/json"),
+        ('{"job/name": "x", "limit": NaN}', "application/json"),
+        ('{"job/name": "x", "limit": {"a": -Infinity}}', "application/json"),
+    ],
+)
+def test_it_refuses_numbers_json_cannot_hold(
+    curl: Client, app: str, body: str, media: str
+) -> None:
+    response = curl.post(f"/{app}/jobs", body, content_type=media)
+    assert response.status_code == 400
+    (message,) = read(response)["messages"]
+    assert message.startswith("IOException: ")
+    assert not Job.objects.exists()
+
+
+def test_it_refuses_execution_parameters_json_cannot_hold(
+    curl: Client, app: str
+) -> None:
+    send(curl, "post", f"/{app}/jobs", '{:job/name "run" :job/command "true"}')
+    response = send(curl, "post", f"/{app}/job/run/executions", "{:rate ##Inf}")
+    assert response.status_code == 400
+    assert read(response)["messages"][0].startswith("IOException: ")
+    assert not Execution.objects.exists()
+
+
 def test_it_ignores_a_body_of_another_media_type(curl: Client, app: str) -> None:
     response = curl.post(f"/{app}/jobs", '{:job/name "x"}', content_type="text/plain")
     assert response.status_code == 400  # no body: no name
