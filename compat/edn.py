@@ -8,13 +8,14 @@ are always keywords in EDN.
 
 - `dumps` writes EDN: string keys become keywords.
 - `loads` reads EDN into that plain form: keywords become their names (without the
-  colon), sets and lists become lists; it raises EdnError on anything unreadable.
+  colon), sets and lists become lists; it raises EdnError on anything unreadable or
+  nested deeper than MAX_DEPTH.
 - `to_json` is what liberator's JSON rendering makes of the same data: keyword keys
   and values as "ns/name" strings, #inst as ISO 8601, #uuid as a string, ratios as
   numbers.
 - `plain_json` turns read data into something a JSONField can store; `unstorable`
   says first why it cannot (NaN, an infinity, a number beyond a double: JSON has no
-  room for them, and the database refuses the row).
+  room for them, and the database refuses the row; nesting deeper than MAX_DEPTH).
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ __all__ = [
     "unstorable",
 ]
 
+# Deeper data is refused when read: converting, storing and printing it recurse (a
+# job definition needs a handful of levels).
+MAX_DEPTH = 64
 # Whole decimals up to this many digits stay exact ints; Python refuses to turn
 # longer ints into text (4300 digits), so json.dumps could not write them.
 _INT_DIGITS = 4000
@@ -115,6 +119,9 @@ def loads(text: str | bytes) -> Any:
         raise EdnError("a ratio with a zero denominator") from None
     except RecursionError:
         raise EdnError("nested too deeply") from None
+    # Before converting (recursively), and every answer is printed recursively too.
+    if why := _too_deep(value):
+        raise EdnError(why)
     return _from_edn(value)
 
 
@@ -144,24 +151,37 @@ def _finite(value: float | Decimal | Fraction) -> bool:
     return isinstance(number, int) or math.isfinite(number)
 
 
-def _walk(value: Any) -> Iterator[Any]:
-    """Every value inside `value` (map keys too), without recursion."""
-    stack = [value]
+def _walk(value: Any) -> Iterator[tuple[Any, int]]:
+    """Every value inside `value` (map keys too) with its level: how many collections
+    hold it, itself included. Without recursion: a body of 1 MiB can nest far deeper
+    than Python's recursion limit; depth-first, so a deep one is found early."""
+    stack = [(value, 0)]
     while stack:
-        item = stack.pop()
-        yield item
+        item, outer = stack.pop()
         if isinstance(item, str):
-            continue
-        if isinstance(item, Mapping):
+            yield item, outer
+        elif isinstance(item, Mapping):
+            yield item, outer + 1
             for key, child in item.items():
-                stack.extend((key, child))
+                stack.extend(((key, outer + 1), (child, outer + 1)))
         elif isinstance(item, Sequence | AbstractSet):
-            stack.extend(item)
+            yield item, outer + 1
+            stack.extend((child, outer + 1) for child in item)
+        else:
+            yield item, outer
+
+
+def _too_deep(value: Any) -> str | None:
+    if any(level > MAX_DEPTH for _, level in _walk(value)):
+        return f"nested deeper than {MAX_DEPTH} levels."
+    return None
 
 
 def unstorable(value: Any) -> str | None:
     """Why read data cannot be stored as JSON, or None."""
-    for item in _walk(value):
+    for item, level in _walk(value):
+        if level > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels."
         if isinstance(item, float | Decimal | Fraction) and not _finite(item):
             text = str(item) if len(str(item)) <= 40 else f"{str(item)[:37]}..."
             return (

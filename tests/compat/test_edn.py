@@ -119,6 +119,19 @@ def test_it_stores_decimals_exactly_when_whole_and_refuses_what_json_cannot_hold
         edn.loads("1/0")
 
 
+def test_it_refuses_nesting_deeper_than_its_bound_without_recursing() -> None:
+    assert edn.loads("[" * 64 + "1" + "]" * 64)
+    for text in ("[" * 65 + "]" * 65, "{:a " * 20000 + "1" + "}" * 20000):
+        with pytest.raises(edn.EdnError, match="nested deeper than 64"):
+            edn.loads(text)
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert edn.unstorable({"x": deep}) == "nested deeper than 64 levels."
+    with pytest.raises(edn.EdnError):
+        edn.plain_json(deep)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_it_only_ever_raises_edn_error_on_garbage(data: bytes) -> None:

@@ -277,6 +277,37 @@ def test_it_refuses_execution_parameters_json_cannot_hold(
     assert not Execution.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("body", "media"),
+    [
+        ('{:job/name "deep" :x %s}' % ("[" * 450 + "]" * 450), EDN),
+        ('{:job/name "deep" :x %s}' % ("{:a " * 5000 + "1" + "}" * 5000), EDN),
+        ('{"job/name": "deep", "x": %s}' % ("[" * 600 + "]" * 600), "application/json"),
+        (
+            '{"job/name": "deep", "x": %s}' % ("[" * 10**5 + "]" * 10**5),
+            "application/json",
+        ),
+    ],
+)
+def test_it_refuses_a_body_nested_too_deeply_before_storing_it(
+    curl: Client, app: str, body: str, media: str
+) -> None:
+    response = curl.post(f"/{app}/jobs", body, content_type=media)
+    assert response.status_code == 400
+    assert read(response)["messages"][0].startswith("IOException: ")
+    assert not Job.objects.exists()
+    assert curl.get(f"/{app}/job/deep").status_code == 404
+
+
+def test_it_keeps_a_definition_nested_as_deep_as_allowed(
+    curl: Client, app: str
+) -> None:
+    nested = "[" * (edn.MAX_DEPTH - 1) + "]" * (edn.MAX_DEPTH - 1)
+    response = send(curl, "post", f"/{app}/jobs", f'{{:job/name "deep" :x {nested}}}')
+    assert response.status_code == 201, response.content
+    assert curl.get(f"/{app}/job/deep").status_code == 200
+
+
 def test_it_ignores_a_body_of_another_media_type(curl: Client, app: str) -> None:
     response = curl.post(f"/{app}/jobs", '{:job/name "x"}', content_type="text/plain")
     assert response.status_code == 400  # no body: no name
