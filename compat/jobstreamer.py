@@ -180,6 +180,12 @@ def _page(request: HttpRequest) -> tuple[int, int]:
     return min(limit, 1000), offset
 
 
+def _start(offset: int, hits: int) -> int:
+    """Where a page starts: an offset past the end gives an empty page, and never
+    reaches the database (SQLite and PostgreSQL refuse an OFFSET beyond 64 bits)."""
+    return min(max(offset - 1, 0), hits)
+
+
 View = Callable[..., HttpResponse]
 
 
@@ -489,7 +495,7 @@ def _jobs_list(request: HttpRequest, user: Any, app: str) -> HttpResponse:
     if query:
         jobs = jobs.filter(name__icontains=query)
     hits = jobs.count()
-    start = max(offset - 1, 0)
+    start = _start(offset, hits)
     page = list(jobs[start : start + limit])
     return answer(
         request,
@@ -613,13 +619,14 @@ def _executions_list(
     job = _job(app, name, user)
     limit, offset = _page(request)
     executions = job.executions.select_related("agent").order_by("-pk")
-    start = max(offset - 1, 0)
+    hits = executions.count()
+    start = _start(offset, hits)
     page = list(executions[start : start + limit])
     return answer(
         request,
         {
             "results": [execution_map(e) for e in page],
-            "hits": executions.count(),
+            "hits": hits,
             "limit": limit,
             "offset": offset,
         },

@@ -91,6 +91,33 @@ def test_it_registers_the_seed_job_as_a_stored_but_not_runnable_batch(
     assert not Execution.objects.exists()
 
 
+def test_it_pages_from_a_one_based_offset_and_past_the_end_to_an_empty_page(
+    curl: Client, app: str
+) -> None:
+    for name in ("a", "b", "c"):
+        send(
+            curl, "post", f"/{app}/jobs", f'{{:job/name "{name}" :job/command "true"}}'
+        )
+    job = Job.objects.get(name="a")
+    for _ in range(3):
+        Execution.objects.create(job=job, status=Execution.Status.SUCCEEDED)
+    for path in (f"/{app}/jobs", f"/{app}/job/a/executions"):
+        page = read(curl.get(path, {"offset": 2, "limit": 1}))
+        assert (len(page["results"]), page["hits"]) == (1, 3)
+        for query in (
+            {"offset": 4},
+            {"offset": "9" * 30},
+            {"offset": "9" * 19, "limit": "9" * 30},
+        ):
+            response = curl.get(path, query)
+            assert response.status_code == 200, response.content
+            page = read(response)
+            assert (page["results"], page["hits"]) == ([], 3)
+            assert page["offset"] == int(query["offset"])
+        response = curl.get(path, {"offset": "9" * 5000})
+        assert response.status_code == 400
+
+
 def test_it_shows_a_job_as_the_seed_does(curl: Client, app: str) -> None:
     assert send(curl, "post", f"/{app}/jobs", SHELL_JOB).status_code == 201
     job = Job.objects.get(app__name=app, name="MyShell")
