@@ -4,9 +4,10 @@ Inside Karmchari, JobStreamer data are plain Python: dicts keyed by strings such
 "job/name", lists, str, int, float, bool, None, datetime (#inst), UUID (#uuid),
 Fraction (a Clojure ratio, 2660/39) and Decimal (a Clojure decimal, 1.5M). The only
 EDN-specific value is `Keyword`, for keyword *values* (`:batch-status/queued`); keys
-are always keywords in EDN.
+are keywords in EDN wherever the name allows.
 
-- `dumps` writes EDN: string keys become keywords.
+- `dumps` writes EDN: string keys become keywords, unless EDN has no keyword of that
+  name ("my key", "2nd"): those stay strings.
 - `loads` reads EDN into that plain form: keywords become their names (without the
   colon), sets and lists become lists; it raises EdnError on anything unreadable or
   nested deeper than MAX_DEPTH.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -56,16 +58,29 @@ class EdnError(ValueError):
     """Text that is not EDN (or uses a tag we cannot read)."""
 
 
+# EDN's symbol grammar (a keyword is `:` and a symbol): a letter, `_` or one of
+# `*!?$%&=<>`, or `.+-` not followed by a digit, then letters, digits and
+# `.*+!-_?$%&=<>#`; at most one `/` between two such parts. (`:` inside is legal but
+# rules around it differ between readers, so a key holding one stays a string.)
+_PART = r"(?:[^\W\d]|[*!?$%&=<>]|[.+\-](?!\d))[\w.*+!\-?$%&=<>#]*"
+_KEYWORD = re.compile(rf"{_PART}(?:/{_PART})?")
+
+
 def keyword(name: str) -> Keyword:
     return Keyword(name)
 
 
+def _key_to_edn(key: Any) -> Any:
+    """A string key as a keyword where EDN can write it so ("my key" or "2nd" would
+    print as no keyword, and break the map); otherwise as it is."""
+    if isinstance(key, str):
+        return Keyword(key) if _KEYWORD.fullmatch(key) else key
+    return _to_edn(key)
+
+
 def _to_edn(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            (Keyword(key) if isinstance(key, str) else _to_edn(key)): _to_edn(item)
-            for key, item in value.items()
-        }
+        return {_key_to_edn(key): _to_edn(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_to_edn(item) for item in value]
     if isinstance(value, datetime):

@@ -132,6 +132,23 @@ def test_it_refuses_nesting_deeper_than_its_bound_without_recursing() -> None:
         edn.plain_json(deep)
 
 
+def test_it_writes_a_key_as_a_keyword_only_where_edn_has_one() -> None:
+    keywords = ["job/name", "schedule/active?", "a.b/c-d", "-a", "+", "_x", "név", "a#"]
+    strings = ["my key", "2nd", "", "a/b/c", "/", "x/", "/x", ":x", "a:b", "-1", ".5"]
+    text = edn.dumps({key: 1 for key in keywords + strings})
+    for key in keywords:
+        assert f":{key} 1" in text
+    for key in strings:
+        assert f"{json.dumps(key)} 1" in text
+    assert edn.loads(text) == {key: 1 for key in keywords + strings}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), st.integers(), max_size=6))
+def test_it_reads_back_any_string_key(value: dict[str, int]) -> None:
+    assert edn.loads(edn.dumps(value)) == value
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_it_only_ever_raises_edn_error_on_garbage(data: bytes) -> None:

@@ -335,6 +335,18 @@ def test_it_keeps_a_definition_nested_as_deep_as_allowed(
     assert curl.get(f"/{app}/job/deep").status_code == 200
 
 
+def test_it_shows_keys_that_are_no_edn_keyword_as_strings(
+    curl: Client, app: str
+) -> None:
+    body = json.dumps({"job/name": "x", "my key": 1, "2nd": {"a b": [2]}})
+    response = curl.post(f"/{app}/jobs", body, content_type="application/json")
+    assert response.status_code == 201
+    raw = curl.get(f"/{app}/job/x").content.decode()
+    assert ':job/name "x"' in raw and '"my key" 1' in raw and '"2nd" {"a b" [2]}' in raw
+    shown = edn.loads(raw)
+    assert (shown["my key"], shown["2nd"]) == (1, {"a b": [2]})
+
+
 def test_it_ignores_a_body_of_another_media_type(curl: Client, app: str) -> None:
     response = curl.post(f"/{app}/jobs", '{:job/name "x"}', content_type="text/plain")
     assert response.status_code == 400  # no body: no name
