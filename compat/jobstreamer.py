@@ -27,9 +27,15 @@ from agents.models import Agent
 from compat import edn
 from compat.edn import Keyword
 from compat.security import (
+    ADD_APP,
+    ADD_SCHEDULE,
+    CHANGE_APP,
+    CHANGE_SCHEDULE,
+    DELETE_SCHEDULE,
     REALM,
     SHELL_DENIED,
     authorize,
+    may,
     may_manage_shell,
     may_see,
     restrict,
@@ -474,11 +480,13 @@ def _apps_create(request: HttpRequest, user: Any) -> HttpResponse:
     meta = {"classpath": classpath}
     app = App.objects.filter(name=name).first()
     if app is None:
+        if not may(user, ADD_APP):
+            raise Problem(403)
         app = services.app_create(
             name=name, description=description, meta=meta, creator=user
         )
-    elif not may_see(user, app):
-        # The name is taken by an app hidden from the caller (per-app access).
+    elif not may_see(user, app) or not may(user, CHANGE_APP):
+        # Or the name is taken by an app hidden from the caller (per-app access).
         raise Problem(403)
     else:
         app = services.app_update(
@@ -582,6 +590,9 @@ def _job_delete(request: HttpRequest, user: Any, app: str, name: str) -> HttpRes
 
 def _schedule_set(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
     job = _job(app, name, user)
+    # Re-timing the job's schedule changes it; the first one is added.
+    if not may(user, CHANGE_SCHEDULE if job.schedules.all() else ADD_SCHEDULE):
+        raise Problem(403)
     data = _body_map(request)
     notation = _first(data, "schedule/cron-notation", "cron-notation")
     if not isinstance(notation, str) or not notation.strip():
@@ -599,7 +610,10 @@ def _schedule_set(request: HttpRequest, user: Any, app: str, name: str) -> HttpR
 def _schedule_delete(
     request: HttpRequest, user: Any, app: str, name: str
 ) -> HttpResponse:
-    services.job_schedules_delete(job=_job(app, name, user))
+    job = _job(app, name, user)
+    if not may(user, DELETE_SCHEDULE):
+        raise Problem(403)
+    services.job_schedules_delete(job=job)
     return _no_content()
 
 
@@ -609,6 +623,8 @@ def _schedule_command(
     job = _job(app, name, user)
     if not job.schedules.exists():
         raise Problem(404)
+    if not may(user, CHANGE_SCHEDULE):
+        raise Problem(403)
     services.job_schedules_enable(job=job, enabled=command == "resume")
     return _no_content()
 

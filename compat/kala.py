@@ -28,10 +28,12 @@ from django.utils.text import slugify
 from django.views.decorators.csrf import csrf_exempt
 
 from compat.security import (
+    ADD_SCHEDULE,
     DENIED,
     REALM,
     SHELL_DENIED,
     authorize,
+    may,
     may_manage_shell,
     may_see,
     restrict,
@@ -57,6 +59,11 @@ _STRINGS = ("name", "id", "command", "owner", "schedule", "epsilon")
 _RAN = [
     s for s in Execution.FINAL_STATUSES if s != Execution.Status.SKIPPED
 ]  # skipped slots are not runs: no null stats
+
+
+SCHEDULE_DENIED = (
+    "Creating a job with a schedule needs the 'jobs.add_schedule' permission."
+)
 
 
 class KalaError(Exception):
@@ -328,6 +335,8 @@ def create(fields: dict[str, Any], user: Any) -> Job:
     schedule: dict[str, Any] | None = None
     if expression and not parents:
         # A child's schedule is ignored: it runs after its parents, never alone.
+        if not may(user, ADD_SCHEDULE):
+            raise KalaDenied(SCHEDULE_DENIED)
         _check_schedule(expression, timezone.now())
         schedule = {
             "kind": Schedule.Kind.INTERVAL,

@@ -3,7 +3,9 @@
 By default the compat routes need the same credentials as the native API (token,
 session or HTTP basic, so `curl -u user:password` works) and Django model
 permissions. KARMCHARI_COMPAT_OPEN lists the APIs served to anonymous legacy clients
-on a trusted network; compat/checks.py warns while any is open.
+on a trusted network; compat/checks.py warns while any is open. Writes that /api/
+guards with a permission of their own (an app, a schedule) check it in the route
+that makes them (`may`).
 
 Per-app access (KARMCHARI_PER_APP_ACCESS, jobs/access.py) applies to authenticated
 callers as in the native API: they see and act only on jobs of their apps, and the
@@ -39,6 +41,14 @@ WRITE_PERMISSIONS = (
     "jobs.add_execution",
     "jobs.change_execution",
 )
+# Writes beyond a job operator's, checked by the routes that make them, as /api/
+# checks them: a JobStreamer app, and a schedule (JobStreamer's schedule routes, a
+# Kala job created with one).
+ADD_APP = "jobs.add_app"
+CHANGE_APP = "jobs.change_app"
+ADD_SCHEDULE = "jobs.add_schedule"
+CHANGE_SCHEDULE = "jobs.change_schedule"
+DELETE_SCHEDULE = "jobs.delete_schedule"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 DENIED = "You do not have permission to perform this action."
 REALM = 'Basic realm="Karmchari"'
@@ -91,6 +101,12 @@ def authorize(request: HttpRequest, api: str) -> Verdict:
     if not user.has_perms(needed):
         return Verdict(status=403, message=DENIED)
     return Verdict(user=user)
+
+
+def may(user: Any, permission: str) -> bool:
+    """Whether the caller has this model permission (anonymous on an open API is
+    trusted by configuration)."""
+    return user is None or bool(user.has_perm(permission))
 
 
 def restrict(queryset: QuerySet[M], user: Any, path: str) -> QuerySet[M]:

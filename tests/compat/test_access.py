@@ -9,15 +9,16 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from agents.models import Agent
 from compat import edn
 from compat.checks import check_compat_open_with_per_app_access
+from compat.security import READ_PERMISSIONS, WRITE_PERMISSIONS
 from jobs import services
-from jobs.models import App, Execution, Job
+from jobs.models import App, Execution, Job, Schedule
 from tests.compat.conftest import basic
 
 pytestmark = pytest.mark.django_db
@@ -283,3 +284,106 @@ def test_jobstreamer_refuses_a_shell_job_to_a_caller_without_the_shell_permissio
     )
     assert response.status_code == 403, response.content
     assert not Job.objects.exists()
+
+
+# --- Apps and schedules need their own permissions, as in the native API -------------
+
+
+@pytest.fixture
+def operator(make_user: Callable[..., User]) -> Client:
+    """Every permission a compat route asks of a job operator, and shell jobs; no
+    app or schedule permission."""
+    make_user(
+        "op", perms=[*READ_PERMISSIONS, *WRITE_PERMISSIONS, "jobs.manage_shell_job"]
+    )
+    return Client(HTTP_AUTHORIZATION=basic("op", "pw"))
+
+
+def give(*perms: str) -> None:
+    user = User.objects.get(username="op")
+    for perm in perms:
+        codename = perm.removeprefix("jobs.")
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label="jobs", codename=codename)
+        )
+
+
+def test_jobstreamer_apps_need_the_app_permissions(
+    operator: Client, make_app: Callable[..., App]
+) -> None:
+    make_app("prod", description="Production")
+    response = operator.post(
+        "/apps", '{:name "new" :description "x"}', content_type=EDN
+    )
+    assert (response.status_code, response.content) == (403, b"Permission denied")
+    body = '{:name "prod" :description "changed"}'
+    assert operator.post("/apps", body, content_type=EDN).status_code == 403
+    assert list(App.objects.values_list("name", "description")) == [
+        ("prod", "Production")
+    ]
+    give("jobs.add_app")
+    response = operator.post(
+        "/apps", '{:name "new" :description "x"}', content_type=EDN
+    )
+    assert response.status_code == 201
+    assert operator.post("/apps", body, content_type=EDN).status_code == 403
+    give("jobs.change_app")
+    assert operator.post("/apps", body, content_type=EDN).status_code == 201
+    assert App.objects.get(name="prod").description == "changed"
+
+
+def test_jobstreamer_schedules_need_the_schedule_permissions(
+    operator: Client, make_job: Callable[..., Job], mine: App
+) -> None:
+    make_job(app=mine, name="nightly")
+    path = "/mine/job/nightly/schedule"
+    hourly = '{:schedule/cron-notation "0 0 * * * ?"}'
+    response = operator.post(path, hourly, content_type=EDN)
+    assert (response.status_code, response.content) == (403, b"Permission denied")
+    assert not Schedule.objects.exists()
+    give("jobs.add_schedule")
+    assert operator.post(path, hourly, content_type=EDN).status_code == 201
+    # Re-timing, pausing and removing it are other permissions.
+    daily = '{:schedule/cron-notation "0 0 3 * * ?"}'
+    assert operator.put(path, daily, content_type=EDN).status_code == 403
+    assert operator.put(f"{path}/pause").status_code == 403
+    assert operator.delete(path).status_code == 403
+    schedule = Schedule.objects.get()
+    assert (schedule.expression, schedule.enabled) == ("0 0 * * * ?", True)
+    give("jobs.change_schedule")
+    assert operator.put(path, daily, content_type=EDN).status_code == 200
+    assert operator.put(f"{path}/pause").status_code == 204
+    assert not Schedule.objects.get().enabled
+    give("jobs.delete_schedule")
+    assert operator.delete(path).status_code == 204
+    assert not Schedule.objects.exists()
+
+
+def test_kala_needs_add_schedule_for_a_job_with_a_schedule(
+    operator: Client, make_app: Callable[..., App]
+) -> None:
+    make_app("default")
+    body = json.dumps(
+        {"name": "n", "command": "true", "schedule": "R2/2099-01-01T00:00:00Z/PT10S"}
+    )
+    response = operator.post("/api/v1/job/", body, content_type=FORM)
+    assert response.status_code == 403
+    assert b"jobs.add_schedule" in response.content
+    assert not Job.objects.exists()
+    give("jobs.add_schedule")
+    assert operator.post("/api/v1/job/", body, content_type=FORM).status_code == 201
+    assert Schedule.objects.get().job.name == "n"
+
+
+def test_the_editor_role_may_manage_apps_and_schedules(
+    member: Client, make_job: Callable[..., Job], mine: App
+) -> None:
+    body = '{:name "mine" :description "Mine"}'
+    assert member.post("/apps", body, content_type=EDN).status_code == 201
+    make_job(app=mine, name="nightly")
+    path = "/mine/job/nightly/schedule"
+    hourly = '{:schedule/cron-notation "0 0 * * * ?"}'
+    assert member.post(path, hourly, content_type=EDN).status_code == 201
+    assert member.put(path, hourly, content_type=EDN).status_code == 200
+    assert member.put(f"{path}/pause").status_code == 204
+    assert member.delete(path).status_code == 204
