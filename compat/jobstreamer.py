@@ -17,6 +17,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Min, Q
 from django.http import HttpRequest, HttpResponse
@@ -193,12 +194,47 @@ def _start(offset: int, hits: int) -> int:
 
 
 View = Callable[..., HttpResponse]
+CORS_METHODS = "POST,GET,PUT,DELETE,OPTIONS"  # as the original (compat-spec §3.1)
+
+
+def _preflight() -> HttpResponse:
+    """The original's answer to any OPTIONS while CORS is on: 200, before
+    authentication (a browser sends no credentials with a preflight)."""
+    response = HttpResponse(b"", status=200)
+    del response["Content-Type"]
+    response["Access-Control-Allow-Methods"] = CORS_METHODS
+    response["Access-Control-Allow-Headers"] = "Content-Type, Accept, Authorization"
+    response["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def _with_cors(response: HttpResponse, origin: str) -> HttpResponse:
+    """Every answer, errors included, names the allowed origin (browsers hide any
+    answer that does not). Credentials may go with a named origin, never with *."""
+    response["Access-Control-Allow-Origin"] = origin
+    if origin != "*":
+        response["Access-Control-Allow-Credentials"] = "true"
+    return response
 
 
 def _route(**methods: View) -> View:
-    allowed = ", ".join(sorted(methods))
+    serve = _serve(**methods)
 
     @csrf_exempt
+    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        origin = settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN
+        if not origin:
+            return serve(request, **kwargs)
+        if request.method == "OPTIONS":
+            return _with_cors(_preflight(), origin)
+        return _with_cors(serve(request, **kwargs), origin)
+
+    return view
+
+
+def _serve(**methods: View) -> View:
+    allowed = ", ".join(sorted(methods))
+
     def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
         handler = methods.get(request.method or "")
         if handler is None:

@@ -390,6 +390,19 @@ if unknown_compat := sorted(set(KARMCHARI_COMPAT_OPEN) - set(COMPAT_APIS)):
     )
 # The app that holds Karmchari (one job per type) and Kala jobs.
 KARMCHARI_COMPAT_APP = env_str("KARMCHARI_COMPAT_APP", "default")
+# The origin (or "*") whose browser pages may call the JobStreamer API, as the
+# original's access-control-allow-origin; empty: no CORS headers, OPTIONS is a 405.
+KARMCHARI_JOBSTREAMER_CORS_ORIGIN = env_str("KARMCHARI_JOBSTREAMER_CORS_ORIGIN", "")
+_cors_scheme, _, _cors_host = KARMCHARI_JOBSTREAMER_CORS_ORIGIN.partition("://")
+if KARMCHARI_JOBSTREAMER_CORS_ORIGIN not in ("", "*") and (
+    _cors_scheme not in ("http", "https")
+    or not _cors_host
+    or any(char in _cors_host for char in "/,* \t")
+):
+    raise ImproperlyConfigured(
+        "KARMCHARI_JOBSTREAMER_CORS_ORIGIN must be one origin such as "
+        f"https://console.example.com, or *; got {KARMCHARI_JOBSTREAMER_CORS_ORIGIN!r}."
+    )
 
 # --- Per-app access (jobs/access.py, see docs/operations.md) ------------------------
 

@@ -426,6 +426,42 @@ def test_it_requires_credentials_unless_opened(client: Client, settings: Any) ->
     assert client.post("/apps", APP_BODY, content_type=EDN).status_code == 201
 
 
+def test_it_sends_no_cors_headers_unless_configured(curl: Client, app: str) -> None:
+    response = curl.get(f"/{app}/jobs", HTTP_ORIGIN="http://console.example")
+    assert response.status_code == 200
+    assert "Access-Control-Allow-Origin" not in response
+    assert curl.options(f"/{app}/jobs").status_code == 405
+
+
+def test_it_answers_cors_as_the_original_when_configured(
+    curl: Client, client: Client, app: str, settings: Any
+) -> None:
+    settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN = "http://console.example"
+    for path in ("/apps", f"/{app}/jobs", f"/{app}/job/x/schedule", "/agents"):
+        # A browser's preflight carries no credentials.
+        response = client.options(
+            path,
+            HTTP_ORIGIN="http://console.example",
+            HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+        )
+        assert (response.status_code, response.content) == (200, b"")
+        assert response["Access-Control-Allow-Methods"] == "POST,GET,PUT,DELETE,OPTIONS"
+        assert response["Access-Control-Allow-Origin"] == "http://console.example"
+        assert response["Access-Control-Allow-Credentials"] == "true"
+    for response in (
+        curl.get(f"/{app}/jobs"),
+        send(curl, "post", f"/{app}/jobs", '{:job/name "x"}'),
+        client.get(f"/{app}/jobs"),  # 401
+        curl.get(f"/{app}/job/missing"),  # 404
+        curl.patch(f"/{app}/jobs"),  # 405
+    ):
+        assert response["Access-Control-Allow-Origin"] == "http://console.example"
+    settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN = "*"
+    response = curl.get(f"/{app}/jobs")
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in response
+
+
 def test_it_leaves_reserved_paths_to_django(curl: Client) -> None:
     # /api/jobs is not the jobs of an app called "api": Django adds the slash.
     response = curl.get("/api/jobs")
