@@ -92,13 +92,27 @@ def dumps(value: Any) -> str:
     return str(edn_format.dumps(_to_edn(value)))
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    """A string with each surrogate pair joined: edn_format reads "\\ud83d\\ude00"
+    as two lone halves where Clojure (a Java string) reads one emoji. A lone half
+    stays, for the caller to refuse (no database stores one)."""
+    if not _SURROGATE.search(value):
+        return value
+    return value.encode("utf-16-le", "surrogatepass").decode(
+        "utf-16-le", "surrogatepass"
+    )
+
+
 def _from_edn(value: Any) -> Any:
     if isinstance(value, Keyword):
         return value.name
     if isinstance(value, Mapping):
         return {_key(key): _from_edn(item) for key, item in value.items()}
     if isinstance(value, str):
-        return value
+        return _text(value)
     if isinstance(value, Sequence | AbstractSet):
         return [_from_edn(item) for item in value]
     if isinstance(value, edn_format.Symbol | edn_format.Char):
@@ -110,7 +124,7 @@ def _key(key: Any) -> str:
     if isinstance(key, Keyword):
         return str(key.name)
     if isinstance(key, str):
-        return key
+        return _text(key)
     return str(_from_edn(key))
 
 

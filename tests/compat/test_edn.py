@@ -149,6 +149,11 @@ def test_it_reads_back_any_string_key(value: dict[str, int]) -> None:
     assert edn.loads(edn.dumps(value)) == value
 
 
+def test_it_joins_surrogate_pair_escapes_as_clojure_does() -> None:
+    text = '{"\\ud83d\\ude00" "a\\ud83d\\ude00b" :lone "\\ud800"}'
+    assert edn.loads(text) == {"\U0001f600": "a\U0001f600b", "lone": "\ud800"}
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_it_only_ever_raises_edn_error_on_garbage(data: bytes) -> None:

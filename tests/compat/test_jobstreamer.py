@@ -347,6 +347,19 @@ def test_it_shows_keys_that_are_no_edn_keyword_as_strings(
     assert (shown["my key"], shown["2nd"]) == (1, {"a b": [2]})
 
 
+def test_it_reads_a_surrogate_pair_escape_as_one_character(
+    curl: Client, app: str
+) -> None:
+    body = '{:job/name "s" :desc "\\ud83d\\ude00"}'
+    response = send(curl, "post", f"/{app}/jobs", body)
+    assert response.status_code == 201, response.content
+    definition = Job.objects.get().legacy["jobstreamer"]["definition"]
+    assert definition["desc"] == "\U0001f600"
+    lone = send(curl, "post", f"/{app}/jobs", '{:job/name "t" :desc "\\ud800"}')
+    assert lone.status_code == 400
+    assert Job.objects.count() == 1
+
+
 def test_it_ignores_a_body_of_another_media_type(curl: Client, app: str) -> None:
     response = curl.post(f"/{app}/jobs", '{:job/name "x"}', content_type="text/plain")
     assert response.status_code == 400  # no body: no name
