@@ -16,6 +16,7 @@ from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.runners.http import placeholder_names
 from jobs.secrets import SecretError, clean_secrets
+from jobs.stats import RECENT
 from karmchari_site.text import unstorable
 
 
@@ -552,10 +553,29 @@ class GlobalStatsSerializer(StatsSerializer):
     disabled_jobs = serializers.IntegerField()
 
 
+class AppStatsSerializer(GlobalStatsSerializer):
+    app = serializers.CharField()
+    created = serializers.DateTimeField()
+
+
+class RecentExecutionSerializer(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    trigger = serializers.CharField()
+    attempt = serializers.IntegerField()
+    created = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration = serializers.FloatField(allow_null=True)
+
+
 class JobStatsDetailSerializer(StatsSerializer):
     job = serializers.IntegerField()
     last_success_at = serializers.DateTimeField(allow_null=True)
     last_error_at = serializers.DateTimeField(allow_null=True)
+    recent_executions = RecentExecutionSerializer(
+        many=True, help_text=f"The newest {RECENT} executions, newest first."
+    )
 
 
 # --- API tokens ----------------------------------------------------------------------

@@ -36,6 +36,10 @@ from jobs import schedules
 from jobs.models import App, Execution, Job, Schedule
 
 _GLOBAL_KEY = "stats:global"
+# Every app's figures asked for since the last change, in one entry (by app id), so
+# that a change forgets them all with the global figures, in the same DEL.
+_APPS_KEY = "stats:apps"
+RECENT = 10
 
 
 def _job_key(job_id: int) -> str:
@@ -45,7 +49,7 @@ def _job_key(job_id: int) -> str:
 def stats_invalidate(*, job_id: int | None, pipe: Any = None) -> None:
     """Forget the global figures and, given a job, that job's: at once, or queued in
     `pipe` (a Redis pipeline the caller sends with its other commands)."""
-    keys = [_GLOBAL_KEY, DASHBOARD_KEY]
+    keys = [_GLOBAL_KEY, _APPS_KEY, DASHBOARD_KEY]
     if job_id is not None:
         keys += [_job_key(job_id), _hourly_key(job_id)]
     if pipe is not None:
@@ -123,6 +127,22 @@ def stats_global(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
     return figures
 
 
+def stats_app(*, app: App) -> dict[str, Any]:
+    """stats_global over one app's jobs, with the app's name and creation time;
+    cached until anything changes, like the global figures."""
+    cached = cache.get(_APPS_KEY) or {}
+    if app.pk in cached:
+        return dict(cached[app.pk])
+    figures = {
+        **stats_global(apps=App.objects.filter(pk=app.pk)),
+        "app": app.name,
+        "created": app.created,
+    }
+    cached[app.pk] = figures
+    cache.set(_APPS_KEY, cached, settings.KARMCHARI_STATS_CACHE_SECONDS)
+    return figures
+
+
 def stats_job(*, job: Job) -> dict[str, Any]:
     key = _job_key(job.pk)
     cached = cache.get(key)
@@ -144,6 +164,28 @@ def stats_job(*, job: Job) -> dict[str, Any]:
         else None,
         "active_executions": sum(executions[s] for s in Execution.ACTIVE_STATUSES),
         "executions": executions,
+        "recent_executions": [
+            {
+                "id": execution.pk,
+                "status": execution.status,
+                "trigger": execution.trigger,
+                "attempt": execution.attempt,
+                "created": execution.created,
+                "started_at": execution.started_at,
+                "finished_at": execution.finished_at,
+                "duration": execution.duration,
+            }
+            for execution in job.executions.order_by("-id").only(
+                "id",
+                "status",
+                "trigger",
+                "attempt",
+                "created",
+                "started_at",
+                "finished_at",
+                "paused_seconds",
+            )[:RECENT]
+        ],
         "generated_at": timezone.now(),
     }
     cache.set(key, figures, settings.KARMCHARI_STATS_CACHE_SECONDS)

@@ -23,13 +23,14 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs import access, logs, schedules, services, tokens
+from jobs import access, logs, schedules, services, stats, tokens
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
 from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
 from jobs.models import App, Execution, Job, JobSecret, Schedule
 from jobs.secrets import SecretError
 from jobs.serializers import (
     AppSerializer,
+    AppStatsSerializer,
     ExecutionDetailSerializer,
     ExecutionSerializer,
     JobSerializer,
@@ -109,6 +110,12 @@ class AppViewSet(AppScopedMixin, viewsets.ModelViewSet[App]):
     lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created"]
+
+    @extend_schema(responses=AppStatsSerializer)
+    @action(detail=True, methods=["get"], url_path="stats")
+    def app_stats(self, request: Request, name: str | None = None) -> Response:
+        """Totals over this app's jobs (cached; refreshed on change)."""
+        return Response(AppStatsSerializer(stats.stats_app(app=self.get_object())).data)
 
     def perform_create(self, serializer: BaseSerializer[App]) -> None:
         serializer.instance = services.app_create(

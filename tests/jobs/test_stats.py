@@ -129,3 +129,40 @@ def test_it_counts_a_skipped_child_and_a_lost_run_at_once(
         executions_recover_lost(agent=agent)
     figures = api.get(f"/api/jobs/{parent.pk}/stats/").json()
     assert (figures["executions"]["lost"], figures["error_count"]) == (1, 1)
+
+
+def test_it_answers_one_app_s_figures_from_the_cache_until_a_change(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    make_app: Callable[..., object],
+    django_assert_num_queries: Callable,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job()
+    make_job(app=make_app(name="other"))
+    url = f"/api/apps/{job.app.name}/stats/"
+    body = api.get(url).json()
+    assert (body["app"], body["jobs"], body["success_count"]) == (job.app.name, 1, 0)
+    assert body["created"]
+    with django_assert_num_queries(4):  # the auth token, the app (users, groups)
+        api.get(url)
+    execution = Execution.objects.create(job=job, status=Execution.Status.RUNNING)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_finish(
+            execution=execution, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+        )
+    assert api.get(url).json()["success_count"] == 1
+    assert api.get("/api/apps/nope/stats/").status_code == 404
+
+
+def test_it_lists_a_job_s_recent_executions_newest_first(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    for status in ["succeeded"] * 11 + ["failed"]:
+        Execution.objects.create(job=job, status=status)
+    recent = api.get(f"/api/jobs/{job.pk}/stats/").json()["recent_executions"]
+    assert len(recent) == 10
+    assert recent[0]["status"] == "failed"
+    assert recent[0]["id"] > recent[1]["id"]
+    assert set(recent[0]) >= {"trigger", "attempt", "started_at", "duration"}
