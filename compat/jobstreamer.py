@@ -359,7 +359,7 @@ def job_map(job: Job) -> dict[str, Any]:
         success=Count("pk", filter=Q(status=Execution.Status.SUCCEEDED)),
         failure=Count("pk", filter=Q(status__in=FAILURES)),
     )
-    runs = job.success_count + job.error_count
+    runs = job.timed_runs
     average = Fraction(round(job.duration_total * 1000), runs) if runs else 0
     upcoming = job.schedules.filter(enabled=True).aggregate(next=Min("next_run_at"))
     latest = job.executions.select_related("agent").order_by("-pk").first()

@@ -187,6 +187,10 @@ class Job(models.Model):
     duration_total = models.FloatField(
         default=0.0, help_text="Seconds, summed over finished runs."
     )
+    untimed_count = models.PositiveIntegerField(
+        default=0,
+        help_text="Finished runs with no duration (lost), left out of the average.",
+    )
 
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
@@ -239,8 +243,13 @@ class Job(models.Model):
         )
 
     @property
+    def timed_runs(self) -> int:
+        """Finished runs whose duration is in duration_total."""
+        return max(0, self.success_count + self.error_count - self.untimed_count)
+
+    @property
     def average_duration(self) -> float | None:
-        runs = self.success_count + self.error_count
+        runs = self.timed_runs
         return self.duration_total / runs if runs else None
 
 

@@ -131,7 +131,7 @@ def _events_of(execution: Execution) -> list[str]:
 
 def _is_slow(execution: Execution, job: Job, factor: float) -> bool:
     duration = execution.duration
-    runs = job.success_count + job.error_count
+    runs = job.timed_runs
     if duration is None or runs < 2:
         return False
     # The average of the runs before this one (its own duration is already counted).

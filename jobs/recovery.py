@@ -61,8 +61,11 @@ def executions_recover_lost(*, agent: Agent, reason: str = "") -> list[Execution
             execution.status = Execution.Status.LOST
             execution.reason = why
             execution.finished_at = now
+            # An error, but with no duration to average: how long it ran is unknown.
             Job.objects.filter(pk=execution.job_id).update(
-                error_count=F("error_count") + 1, last_error_at=now
+                error_count=F("error_count") + 1,
+                untimed_count=F("untimed_count") + 1,
+                last_error_at=now,
             )
             stats_forget(job_id=execution.job_id)
             logger.warning("execution %s lost with agent %s", execution.pk, agent.name)

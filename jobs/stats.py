@@ -104,8 +104,13 @@ def stats_global(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
         error_count=Sum("error_count"),
         last_attempted_at=Max("last_attempted_at"),
         duration_total=Sum("duration_total"),
+        untimed_count=Sum("untimed_count"),
     )
-    runs = (jobs["success_count"] or 0) + (jobs["error_count"] or 0)
+    runs = (
+        (jobs["success_count"] or 0)
+        + (jobs["error_count"] or 0)
+        - (jobs["untimed_count"] or 0)
+    )
     executions = _by_status(execution_rows)
     figures = {
         "jobs": jobs["jobs"],

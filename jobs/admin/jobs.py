@@ -306,6 +306,7 @@ JOB_STATS_FIELDS = [
     "last_error_at",
     "last_attempted_at",
     "duration_total",
+    "untimed_count",
 ]
 
 

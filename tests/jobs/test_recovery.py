@@ -153,3 +153,14 @@ def test_it_keeps_the_outcome_of_a_run_that_finished_meanwhile(
         assert executions_recover_lost(agent=agent) == []
     assert len(calls) == 2
     assert Execution.objects.get(pk=execution.pk).status == Execution.Status.SUCCEEDED
+
+
+def test_a_lost_run_counts_as_an_error_but_not_in_the_average_duration(
+    agent: Agent, make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    job = make_job(success_count=1, duration_total=10.0)
+    running_on(make_execution, agent.name, job=job)
+    executions_recover_lost(agent=agent)
+    job.refresh_from_db()
+    assert (job.error_count, job.untimed_count) == (1, 1)
+    assert job.average_duration == 10.0
