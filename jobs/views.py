@@ -5,6 +5,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import Prefetch, ProtectedError
 from django.db.models.query import QuerySet
 from django.http import HttpResponse
@@ -58,6 +60,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, services.ServiceError):
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        # Django answers an HTML 400 page; an API client gets the reason, in JSON.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {"detail": f"The request body is too large: at most {limit} bytes."},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
     if isinstance(exc, ProtectedError):
         names = sorted({str(obj) for obj in exc.protected_objects})[:10]
         return Response(

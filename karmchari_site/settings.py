@@ -70,6 +70,8 @@ MIDDLEWARE = [
     # Before anything reads the query or the form: text PostgreSQL cannot hold.
     "karmchari_site.text.RefuseUnstorableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # Before CommonMiddleware's redirect to the slashed URL (which loses a POST).
+    "karmchari_site.middleware.ApiTrailingSlashMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
