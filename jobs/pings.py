@@ -20,16 +20,17 @@ out; beat checks this every second.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from jobs import notifications, services
-from jobs.models import Execution, Job
+from jobs.models import Execution, ExecutionEvent, Job
 from jobs.runners import Outcome
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,56 @@ def pings_close_late(*, now: datetime | None = None) -> int:
         logger.warning("job %s: no ping for slot %s", job.name, execution.scheduled_for)
         closed += 1
     return closed
+
+
+def externals_close_overdue(*, now: datetime | None = None) -> int:
+    """External runs nobody will end: their process died or never started.
+
+    - one asked to die (by an operator, an overlap policy) that did not report its
+      end within KARMCHARI_KILL_GRACE of being asked ends `killed`;
+    - one running past its job's `timeout` (from its start; not while paused) ends
+      `timed_out`, and is retried like any other.
+
+    Answers how many were closed."""
+    now = now or timezone.now()
+    active = Execution.objects.filter(
+        job__kind=Job.Kind.EXTERNAL,
+        status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
+    ).select_related("job__app")
+    grace = timedelta(seconds=settings.KARMCHARI_KILL_GRACE)
+    killed = active.filter(
+        desired_state=Execution.DesiredState.KILL,
+        events__action=ExecutionEvent.Action.KILL,
+        events__created__lt=now - grace,
+    ).distinct()
+    outcomes = [
+        (
+            execution,
+            Outcome(
+                status=Execution.Status.KILLED,
+                reason="Killed on request; its process did not report its end "
+                f"within {settings.KARMCHARI_KILL_GRACE:g}s.",
+            ),
+        )
+        for execution in killed
+    ]
+    # Few external runs run at once: their timeouts are checked here, not in SQL.
+    closing = {execution.pk for execution, _ in outcomes}
+    for execution in active.filter(
+        status=Execution.Status.RUNNING, job__timeout__isnull=False
+    ).exclude(pk__in=closing):
+        timeout = execution.job.timeout
+        assert timeout is not None
+        started = execution.started_at or execution.created
+        if started + timedelta(seconds=timeout) < now:
+            reason = f"No end reported within its timeout ({timeout}s)."
+            outcomes.append(
+                (execution, Outcome(status=Execution.Status.TIMED_OUT, reason=reason))
+            )
+    for execution, outcome in outcomes:
+        services.execution_finish(execution=execution, outcome=outcome)
+        logger.warning("external execution %s: %s", execution.pk, outcome.reason)
+    return len(outcomes)
 
 
 @csrf_exempt

@@ -103,6 +103,8 @@ class JobScheduler(Scheduler):
             logger.warning("outbox: re-sent %d stale pending execution(s)", resent)
         # Watched external jobs whose ping is overdue: closed as late.
         pings.pings_close_late()
+        # External runs whose process died: killed after the grace, or timed out.
+        pings.externals_close_overdue()
         # Late-run notifications: a worker checks, at most every few seconds.
         notifications.notifications_check_due()
 

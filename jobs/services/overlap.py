@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import control
-from jobs.models import Execution, Job
+from jobs.models import Execution, ExecutionEvent, Job
 from jobs.services.outbox import executions_send
 
 logger = logging.getLogger(__name__)
@@ -125,6 +125,16 @@ def execution_kill_active(*, job_id: int, immediate: bool) -> int:
     workers = dict(asked.values_list("pk", "worker"))
     Execution.objects.filter(pk__in=list(workers)).update(
         desired_state=Execution.DesiredState.KILL
+    )
+    # In the audit trail too (asked by the system: no actor), which also dates the
+    # kill for the grace an external run gets to report it (jobs/pings.py).
+    ExecutionEvent.objects.bulk_create(
+        ExecutionEvent(
+            execution_id=execution_id,
+            action=ExecutionEvent.Action.KILL,
+            detail="Its job was deleted." if immediate else "Its job's overlap policy.",
+        )
+        for execution_id in workers
     )
 
     def tell_workers() -> None:

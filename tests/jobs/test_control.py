@@ -334,3 +334,13 @@ def test_it_keeps_a_kill_once_asked_for(api: APIClient, running: Execution) -> N
     running.refresh_from_db()
     assert running.desired_state == Execution.DesiredState.KILL
     assert api.post(f"/api/executions/{running.pk}/kill/").status_code == 202
+
+
+def test_a_kill_by_the_system_is_in_the_audit_trail(running: Execution) -> None:
+    services.execution_kill_active(job_id=running.job_id, immediate=False)
+    event = ExecutionEvent.objects.get(execution=running)
+    assert (event.action, event.actor, event.detail) == (
+        "kill",
+        None,
+        "Its job's overlap policy.",
+    )

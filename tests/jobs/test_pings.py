@@ -90,3 +90,43 @@ def test_it_answers_unknown_uids_and_other_kinds_clearly(
     assert b"not of kind external" in response.content
     assert not shell.executions.exists()
     assert client.put(f"/ping/{shell.uid}").status_code == 405
+
+
+def test_it_ends_an_external_run_whose_kill_went_unanswered(
+    api: object, make_job: Callable[..., Job], settings: object
+) -> None:
+    from jobs.pings import externals_close_overdue
+
+    settings.KARMCHARI_KILL_GRACE = 10  # type: ignore[attr-defined]
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    run = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]  # type: ignore[attr-defined]
+    assert api.post(f"/api/executions/{run}/kill/").status_code == 202  # type: ignore[attr-defined]
+    assert externals_close_overdue(now=timezone.now() + timedelta(seconds=5)) == 0
+    assert externals_close_overdue(now=timezone.now() + timedelta(seconds=11)) == 1
+    execution = Execution.objects.get(pk=run)
+    assert execution.status == Execution.Status.KILLED
+    assert "did not report its end within 10s" in execution.reason
+
+
+def test_it_times_out_an_external_run_that_never_reports(
+    make_job: Callable[..., Job],
+) -> None:
+    from jobs.pings import externals_close_overdue
+
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={}, timeout=60)
+    started = timezone.now() - timedelta(seconds=61)
+    late = Execution.objects.create(
+        job=job, status=Execution.Status.RUNNING, started_at=started
+    )
+    paused = Execution.objects.create(
+        job=job, status=Execution.Status.PAUSED, started_at=started
+    )
+    fresh = Execution.objects.create(
+        job=job, status=Execution.Status.RUNNING, started_at=timezone.now()
+    )
+    assert externals_close_overdue() == 1
+    statuses = dict(Execution.objects.values_list("pk", "status"))
+    assert statuses[late.pk] == Execution.Status.TIMED_OUT
+    assert (statuses[paused.pk], statuses[fresh.pk]) == ("paused", "running")
+    job.refresh_from_db()
+    assert job.error_count == 1
