@@ -93,20 +93,13 @@ def may_see(user: Any, app: App | None) -> bool:
     return app is not None and apps_for(user).filter(pk=app.pk).exists()
 
 
-def keep_hidden_children(
-    user: Any, job: Job | None, chosen: Iterable[Job]
+def keep_hidden_links(
+    user: Any, job: Job | None, chosen: Iterable[Job], side: str
 ) -> list[Job]:
-    """As keep_hidden_parents, for the jobs that run after `job`."""
-    children = list(chosen)
+    """`chosen` plus the job's current `side` ("parents" or "children") in apps
+    hidden from the user, so that editing a job's dependencies never drops one the
+    editor cannot see."""
+    linked = list(chosen)
     if job is None or job.pk is None or not is_restricted(user):
-        return children
-    return [*children, *job.children.exclude(condition(user, "app"))]
-
-
-def keep_hidden_parents(user: Any, job: Job | None, chosen: Iterable[Job]) -> list[Job]:
-    """`chosen` plus the job's current parents in apps hidden from the user, so
-    that editing a job's parents never drops one the editor cannot see."""
-    parents = list(chosen)
-    if job is None or job.pk is None or not is_restricted(user):
-        return parents
-    return [*parents, *job.parents.exclude(condition(user, "app"))]
+        return linked
+    return [*linked, *getattr(job, side).exclude(condition(user, "app"))]

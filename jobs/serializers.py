@@ -296,8 +296,11 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             attrs["replace_secrets"] = True  # PUT: the secrets sent are all of them
         if "parents" in attrs:
             if _restricted(self.context):
-                attrs["parents"] = access.keep_hidden_parents(
-                    _request_user(self.context), self.instance, attrs["parents"]
+                attrs["parents"] = access.keep_hidden_links(
+                    _request_user(self.context),
+                    self.instance,
+                    attrs["parents"],
+                    "parents",
                 )
             why = services.job_parents_cycle(
                 job=self.instance, parents=attrs["parents"]
@@ -306,8 +309,11 @@ class JobSerializer(serializers.ModelSerializer[Job]):
                 raise serializers.ValidationError({"parents": why})
         if "children" in attrs:
             if _restricted(self.context):
-                attrs["children"] = access.keep_hidden_children(
-                    _request_user(self.context), self.instance, attrs["children"]
+                attrs["children"] = access.keep_hidden_links(
+                    _request_user(self.context),
+                    self.instance,
+                    attrs["children"],
+                    "children",
                 )
             parents = attrs.get(
                 "parents", list(self.instance.parents.all()) if self.instance else []

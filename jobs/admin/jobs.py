@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -536,20 +537,19 @@ class JobAdmin(AppScopedAdmin[Job]):
     def save_related(
         self, request: HttpRequest, form: Any, formsets: Any, change: bool
     ) -> None:
-        if "parents" in form.cleaned_data:
-            parents = access.keep_hidden_parents(
-                request.user,
-                form.instance if change else None,
-                form.cleaned_data["parents"],
-            )
-            services.job_set_parents(job=form.instance, parents=parents)
-        if "children" in form.cleaned_data:
-            children = access.keep_hidden_children(
-                request.user,
-                form.instance if change else None,
-                form.cleaned_data["children"],
-            )
-            services.job_set_children(job=form.instance, children=children)
+        links: dict[str, Callable[..., Job]] = {
+            "parents": services.job_set_parents,
+            "children": services.job_set_children,
+        }
+        for side, set_links in links.items():
+            if side in form.cleaned_data:
+                chosen = access.keep_hidden_links(
+                    request.user,
+                    form.instance if change else None,
+                    form.cleaned_data[side],
+                    side,
+                )
+                set_links(job=form.instance, **{side: chosen})
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 

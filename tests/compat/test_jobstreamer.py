@@ -476,7 +476,8 @@ def test_it_answers_cors_as_the_original_when_configured(
 
 
 def test_it_leaves_reserved_paths_to_django(curl: Client) -> None:
-    # /api/jobs is not the jobs of an app called "api": Django adds the slash.
+    # /api/jobs is not the jobs of an app called "api": the native API serves it as
+    # /api/jobs/ (karmchari_site.middleware).
     response = curl.get("/api/jobs")
-    assert response.status_code == 301 and response["Location"] == "/api/jobs/"
+    assert response.status_code == 200 and "results" in response.json()
     assert curl.get("/admin/stats").status_code in (301, 302, 404)

@@ -30,7 +30,10 @@ def test_it_refuses_a_body_that_is_not_utf8(api: APIClient) -> None:
 def test_it_refuses_an_oversized_body(api: APIClient) -> None:
     body = b'{"name": "x", "description": "' + b"a" * 4096 + b'"}'
     response = api.generic("POST", "/api/apps/", body, content_type="application/json")
-    assert response.status_code == 400
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        "The request body is too large: at most 1024 bytes."
+    )
 
 
 def test_the_kala_api_refuses_deep_json_too(api: APIClient) -> None:

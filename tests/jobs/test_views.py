@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 from unittest import mock
 
 import pytest
@@ -474,17 +473,3 @@ def test_it_deletes_a_parent_with_the_children_left_without_one(
     # The orphan's run was told to stop (its row went with its job).
     told = [call.kwargs for call in publish.call_args_list]
     assert {"execution_id": running.pk, "desired_state": "kill", "worker": "w1"} in told
-
-
-def test_it_answers_a_body_over_the_limit_with_413_and_the_reason(
-    api: APIClient, make_job: Callable[..., Job], settings: Any
-) -> None:
-    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    job = make_job()
-    response = api.patch(
-        f"/api/jobs/{job.pk}/", {"description": "x" * 2000}, format="json"
-    )
-    assert response.status_code == 413
-    assert response.json()["detail"] == (
-        "The request body is too large: at most 1000 bytes."
-    )
