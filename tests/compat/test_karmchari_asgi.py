@@ -45,3 +45,14 @@ def test_it_answers_other_paths_as_go_does() -> None:
 def test_it_passes_the_karmchari_routes_to_django() -> None:
     start, _ = async_to_sync(call)("/jobState", method="DELETE")
     assert start["status"] == 405
+
+
+def test_it_redirects_an_unclean_path_as_gorilla_mux_does() -> None:
+    start, body = async_to_sync(call)("//jobState", query=b"id=abc")
+    assert start["status"] == 301
+    assert dict(start["headers"])[b"location"] == b"/jobState?id=abc"
+    assert body["body"] == b""
+    start, _ = async_to_sync(call)("/x/../registerJob")
+    assert dict(start["headers"])[b"location"] == b"/registerJob"
+    start, body = async_to_sync(call)("/registerJob/")  # clean: Go's 404
+    assert (start["status"], body["body"]) == (404, b"404 page not found\n")
