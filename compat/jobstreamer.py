@@ -620,7 +620,7 @@ def _job_put(request: HttpRequest, user: Any, app: str, name: str) -> HttpRespon
 
 
 def _job_delete(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
-    services.job_delete(job=_job(app, name, user))
+    services.job_delete(job=_job(app, name, user), user=user)
     return _no_content()
 
 

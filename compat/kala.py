@@ -432,7 +432,7 @@ def _delete(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
     job = _find(job_id, user)
     if job is None:
         return _empty(404)
-    services.job_delete(job=job)
+    services.job_delete(job=job, user=user)
     return _empty(204)
 
 

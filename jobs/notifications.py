@@ -254,8 +254,10 @@ def notifications_check_late(*, now: Any = None) -> int:
     for execution in candidates:
         assert execution.scheduled_for is not None
         if execution.status == Execution.Status.SKIPPED:
-            if "overlap" in execution.reason:
-                continue  # skipped on purpose, not late
+            if any(why in execution.reason for why in ("overlap", "disabled")):
+                # Skipped on purpose (an overlap policy; a job or schedule an
+                # operator disabled), not late.
+                continue
         else:
             epsilon = (
                 execution.schedule.epsilon

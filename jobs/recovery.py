@@ -11,6 +11,7 @@ visibility timeout) finds nothing to claim. The retry is a new execution of its 
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.signals import agent_went_offline
-from jobs import services
+from jobs import notifications, services
 from jobs.models import Execution, Job
 from jobs.stats import stats_forget
 
@@ -68,6 +69,8 @@ def executions_recover_lost(*, agent: Agent, reason: str = "") -> list[Execution
                 last_error_at=now,
             )
             stats_forget(job_id=execution.job_id)
+            # Its failure notifications, as for any other failed run.
+            transaction.on_commit(functools.partial(_notify, execution=execution))
             logger.warning("execution %s lost with agent %s", execution.pk, agent.name)
             lost.append(execution)
             # The same retry path (with backoff) as a failed run; then let a run
@@ -75,3 +78,7 @@ def executions_recover_lost(*, agent: Agent, reason: str = "") -> list[Execution
             services.execution_schedule_retry(execution=execution)
             services.execution_release_buffered(job_id=execution.job_id)
     return lost
+
+
+def _notify(*, execution: Execution) -> None:
+    notifications.execution_changed(execution=execution)

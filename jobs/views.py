@@ -168,7 +168,7 @@ class JobViewSet(JobEngineActions, AppScopedMixin, viewsets.ModelViewSet[Job]):
 
     def perform_destroy(self, instance: Job) -> None:
         # Kala's rule: children left with no other parent go too; runs are stopped.
-        services.job_delete(job=instance)
+        services.job_delete(job=instance, user=self.request.user)
 
     @extend_schema(request=RunSerializer, responses={202: ExecutionSerializer})
     @action(detail=True, methods=["post"])

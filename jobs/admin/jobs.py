@@ -525,14 +525,14 @@ class JobAdmin(AppScopedAdmin[Job]):
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
         return super().get_deleted_objects(
-            services.jobs_doomed(jobs=list(objs)), request
+            services.jobs_doomed(jobs=list(objs), user=request.user), request
         )
 
     def delete_model(self, request: HttpRequest, obj: Job) -> None:
-        services.job_delete(job=obj)
+        services.job_delete(job=obj, user=request.user)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        services.jobs_delete(jobs=list(queryset))
+        services.jobs_delete(jobs=list(queryset), user=request.user)
 
     def save_related(
         self, request: HttpRequest, form: Any, formsets: Any, change: bool

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from jobs import access
 from jobs.models import App, Execution, Job
 from jobs.runners import SpecError, get_runner
 from jobs.secrets import job_secrets_set, spec_split_secrets
@@ -204,16 +205,21 @@ def job_set_children(*, job: Job, children: list[Job]) -> Job:
     return job
 
 
-def jobs_doomed(*, jobs: list[Job]) -> list[Job]:
+def jobs_doomed(*, jobs: list[Job], user: Any = None) -> list[Job]:
     """`jobs` and, by Kala's rule, every child that deleting them leaves with no
-    other parent (and theirs, and so on), in that order."""
+    other parent (and theirs, and so on), in that order. With a `user` under
+    per-app access, only children they may see go with them: one in an app hidden
+    from them only loses its link."""
     doomed = list(jobs)
     seen = {job.pk for job in doomed}
     index = 0
     while index < len(doomed):
         current = doomed[index]
         index += 1
-        for child in current.children.prefetch_related("parents").order_by("pk"):
+        children = current.children.prefetch_related("parents").order_by("pk")
+        if user is not None:
+            children = access.restrict(children, user, "app")
+        for child in children:
             if child.pk in seen:
                 continue
             if {parent.pk for parent in child.parents.all()} <= seen:
@@ -222,13 +228,13 @@ def jobs_doomed(*, jobs: list[Job]) -> list[Job]:
     return doomed
 
 
-def jobs_delete(*, jobs: list[Job]) -> list[int]:
+def jobs_delete(*, jobs: list[Job], user: Any = None) -> list[int]:
     """Delete jobs and, by Kala's rule, every child left with no other parent (and
-    theirs, and so on). Their running executions are asked to stop first. Answers the
-    primary keys deleted. The API, the admin, the job file and the compat APIs all
-    delete through here."""
+    theirs, and so on; of those `user` may see, see jobs_doomed). Their running
+    executions are asked to stop first. Answers the primary keys deleted. The API,
+    the admin, the job file and the compat APIs all delete through here."""
     with transaction.atomic():
-        doomed = jobs_doomed(jobs=jobs)
+        doomed = jobs_doomed(jobs=jobs, user=user)
         for each in doomed:
             execution_kill_active(job_id=each.pk, immediate=True)
         Job.objects.filter(pk__in=[each.pk for each in doomed]).delete()
@@ -237,6 +243,6 @@ def jobs_delete(*, jobs: list[Job]) -> list[int]:
     return [each.pk for each in doomed]
 
 
-def job_delete(*, job: Job) -> list[int]:
+def job_delete(*, job: Job, user: Any = None) -> list[int]:
     """jobs_delete of one job."""
-    return jobs_delete(jobs=[job])
+    return jobs_delete(jobs=[job], user=user)

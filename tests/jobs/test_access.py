@@ -402,3 +402,20 @@ def test_it_keeps_children_in_apps_hidden_from_the_editor(
     assert response.status_code == 200, response.json()
     assert response.json()["children"] == [other.pk]
     assert set(parent.children.all()) == {hidden, other}
+
+
+@on
+def test_a_delete_leaves_children_in_apps_hidden_from_the_deleter(
+    member: User, world: dict[str, App], make_job: Callable[..., Job]
+) -> None:
+    parent = make_job(app=world["mine"], name="parent")
+    hidden = make_job(app=world["theirs"], name="hidden")
+    seen = make_job(app=world["mine"], name="seen")
+    for child in (hidden, seen):
+        child.parents.add(parent)
+    client = client_for(member)
+    assert client.delete(f"/api/jobs/{parent.pk}/").status_code == 204
+    # Kala's rule within what the member may see; the hidden child only loses its
+    # link.
+    assert set(Job.objects.values_list("name", flat=True)) == {"hidden"}
+    assert not Job.objects.get(name="hidden").parents.exists()

@@ -291,6 +291,25 @@ def test_it_notifies_a_late_scheduled_run_once(
     assert (payload["event"], payload["execution"]["id"]) == ("late", execution.pk)
 
 
+def test_runs_skipped_because_their_job_was_disabled_are_not_late(
+    job: Job,
+    receiver: Receiver,
+    make_schedule: Callable,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    from jobs import services
+
+    rule(job=job, kind="webhook", target=receiver.url, events=["late"])
+    slot = timezone.now() - timedelta(minutes=5)
+    Execution.objects.create(
+        job=job, schedule=make_schedule(job=job), scheduled_for=slot, trigger="schedule"
+    )
+    services.job_update(job=job, enabled=False)  # the queued run: skipped
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notifications.notifications_check_late() == 0
+    assert receiver.requests == []
+
+
 def test_it_asks_nothing_of_the_database_for_a_job_without_rules(
     job: Job, django_assert_num_queries: Callable[..., Any]
 ) -> None:

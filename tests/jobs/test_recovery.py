@@ -164,3 +164,25 @@ def test_a_lost_run_counts_as_an_error_but_not_in_the_average_duration(
     job.refresh_from_db()
     assert (job.error_count, job.untimed_count) == (1, 1)
     assert job.average_duration == 10.0
+
+
+def test_a_lost_run_sends_its_failure_notifications(
+    agent: Agent,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    from jobs.models import NotificationChannel, NotificationDelivery, NotificationRule
+
+    job = make_job()
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="http://127.0.0.1:9/"
+    )
+    NotificationRule.objects.create(channel=channel, job=job, events=["failure"])
+    lost = running_on(make_execution, agent.name, job=job)
+    with (
+        mock.patch("jobs.tasks.deliver_notification.delay"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        executions_recover_lost(agent=agent)
+    assert NotificationDelivery.objects.filter(execution=lost, event="failure").exists()

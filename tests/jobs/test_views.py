@@ -473,3 +473,15 @@ def test_it_deletes_a_parent_with_the_children_left_without_one(
     # The orphan's run was told to stop (its row went with its job).
     told = [call.kwargs for call in publish.call_args_list]
     assert {"execution_id": running.pk, "desired_state": "kill", "worker": "w1"} in told
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/jobs/?limit=", "/api/apps/?limit=", "/api/executions/?page_size="]
+)
+def test_it_caps_an_absurd_page_size(
+    api: APIClient, make_execution: Callable[..., Execution], url: str
+) -> None:
+    make_execution()
+    response = api.get(url + "9223372036854775808")
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 1
