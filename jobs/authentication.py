@@ -157,6 +157,26 @@ class BasicAuthentication(FailureLimitMixin, authentication.BasicAuthentication)
         return user_identity(username)
 
 
+def password_login_limited(
+    request: Request, username: str, check: Callable[[], Any]
+) -> Any:
+    """`check()` (a username and password check that raises DRF's ValidationError
+    when they are wrong) under the same counts as the API and the admin login:
+    refused with 429 while that username or the address is over the limit, right
+    password or not, and a failure counted against it."""
+    address = _address(request)
+    identity = user_identity(username)
+    if refused := failures_exceeded(address, identity):
+        raise exceptions.Throttled(
+            wait=settings.KARMCHARI_AUTH_FAILURE_WINDOW, detail=refused
+        )
+    try:
+        return check()
+    except exceptions.ValidationError:
+        failure_record(address, identity, what="token request")
+        raise
+
+
 LoginView = Callable[..., HttpResponse]
 
 

@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from jobs import access, logs, schedules, services, stats, tokens
+from jobs.authentication import password_login_limited
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
 from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
 from jobs.models import App, Execution, Job, JobSecret, Schedule
@@ -91,7 +92,12 @@ class ObtainTokenView(APIView):
         serializer = TokenRequestSerializer(
             data=request.data, context={"request": request}
         )
-        serializer.is_valid(raise_exception=True)
+        username = request.data.get("username") if hasattr(request.data, "get") else ""
+        password_login_limited(
+            request,
+            str(username or ""),
+            lambda: serializer.is_valid(raise_exception=True),
+        )
         token, key = tokens.token_create(
             user=serializer.validated_data["user"],
             name=serializer.validated_data["name"],

@@ -129,12 +129,28 @@ def test_good_credentials_do_not_count(anon: APIClient, admin_user: User) -> Non
 def test_the_token_endpoint_is_rate_limited(
     anon: APIClient, admin_user: User, settings: object
 ) -> None:
+    settings.KARMCHARI_AUTH_FAILURE_LIMIT = 100  # type: ignore[attr-defined]
+    settings.KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT = 100  # type: ignore[attr-defined]
     codes = [
         anon.post("/api/token/", {"username": "admin", "password": "x"}).status_code
         for _ in range(11)
     ]
     assert codes[:10] == [400] * 10
     assert codes[10] == 429
+
+
+def test_the_token_endpoint_shares_the_failed_password_count(
+    anon: APIClient, admin_user: User
+) -> None:
+    for _ in range(3):
+        wrong = {"username": "ADMIN", "password": "guess"}  # any case: one count
+        assert anon.post("/api/token/", wrong).status_code == 400
+    right = anon.post("/api/token/", {"username": "admin", "password": "password"})
+    assert right.status_code == 429
+    assert "for these credentials" in right.json()["detail"]
+    # And the other way round: basic auth is refused for that user too.
+    response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "password"))
+    assert response.status_code == 429
 
 
 def admin_login(client: Client, password: str) -> int:
