@@ -141,11 +141,18 @@ def agent_heartbeat(*, agent: Agent, sample: Sample, persist: bool) -> Agent:
         raise AgentGone(f"Agent {agent.name!r} ({agent.instance_id}) has no row.")
     for field, value in stats.items():
         setattr(agent, field, value)
-    if mine.filter(status=Agent.Status.OFFLINE).update(status=Agent.Status.ONLINE):
+    offline = mine.filter(status=Agent.Status.OFFLINE)
+    # Back as it was: a drained worker still consumes nothing.
+    revived = None
+    if offline.filter(drained=True).update(status=Agent.Status.DRAINING):
+        revived = Agent.Status.DRAINING
+    elif offline.update(status=Agent.Status.ONLINE):
+        revived = Agent.Status.ONLINE
+    if revived is not None:
         # Swept while alive (a long pause, or Redis and the database both away): its
         # executions were already given up as lost; finishing them is refused.
         logger.warning("agent %s was marked offline but is alive again", agent.name)
-        agent.status = Agent.Status.ONLINE
+        agent.status = revived
     return agent
 
 

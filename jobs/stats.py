@@ -8,6 +8,7 @@ next run time, executions inserted by the beat tick).
 from __future__ import annotations
 
 import contextlib
+import pickle
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncHour
 from django.utils import timezone
+from django_redis import get_redis_connection
 
 from agents import live
 from agents.models import Agent
@@ -36,8 +38,9 @@ from jobs import schedules
 from jobs.models import App, Execution, Job, Schedule
 
 _GLOBAL_KEY = "stats:global"
-# Every app's figures asked for since the last change, in one entry (by app id), so
-# that a change forgets them all with the global figures, in the same DEL.
+# Every app's figures asked for since the last change, in one Redis hash (by app
+# id), so that a change forgets them all with the global figures, in the same DEL;
+# each app's entry is written alone (HSET), never read, changed and written back.
 _APPS_KEY = "stats:apps"
 RECENT = 10
 
@@ -135,16 +138,21 @@ def stats_global(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
 def stats_app(*, app: App) -> dict[str, Any]:
     """stats_global over one app's jobs, with the app's name and creation time;
     cached until anything changes, like the global figures."""
-    cached = cache.get(_APPS_KEY) or {}
-    if app.pk in cached:
-        return dict(cached[app.pk])
+    key = caches["default"].make_key(_APPS_KEY)
+    with contextlib.suppress(Exception):  # Redis down: computed every time
+        cached = get_redis_connection("default").hget(key, str(app.pk))
+        if cached is not None:
+            return dict(pickle.loads(cached))  # noqa: S301 (our own cache)
     figures = {
         **stats_global(apps=App.objects.filter(pk=app.pk)),
         "app": app.name,
         "created": app.created,
     }
-    cached[app.pk] = figures
-    cache.set(_APPS_KEY, cached, settings.KARMCHARI_STATS_CACHE_SECONDS)
+    with contextlib.suppress(Exception):
+        pipe = get_redis_connection("default").pipeline(transaction=False)
+        pipe.hset(key, str(app.pk), pickle.dumps(figures))
+        pipe.expire(key, int(settings.KARMCHARI_STATS_CACHE_SECONDS))
+        pipe.execute()
     return figures
 
 

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from jobs import access
 from jobs.models import App
+from jobs.stats import stats_forget
 
 
 def app_create(
@@ -45,6 +46,7 @@ def app_update(
     with transaction.atomic():
         app.save(update_fields=list(fields))
         app_set_access(app=app, users=users, groups=groups)
+        stats_forget(job_id=None)  # the apps' figures carry their names
     return app
 
 

@@ -122,6 +122,16 @@ def test_it_brings_back_online_an_agent_swept_while_alive(
     assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
 
 
+def test_it_brings_back_a_drained_agent_as_draining(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(status=Agent.Status.OFFLINE, drained=True)
+    back = services.agent_heartbeat(agent=agent, sample=make_sample(), persist=True)
+    assert back.status == Agent.Status.DRAINING
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.DRAINING
+    assert agent.queues[0] not in services.queues_online()
+
+
 @override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15, KARMCHARI_AGENT_DB_SECONDS=0)
 def test_it_sweeps_agents_silent_for_longer_than_the_window(
     make_agent: Callable[..., Agent], offline_events: list[dict[str, Any]]

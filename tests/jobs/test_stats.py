@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from unittest import mock
 
 import pytest
 from rest_framework.test import APIClient
@@ -166,3 +167,36 @@ def test_it_lists_a_job_s_recent_executions_newest_first(
     assert recent[0]["status"] == "failed"
     assert recent[0]["id"] > recent[1]["id"]
     assert set(recent[0]) >= {"trigger", "attempt", "started_at", "duration"}
+
+
+def test_an_app_s_figures_follow_its_rename(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    job = make_job()
+    assert api.get(f"/api/apps/{job.app.name}/stats/").json()["app"] == job.app.name
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.patch(f"/api/apps/{job.app.name}/", {"name": "renamed"})
+    assert response.status_code == 200
+    assert api.get("/api/apps/renamed/stats/").json()["app"] == "renamed"
+
+
+def test_one_app_s_figures_do_not_bring_back_another_s_forgotten_ones(
+    make_job: Callable[..., Job], make_app: Callable[..., object]
+) -> None:
+    from jobs import stats
+
+    first, second = make_job(), make_job(app=make_app(name="second"))
+    stats.stats_app(app=first.app)
+    Execution.objects.create(job=first)  # a change: forgotten below
+    real = stats.stats_global
+
+    def change_meanwhile(**kwargs: object) -> dict[str, object]:
+        figures = real(**kwargs)  # type: ignore[arg-type]
+        stats.stats_invalidate(job_id=first.pk)  # lands while second is computed
+        return figures
+
+    with mock.patch.object(stats, "stats_global", change_meanwhile):
+        stats.stats_app(app=second.app)
+    assert stats.stats_app(app=first.app)["executions"]["pending"] == 1
