@@ -213,11 +213,13 @@ def schedules_fire(
         job = row.job
         for skip in decided.skipped:
             executions.append(_skipped(row, skip.slot, skip.reason, now))
+        ran: list[datetime] = []  # slots that run (now or buffered), not skipped
         for slot in decided.run:
             verdict, why = overlap_verdict(job, active[job.pk], buffered[job.pk])
             if verdict == "skip":
                 executions.append(_skipped(row, slot, why, now))
                 continue
+            ran.append(slot)
             execution = Execution(
                 job=job,
                 schedule=row,
@@ -230,17 +232,27 @@ def schedules_fire(
             if verdict in ("buffer", "cancel"):
                 buffered[job.pk] += 1
             else:
-                execution.dispatched_at = now
                 active[job.pk] += 1
                 wait = max(0.0, (slot - now).total_seconds())
-                sends.append(
-                    (execution, wait + _jitter(row, slot, decided.next_run_at))
-                )
-        if decided.run:
-            row.last_run_at = decided.run[-1]
+                delay = wait + _jitter(row, slot, decided.next_run_at)
+                # Stamped with when it is due, as a retry is: the outbox sweep must
+                # not take a run held back by its jitter for a lost one.
+                execution.dispatched_at = now + timedelta(seconds=delay)
+                sends.append((execution, delay))
+        if ran:
+            row.last_run_at = ran[-1]
             if row.repetitions_left is not None:
-                row.repetitions_left = max(0, row.repetitions_left - len(decided.run))
-        row.next_run_at = decided.next_run_at
+                # "Counts down with each run": a slot skipped by the overlap policy
+                # does not use one up.
+                row.repetitions_left = max(0, row.repetitions_left - len(ran))
+        next_run_at = decided.next_run_at
+        if next_run_at is None and row.repetitions_left and decided.run:
+            # The plan spent the last repetitions, but the overlap policy skipped
+            # some of them: the schedule goes on for those.
+            candidate = parsed.next_after(max(now, decided.run[-1]))
+            if candidate is not None and not (row.end_at and candidate > row.end_at):
+                next_run_at = candidate
+        row.next_run_at = next_run_at
 
     _insert_executions(executions)
     _save_fired(rows)

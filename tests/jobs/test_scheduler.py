@@ -318,6 +318,8 @@ def test_it_stops_when_repetitions_are_exhausted(
     for minute in range(4):
         clock.move_to(T0 + timedelta(minutes=minute))
         beat()
+        # Each run is done by the next slot (else the overlap policy skips it).
+        Execution.objects.filter(status="pending").update(status="succeeded")
     schedule.refresh_from_db()
     assert (schedule.repetitions_left, schedule.next_run_at) == (0, None)
     assert len(executions()) == 2
@@ -506,3 +508,54 @@ def test_it_stops_once_closed_even_if_the_shutdown_exception_was_swallowed() -> 
         scheduler.tick()
     # It left the wait at once rather than sleeping out the second.
     assert pubsub.get_message.call_count == 1
+
+
+def test_slots_the_overlap_policy_skips_leave_repetitions_left(
+    clock: time_machine.Coordinates,
+    beat: Callable[[], float],
+    make_schedule: Callable[..., Schedule],
+    make_job: Callable[..., Job],
+) -> None:
+    job = make_job()  # overlap policy: skip
+    running = Execution.objects.create(job=job, status=Execution.Status.RUNNING)
+    schedule = make_schedule("* * * * *", job=job, repetitions_left=2)
+    for minute in range(2):
+        clock.move_to(T0 + timedelta(minutes=minute))
+        beat()
+    schedule.refresh_from_db()
+    assert schedule.repetitions_left == 2  # nothing ran
+    assert schedule.next_run_at == T0 + timedelta(minutes=2)
+    Execution.objects.filter(pk=running.pk).update(status=Execution.Status.SUCCEEDED)
+    for minute in (2, 3):
+        clock.move_to(T0 + timedelta(minutes=minute))
+        beat()
+        Execution.objects.filter(status="pending").update(status="succeeded")
+    schedule.refresh_from_db()
+    assert (schedule.repetitions_left, schedule.next_run_at) == (0, None)
+
+
+def test_the_outbox_sweep_waits_for_a_run_s_jitter(
+    clock: time_machine.Coordinates,
+    beat: Callable[[], float],
+    make_schedule: Callable[..., Schedule],
+    sent: mock.MagicMock,
+    settings: Any,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    settings.KARMCHARI_OUTBOX_SECONDS = 60
+    make_schedule("0 * * * *", jitter=timedelta(minutes=10))
+    clock.move_to(T0)
+    with mock.patch("jobs.services.schedules.random.uniform", return_value=500.0):
+        beat()
+    assert sent.call_args.kwargs["countdown"] == 500.0  # due at 09:08:20
+    sent.reset_mock()
+    waiting = mock.patch(
+        "jobs.services.outbox._messages_waiting", return_value={"celery": 0}
+    )
+    for minutes, resent in ((2, 0), (10, 1)):
+        clock.move_to(T0 + timedelta(minutes=minutes))
+        with waiting, django_capture_on_commit_callbacks(execute=True):
+            assert (
+                services.execution_resend_stale(older_than=timedelta(seconds=60))
+                == resent
+            )
