@@ -514,7 +514,11 @@ class CronSchedule(Parsed):
         self._lock = threading.Lock()
         # croniter is stateful (it stores the current time); one per schedule,
         # used under the lock, because re-parsing per call costs ~90 us.
-        self._croniter = croniter(self._cron, datetime(2000, 1, 1))
+        # Quartz years reach 2099: look that far ahead (croniter's default is 50
+        # years, after which a far year reads as "never").
+        self._croniter = croniter(
+            self._cron, datetime(2000, 1, 1), max_years_between_matches=150
+        )
 
     def _compile(self, expression: str, force_quartz: bool) -> None:
         if not expression:

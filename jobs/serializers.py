@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -402,6 +404,10 @@ class RunSerializer(serializers.Serializer[Any]):
 # --- Schedules -----------------------------------------------------------------------
 
 
+# The longest epsilon or jitter a schedule may have.
+MAX_SCHEDULE_DELAY = timedelta(days=366)
+
+
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
     job = JobField(queryset=Job.objects.all())
     description = serializers.SerializerMethodField()
@@ -440,6 +446,8 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         current = self.instance
+        if current is None:
+            attrs.setdefault("kind", Schedule.Kind.CRON)
         kind = attrs.get("kind", current.kind if current else Schedule.Kind.CRON)
         expression = attrs.get("expression", current.expression if current else "")
         tz = attrs.get("timezone", current.timezone if current else "UTC")
@@ -448,11 +456,38 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
             value = attrs.get(name)
             if value is not None and value.total_seconds() < 0:
                 raise serializers.ValidationError({name: "Must not be negative."})
+            if value is not None and value > MAX_SCHEDULE_DELAY:
+                raise serializers.ValidationError(
+                    {name: f"Must be at most {MAX_SCHEDULE_DELAY.days} days."}
+                )
         start_at = attrs.get("start_at", current.start_at if current else None)
         end_at = attrs.get("end_at", current.end_at if current else None)
         if start_at and end_at and end_at <= start_at:
             raise serializers.ValidationError({"end_at": "Must be after start_at."})
+        timing = {"kind", "expression", "timezone", "start_at", "end_at"}
+        if current is None or timing & set(attrs):
+            self._check_it_fires(attrs)
         return attrs
+
+    def _check_it_fires(self, attrs: dict[str, Any]) -> None:
+        """A new or re-timed schedule that would never fire is a mistake (a date in
+        the past, a window that is over): say so rather than store a dead one."""
+        names = ("kind", "expression", "timezone", "start_at", "end_at")
+        values = {
+            name: getattr(self.instance, name)
+            for name in names
+            if self.instance is not None
+        }
+        values.update({name: attrs[name] for name in names if name in attrs})
+        probe = Schedule(**values)
+        now = timezone.now()
+        if services.schedule_next_run(probe, after=now) is not None:
+            return
+        if probe.end_at is not None and probe.end_at <= now:
+            raise serializers.ValidationError({"end_at": "Already passed."})
+        raise serializers.ValidationError(
+            {"expression": "This schedule has no fire time after now."}
+        )
 
 
 def validate_schedule_expression(kind: str, expression: str, tz: str) -> None:
@@ -467,6 +502,12 @@ def validate_schedule_expression(kind: str, expression: str, tz: str) -> None:
 class SchedulePreviewQuerySerializer(serializers.Serializer[Any]):
     n = serializers.IntegerField(min_value=1, max_value=1000, default=10)
     after = serializers.DateTimeField(required=False)
+
+    def validate_after(self, value: datetime) -> datetime:
+        # Where every time zone's clock and croniter can still count.
+        if not 1971 <= value.year <= 9998:
+            raise serializers.ValidationError("Must be between 1971 and 9998.")
+        return value
 
 
 class UnsavedPreviewQuerySerializer(SchedulePreviewQuerySerializer):

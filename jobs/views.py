@@ -276,10 +276,20 @@ class ExecutionViewSet(
 
 
 def _preview_answer(
-    kind: str, expression: str, tz: str, after: datetime | None, n: int
+    kind: str,
+    expression: str,
+    tz: str,
+    after: datetime | None,
+    n: int,
+    saved: Schedule | None = None,
 ) -> dict[str, Any]:
     zone = ZoneInfo(tz)
-    times = schedules.preview(kind, expression, tz, after or timezone.now(), n)
+    after = after or timezone.now()
+    times = (
+        schedules.preview(kind, expression, tz, after, n)
+        if saved is None
+        else services.schedule_upcoming(saved, after=after, n=n)
+    )
     return {
         "description": schedules.describe(kind, expression, tz),
         "timezone": tz,
@@ -324,6 +334,7 @@ class ScheduleViewSet(AppScopedMixin, viewsets.ModelViewSet[Schedule]):
                 schedule.timezone,
                 query.validated_data.get("after"),
                 query.validated_data["n"],
+                saved=schedule,
             )
         )
 

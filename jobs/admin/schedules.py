@@ -89,15 +89,9 @@ def schedule_upcoming(obj: Schedule, n: int = UPCOMING_ON_PAGE) -> SafeString | 
         return "Disabled."
     try:
         zone = ZoneInfo(obj.timezone)
-        times = schedules.preview(
-            obj.kind, obj.expression, obj.timezone, timezone.now(), n
-        )
+        times = services.schedule_upcoming(obj, after=timezone.now(), n=n)
     except (schedules.ScheduleError, ValueError) as exc:
         return f"Invalid: {exc}"
-    if obj.end_at is not None:
-        times = [t for t in times if t <= obj.end_at]
-    if obj.repetitions_left is not None:
-        times = times[: obj.repetitions_left]
     return (
         format_html_join(
             "",

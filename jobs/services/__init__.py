@@ -70,6 +70,7 @@ from jobs.services.schedules import (
     schedule_next_run,
     schedule_parse,
     schedule_save,
+    schedule_upcoming,
     schedule_update,
     schedules_fire_due,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "schedule_next_run",
     "schedule_parse",
     "schedule_save",
+    "schedule_upcoming",
     "schedule_update",
     "schedules_fire_due",
 ]

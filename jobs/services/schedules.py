@@ -37,19 +37,28 @@ def schedule_parse(*, kind: str, expression: str, tz: str) -> schedules.Parsed:
     return schedules.parse(kind, expression, tz)
 
 
-def schedule_next_run(schedule: Schedule, *, after: datetime) -> datetime | None:
-    """The first slot after `after` inside the schedule's start/end window."""
+def schedule_upcoming(schedule: Schedule, *, after: datetime, n: int) -> list[datetime]:
+    """A saved schedule's next `n` slots after `after`: inside its start/end window
+    and no more than its repetitions left (what it will really fire)."""
+    if schedule.start_at is not None and schedule.start_at > after:
+        after = schedule.start_at - timedelta(seconds=1)
+    if schedule.repetitions_left is not None:
+        n = min(n, schedule.repetitions_left)
     parsed = schedule_parse(
         kind=schedule.kind, expression=schedule.expression, tz=schedule.timezone
     )
-    if schedule.start_at is not None and schedule.start_at > after:
-        after = schedule.start_at - timedelta(seconds=1)
-    slot = parsed.next_after(after)
-    if slot is None or (schedule.end_at is not None and slot > schedule.end_at):
-        return None
-    if schedule.repetitions_left == 0:
-        return None
-    return slot
+    fires: list[datetime] = []
+    for fire in parsed.iter_fires(after):
+        if len(fires) >= n or (schedule.end_at is not None and fire > schedule.end_at):
+            break
+        fires.append(fire)
+    return fires
+
+
+def schedule_next_run(schedule: Schedule, *, after: datetime) -> datetime | None:
+    """The first slot after `after` inside the schedule's start/end window."""
+    upcoming = schedule_upcoming(schedule, after=after, n=1)
+    return upcoming[0] if upcoming else None
 
 
 def schedule_create(*, job: Job, kind: str, expression: str, **fields: Any) -> Schedule:

@@ -485,3 +485,50 @@ def test_it_caps_an_absurd_page_size(
     response = api.get(url + "9223372036854775808")
     assert response.status_code == 200
     assert len(response.json()["results"]) == 1
+
+
+def test_a_new_schedule_is_cron_unless_told_and_must_be_able_to_fire(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    made = api.post("/api/schedules/", {"job": job.pk, "expression": "0 * * * *"})
+    assert (made.status_code, made.json()["kind"]) == (201, "cron")
+    far = api.post(
+        "/api/schedules/",
+        {"job": job.pk, "kind": "cron", "expression": "0 0 12 1 1 ? 2080"},
+    )
+    assert far.json()["next_run_at"] == "2080-01-01T12:00:00Z"  # past 50 years
+    for body, field in (
+        ({"kind": "once", "expression": "2020-01-01T00:00:00Z"}, "expression"),
+        ({"kind": "interval", "expression": "R2/2020-01-01T00:00:00Z/PT1H"}, None),
+        ({"expression": "* * * * *", "end_at": "2020-01-01T00:00:00Z"}, "end_at"),
+        ({"expression": "* * * * *", "jitter": "999999999 00:00:00"}, "jitter"),
+        ({"expression": "* * * * *", "epsilon": "400 00:00:00"}, "epsilon"),
+    ):
+        refused = api.post("/api/schedules/", {"job": job.pk, **body}, format="json")
+        assert refused.status_code == 400, (body, refused.json())
+        assert field is None or field in refused.json()
+
+
+def test_a_saved_schedule_s_preview_is_what_it_will_fire(
+    api: APIClient, make_schedule: Callable[..., Schedule]
+) -> None:
+    from django.utils import timezone
+
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) + timedelta(
+        hours=5
+    )
+    schedule = make_schedule(
+        "0 * * * *",
+        start_at=start,
+        end_at=start + timedelta(hours=7),
+        repetitions_left=2,
+    )
+    times = api.get(f"/api/schedules/{schedule.pk}/preview/?n=5").json()["fire_times"]
+    assert times == [start.isoformat(), (start + timedelta(hours=1)).isoformat()]
+    extreme = api.get(
+        "/api/schedules/preview/?expression=*+*+*+*+*&timezone=Asia/Tokyo"
+        "&after=9999-12-31T23:00:00Z"
+    )
+    assert extreme.status_code == 400
+    assert "after" in extreme.json()
