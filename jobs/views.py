@@ -125,6 +125,9 @@ class AppViewSet(AppScopedMixin, viewsets.ModelViewSet[App]):
     lookup_value_regex = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
     search_fields = ["name", "description"]
     ordering_fields = ["name", "created"]
+    # The app's figures count its jobs and runs: seen with the jobs' permission, as
+    # /api/stats/ is.
+    action_permissions = {"app_stats": ["jobs.view_app", "jobs.view_job"]}
 
     @extend_schema(responses=AppStatsSerializer)
     @action(detail=True, methods=["get"], url_path="stats")

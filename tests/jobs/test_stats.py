@@ -200,3 +200,17 @@ def test_one_app_s_figures_do_not_bring_back_another_s_forgotten_ones(
     with mock.patch.object(stats, "stats_global", change_meanwhile):
         stats.stats_app(app=second.app)
     assert stats.stats_app(app=first.app)["executions"]["pending"] == 1
+
+
+def test_an_app_s_figures_need_the_jobs_view_permission_too(
+    make_user: Callable[..., object], make_app: Callable[..., object]
+) -> None:
+    from tests.tokens import make_token
+
+    app = make_app(name="seen")
+    user = make_user("apps-only", perms=["jobs.view_app"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user).key}")
+    assert client.get("/api/apps/seen/").status_code == 200
+    assert client.get("/api/apps/seen/stats/").status_code == 403
+    assert app
