@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs import tokens
 from jobs.models import ApiToken
+
+
+def may_make_token_for(creator: Any, user: Any) -> bool:
+    """Whether `creator` may make an API token for `user`: a token is `user`'s
+    rights in a string, so no one may mint rights they do not hold themselves."""
+    if creator.is_superuser or creator.pk == user.pk:
+        return True
+    if user.is_superuser or not user.is_active:
+        return False
+    return set(user.get_all_permissions()) <= set(creator.get_all_permissions())
 
 
 @admin.register(ApiToken)
@@ -24,6 +35,24 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     fields = ["user", "name", "prefix", "created", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
     actions = ["revoke"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        creator = request.user
+
+        def clean_user(self: forms.ModelForm[ApiToken]) -> Any:
+            user = self.cleaned_data["user"]
+            if not may_make_token_for(creator, user):
+                raise forms.ValidationError(
+                    "A token acts with all of its user's rights: only a superuser "
+                    "may make one for a user who holds rights you do not."
+                )
+            return user
+
+        form.clean_user = clean_user  # type: ignore[attr-defined]
+        return form
 
     def get_readonly_fields(
         self, request: HttpRequest, obj: ApiToken | None = None

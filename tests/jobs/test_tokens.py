@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -86,3 +87,22 @@ def test_the_admin_shows_the_key_once_and_revokes(
     )
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_the_admin_makes_no_token_with_rights_its_maker_lacks(
+    make_user: Callable[..., User], admin_user: User
+) -> None:
+    staff = make_user("tokenadmin", groups=["admin"], is_staff=True)
+    viewer = make_user("reader", groups=["viewer"])
+    client = Client()
+    client.force_login(staff)
+    refused = client.post(
+        "/admin/jobs/apitoken/add/", {"user": admin_user.pk, "name": "mine now"}
+    )
+    assert refused.status_code == 200
+    assert "only a superuser" in refused.content.decode()
+    assert not ApiToken.objects.filter(user=admin_user).exists()
+    # A service account with fewer rights than its maker: fine.
+    made = client.post("/admin/jobs/apitoken/add/", {"user": viewer.pk, "name": "ci"})
+    assert made.status_code == 302
+    assert ApiToken.objects.filter(user=viewer).exists()
