@@ -108,16 +108,16 @@ def plan(
         why = f"{late_reason}: later than epsilon ({_seconds(epsilon)})"
 
     skipped: list[Skip] = [backlog] if backlog else []
-    if len(dropped) == 1:
-        skipped.append(Skip(dropped[0], why))
-    elif dropped:
-        skipped.append(
-            Skip(dropped[0], f"{why}; {len(dropped)} slots to {_iso(dropped[-1])}")
-        )
+    skipped += _skip_range(dropped, why)
 
     exhausted = False
     if repetitions_left is not None and len(run) >= repetitions_left:
-        run = run[-repetitions_left:] if repetitions_left else []
+        cut = len(run) - repetitions_left
+        # The latest slots run; the earlier ones are recorded, not lost.
+        skipped += _skip_range(
+            run[:cut], f"repetitions: only {repetitions_left} left for these slots"
+        )
+        run = run[cut:]
         exhausted = True
 
     next_run_at = None
@@ -127,6 +127,13 @@ def plan(
         if candidate is not None and (end_at is None or candidate <= end_at):
             next_run_at = candidate
     return Plan(run=run, skipped=skipped, next_run_at=next_run_at)
+
+
+def _skip_range(slots: list[datetime], why: str) -> list[Skip]:
+    """One skipped record for `slots` (at the first, counting the rest), if any."""
+    if len(slots) > 1:
+        why = f"{why}; {len(slots)} slots to {_iso(slots[-1])}"
+    return [Skip(slots[0], why)] if slots else []
 
 
 def _iso(moment: datetime) -> str:

@@ -254,9 +254,10 @@ def notifications_check_late(*, now: Any = None) -> int:
     for execution in candidates:
         assert execution.scheduled_for is not None
         if execution.status == Execution.Status.SKIPPED:
-            if any(why in execution.reason for why in ("overlap", "disabled")):
+            deliberate = ("overlap", "disabled", "repetitions")
+            if any(why in execution.reason for why in deliberate):
                 # Skipped on purpose (an overlap policy; a job or schedule an
-                # operator disabled), not late.
+                # operator disabled; no repetitions left), not late.
                 continue
         else:
             epsilon = (

@@ -129,3 +129,15 @@ def test_a_late_reason_names_why_slots_were_missed() -> None:
         late_reason="schedule was disabled",
     )
     assert result.skipped[0].reason.startswith("schedule was disabled:")
+
+
+def test_run_all_records_the_slots_its_last_repetitions_leave_out() -> None:
+    now = T0 + 4 * MIN + timedelta(seconds=50)  # 12:00..12:04 all missed
+    result = plan(first=T0, now=now, policy=firing.RUN_ALL, repetitions_left=2)
+    assert result.run == [T0 + 3 * MIN, T0 + 4 * MIN]
+    [skip] = result.skipped
+    assert skip.slot == T0
+    assert skip.reason == (
+        "repetitions: only 2 left for these slots; 3 slots to 2026-01-01T12:02:00Z"
+    )
+    assert result.next_run_at is None
