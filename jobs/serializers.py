@@ -292,39 +292,32 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             )
         return warnings
 
+    def _check_links(self, attrs: dict[str, Any]) -> None:
+        """Parents and children sent: those in apps hidden from the caller kept,
+        and no dependency cycle either way (400 under the field sent)."""
+        job = self.instance
+        for side in ("parents", "children"):
+            if side in attrs and _restricted(self.context):
+                attrs[side] = access.keep_hidden_links(
+                    _request_user(self.context), job, attrs[side], side
+                )
+        if "parents" in attrs and (
+            why := services.job_parents_cycle(job=job, parents=attrs["parents"])
+        ):
+            raise serializers.ValidationError({"parents": why})
+        if "children" in attrs:
+            parents = attrs.get("parents", list(job.parents.all()) if job else [])
+            why = services.job_children_cycle(
+                job=job, parents=parents, children=attrs["children"]
+            )
+            if why:
+                raise serializers.ValidationError({"children": why})
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         self._check_shell_permission(attrs)
         if "secrets" in attrs and self.instance is not None and not self.partial:
             attrs["replace_secrets"] = True  # PUT: the secrets sent are all of them
-        if "parents" in attrs:
-            if _restricted(self.context):
-                attrs["parents"] = access.keep_hidden_links(
-                    _request_user(self.context),
-                    self.instance,
-                    attrs["parents"],
-                    "parents",
-                )
-            why = services.job_parents_cycle(
-                job=self.instance, parents=attrs["parents"]
-            )
-            if why:
-                raise serializers.ValidationError({"parents": why})
-        if "children" in attrs:
-            if _restricted(self.context):
-                attrs["children"] = access.keep_hidden_links(
-                    _request_user(self.context),
-                    self.instance,
-                    attrs["children"],
-                    "children",
-                )
-            parents = attrs.get(
-                "parents", list(self.instance.parents.all()) if self.instance else []
-            )
-            why = services.job_children_cycle(
-                job=self.instance, parents=parents, children=attrs["children"]
-            )
-            if why:
-                raise serializers.ValidationError({"children": why})
+        self._check_links(attrs)
         kind = attrs.get(
             "kind", self.instance.kind if self.instance else Job.Kind.SHELL
         )

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +16,7 @@ from jobs import services
 from jobs.models import Execution, ExecutionEvent, ExecutionLogChunk, Job
 from jobs.runners import Outcome
 from jobs.services import executions
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -702,14 +702,24 @@ def test_two_edits_at_once_cannot_make_a_cycle(
     if connection.vendor != "postgresql":
         pytest.skip("the lock is PostgreSQL's")
     a, b = make_job(name="a"), make_job(name="b")
-    checked = threading.Event()
+    checked, other_done = threading.Event(), threading.Event()
     check = job_services.job_parents_cycle
+
+    def other_edit_waits() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND NOT granted"
+            )
+            return bool(cursor.fetchone()[0])
 
     def slow_check(*, job: Job, parents: list[Job]) -> str | None:
         why = check(job=job, parents=parents)
         if job.pk == a.pk:
             checked.set()
-            time.sleep(0.5)  # the other edit checks now, before this one writes
+            # Checked, not yet written: hold on until the other edit is either
+            # stuck behind the lock or (with no lock) done.
+            wait_for(lambda: other_done.is_set() or other_edit_waits(), timeout=10)
         return why
 
     refused: list[Exception] = []
@@ -727,6 +737,7 @@ def test_two_edits_at_once_cannot_make_a_cycle(
         first.start()
         assert checked.wait(5)
         edit(b, a)
+        other_done.set()
         first.join()
     assert len(refused) == 1
     assert not (
