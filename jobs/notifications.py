@@ -47,6 +47,10 @@ FAILURE_STATUSES = (
     Execution.Status.KILLED,
 )
 SIGNATURE_HEADER = "X-Karmchari-Signature"
+# Signs the timestamp with the body, so a receiver can refuse a replayed request
+# (Stripe's scheme); the body-only header above stays for existing receivers.
+TIMED_SIGNATURE_HEADER = "X-Karmchari-Signature-V1"
+WEBHOOK_TOLERANCE_SECONDS = 300
 _LAST_CHECK_KEY = "notifications:last-check"
 
 
@@ -301,6 +305,35 @@ def webhook_signature(*, secret: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+def webhook_timed_signature(*, secret: str, body: bytes, timestamp: int) -> str:
+    """`t=<unix time>,v1=<hex>`: HMAC-SHA256 of `<t>.` followed by the exact body."""
+    signed = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def webhook_verify(
+    *,
+    secret: str,
+    body: bytes,
+    header: str,
+    tolerance: int = WEBHOOK_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """For a receiver written in Python: whether `header` (the request's
+    X-Karmchari-Signature-V1) signs `body` with `secret` and was made within
+    `tolerance` seconds of `now`, so a captured request cannot be replayed later."""
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = webhook_timed_signature(secret=secret, body=body, timestamp=timestamp)
+    return hmac.compare_digest(expected, header.strip())
+
+
 def _text(payload: dict[str, Any]) -> str:
     execution = payload.get("execution") or {}
     what = {
@@ -356,13 +389,17 @@ def _send(delivery: NotificationDelivery) -> int | None:
         body = json.dumps({"text": _text(payload)}).encode()
         return _post(channel.target, body, {})
     body = json.dumps(payload, sort_keys=True).encode()
+    timestamp = int(time.time())
     headers = {
         "X-Karmchari-Event": delivery.event,
         "X-Karmchari-Delivery": str(delivery.pk),
-        "X-Karmchari-Timestamp": str(int(time.time())),
+        "X-Karmchari-Timestamp": str(timestamp),
     }
     if channel.secret:
         headers[SIGNATURE_HEADER] = webhook_signature(secret=channel.secret, body=body)
+        headers[TIMED_SIGNATURE_HEADER] = webhook_timed_signature(
+            secret=channel.secret, body=body, timestamp=timestamp
+        )
     return _post(channel.target, body, headers)
 
 

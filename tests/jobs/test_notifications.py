@@ -125,6 +125,9 @@ def test_it_posts_a_signed_webhook_on_failure(
     expected = hmac.new(b"s3", body, hashlib.sha256).hexdigest()
     assert request["headers"]["X-Karmchari-Signature"] == f"sha256={expected}"
     assert request["headers"]["X-Karmchari-Event"] == "failure"
+    timed = request["headers"]["X-Karmchari-Signature-V1"]
+    assert timed.startswith(f"t={request['headers']['X-Karmchari-Timestamp']},v1=")
+    assert notifications.webhook_verify(secret="s3", body=body, header=timed)
     payload = json.loads(body)
     assert payload["event"] == "failure"
     assert (payload["app"], payload["job"]) == ("ops", "backup")
@@ -329,3 +332,25 @@ def test_it_hears_of_a_new_rule_at_once_in_the_same_process(
     rule(job=job, kind="email", target="ops@example.com", events=["failure"])
     run(job, "failed", capture=django_capture_on_commit_callbacks)
     assert NotificationDelivery.objects.filter(job=job, event="failure").count() == 1
+
+
+def test_it_verifies_a_timed_webhook_signature_only_fresh_and_untouched() -> None:
+    body = b'{"event": "failure"}'
+    header = notifications.webhook_timed_signature(
+        secret="s3", body=body, timestamp=1_000_000
+    )
+
+    def verify(**changes: Any) -> bool:
+        arguments = {"secret": "s3", "body": body, "header": header}
+        return notifications.webhook_verify(**{**arguments, **changes}, now=1_000_100)
+
+    assert verify()
+    assert not verify(secret="other")
+    assert not verify(body=body + b" ")
+    # A request captured and replayed later than the tolerance is refused.
+    assert not notifications.webhook_verify(
+        secret="s3", body=body, header=header, now=1_000_000 + 301
+    )
+    assert not verify(header=header.replace("t=1000000", "t=1000050"))
+    assert not verify(header="t=abc,v1=00")
+    assert not verify(header="garbage")
