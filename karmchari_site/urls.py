@@ -35,3 +35,6 @@ urlpatterns = [
     # Last: JobStreamer's /{app}/... patterns must not shadow anything above.
     path("", include("compat.urls")),
 ]
+
+handler404 = "karmchari_site.errors.page_not_found"
+handler500 = "karmchari_site.errors.server_error"
