@@ -158,6 +158,25 @@ def test_the_listener_hears_a_published_command(running: Execution) -> None:
         listener.close()
 
 
+def test_the_listener_reads_a_lost_command_from_the_database_within_seconds(
+    running: Execution,
+) -> None:
+    """Subscribed, but the message never came (published while the web process could
+    not reach Redis, say): the database read catches it within five seconds."""
+    clock = Clock()
+    listener = control.ControlListener(running.pk, clock=clock, worker=WORKER)
+    listener.open()
+    try:
+        assert listener.subscribed
+        Execution.objects.filter(pk=running.pk).update(desired_state="kill")
+        clock.now += 4.9
+        assert listener.poll() == "run"
+        clock.now += 0.2
+        assert listener.poll() == "kill"
+    finally:
+        listener.close()
+
+
 def test_it_keeps_one_subscriber_for_successive_runs(running: Execution) -> None:
     first = control.ControlListener(running.pk, worker=WORKER)
     first.open()
