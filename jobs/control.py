@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django_redis import get_redis_connection
 
 from jobs.models import Execution
@@ -115,6 +115,8 @@ def read_desired_state(execution_id: int) -> str | None:
         )
     except DatabaseError:
         logger.warning("could not read desired state of %s", execution_id)
+        if not connection.in_atomic_block:
+            connection.close()  # perhaps it died: the next read opens a new one
         return None
 
 

@@ -6,12 +6,15 @@ validates, calls one service and presents the result.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.db.models.query import QuerySet
 from django.http import StreamingHttpResponse
@@ -88,34 +91,77 @@ def _slice_answer(execution: Execution, piece: logs.LogSlice) -> dict[str, Any]:
     }
 
 
-def _events(execution: Execution, offset: int, limit: int) -> Iterator[bytes]:
-    """SSE frames: `output` events with the new text, then one `end` event. The event
-    id is the next offset, so an EventSource that reconnects (Last-Event-ID) resumes
-    where it stopped."""
-    stop_at = time.monotonic() + settings.KARMCHARI_LOG_STREAM_SECONDS
-    yield b"retry: 1000\n\n"
+class _LogEvents:
+    """SSE frames of one run's log: `output` events with the new text, then one `end`
+    event. The event id is the next offset, so an EventSource that reconnects
+    (Last-Event-ID) resumes where it stopped. `step()` reads once; `_events` drives
+    it for WSGI and `_async_events` for ASGI, which would otherwise read a
+    synchronous stream to its end before sending any of it."""
+
+    AGAIN, WAIT, STOP = "again", "wait", "stop"
+
+    def __init__(self, execution: Execution, offset: int, limit: int) -> None:
+        self.execution, self.offset, self.limit = execution, offset, limit
+        self.stop_at = time.monotonic() + settings.KARMCHARI_LOG_STREAM_SECONDS
+
+    def step(self) -> tuple[list[bytes], str]:
+        """The frames of one read, and what next: read again at once, after a
+        pause, or stop."""
+        piece = logs.log_read(
+            execution=self.execution, offset=self.offset, limit=self.limit
+        )
+        frames = []
+        if piece.data:
+            self.offset = piece.next_offset
+            body = json.dumps({"offset": piece.offset, "text": piece.text})
+            frames.append(f"id: {self.offset}\nevent: output\ndata: {body}\n\n")
+        then = self.AGAIN if piece.data else self.WAIT
+        if piece.finished:
+            self.execution.refresh_from_db(fields=["status"])
+            end = json.dumps(
+                {"status": self.execution.status, "next_offset": self.offset}
+            )
+            frames.append(f"id: {self.offset}\nevent: end\ndata: {end}\n\n")
+            then = self.STOP
+        elif time.monotonic() >= self.stop_at:
+            then = self.STOP
+        elif then == self.WAIT:
+            frames.append(": keep-alive\n\n")
+        return [frame.encode() for frame in frames], then
+
+
+_RETRY_FRAME = b"retry: 1000\n\n"
+
+
+def _events(stream: _LogEvents) -> Iterator[bytes]:
+    yield _RETRY_FRAME
     try:
         while True:
-            piece = logs.log_read(execution=execution, offset=offset, limit=limit)
-            if piece.data:
-                offset = piece.next_offset
-                body = {"offset": piece.offset, "text": piece.text}
-                yield (
-                    f"id: {offset}\nevent: output\ndata: {json.dumps(body)}\n\n"
-                ).encode()
-            if piece.finished:
-                execution.refresh_from_db(fields=["status"])
-                end = {"status": execution.status, "next_offset": offset}
-                yield f"id: {offset}\nevent: end\ndata: {json.dumps(end)}\n\n".encode()
+            frames, then = stream.step()
+            yield from frames
+            if then == stream.STOP:
                 return
-            if time.monotonic() >= stop_at:
-                return
-            if not piece.data:
-                yield b": keep-alive\n\n"
+            if then == stream.WAIT:
                 time.sleep(_STREAM_POLL_SECONDS)
     finally:
         # The response outlives the view: give its connection back.
         close_old_connections()
+
+
+async def _async_events(stream: _LogEvents) -> AsyncIterator[bytes]:
+    yield _RETRY_FRAME
+    step = sync_to_async(stream.step)
+    try:
+        while True:
+            frames, then = await step()
+            for frame in frames:
+                yield frame
+            if then == stream.STOP:
+                return
+            if then == stream.WAIT:
+                await asyncio.sleep(_STREAM_POLL_SECONDS)
+    finally:
+        await sync_to_async(close_old_connections)()
 
 
 class ExecutionEngineActions:
@@ -251,8 +297,11 @@ class ExecutionEngineActions:
         last_id = request.headers.get("Last-Event-ID", "")
         if last_id.isascii() and last_id.isdigit() and len(last_id) <= 18:
             offset = int(last_id)
+        stream = _LogEvents(execution, offset, query.validated_data["limit"])
         response = StreamingHttpResponse(
-            _events(execution, offset, query.validated_data["limit"]),
+            _async_events(stream)
+            if isinstance(request._request, ASGIRequest)
+            else _events(stream),
             content_type="text/event-stream",
         )
         response["Cache-Control"] = "no-cache"

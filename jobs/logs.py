@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django_redis import get_redis_connection
 
 from jobs.models import Execution, ExecutionLogChunk
@@ -92,9 +92,15 @@ class LogWriter:
             logger.exception(
                 "could not store output of %s; will retry", self.execution_id
             )
+            if not connection.in_atomic_block:
+                # Perhaps the connection died (a failover): the next try opens a
+                # new one instead of failing on the dead one for the rest of the run.
+                connection.close()
 
     def close(self) -> None:
         self.flush()
+        if self._pending:
+            self.flush()  # once more, on a new connection if the last one died
         if not self.size:
             return  # nothing was written: no stream to expire, skip the round trip
         try:
@@ -119,8 +125,9 @@ class LogWriter:
                 minid=max(0, self.size - self.limit),
                 approximate=True,
             )
-            if offset == 0:
-                pipe.expire(key, _REDIS_MAX_TTL)
+            # Every time, not only for the first entry: a stream that Redis lost
+            # and this XADD made again must expire too if the worker dies.
+            pipe.expire(key, _REDIS_MAX_TTL)
             pipe.execute()
         except Exception:
             # A gap in the live stream is filled from the database by readers.
@@ -146,16 +153,18 @@ def _take(
     out: bytearray,
     limit: int,
     start: int | None,
+    trimmed: Callable[[int], bool],
 ) -> tuple[int, int | None]:
     """Append contiguous bytes from `pos` on; answers the new position and where the
-    data started (later than asked when the head was trimmed away)."""
+    data started (later than asked when the head was trimmed away: `trimmed(offset)`
+    says whether everything before `offset` is gone for good)."""
     for offset, data in chunks:
         end = offset + len(data)
         if end <= pos:
             continue
         if offset > pos:
-            if out:
-                break  # a hole: stop here, the rest comes from elsewhere
+            if out or not trimmed(offset):
+                break  # a hole: stop here, the rest comes from elsewhere or later
             pos = offset
         if start is None:
             start = pos
@@ -204,23 +213,64 @@ def _utf8_boundary(data: bytearray) -> int:
     return n
 
 
+def _log_size(execution_id: int) -> int:
+    """How many bytes the run has written so far, as far as Redis and the database
+    know (the end of the last stream entry, or of the last stored chunk)."""
+    size = 0
+    try:
+        last = get_redis_connection("default").xrevrange(log_key(execution_id), count=1)
+        if last:
+            size = int(last[0][0].split(b"-")[0])
+    except Exception:
+        logger.debug("log stream of %s unreadable", execution_id, exc_info=True)
+    chunk = (
+        ExecutionLogChunk.objects.filter(execution_id=execution_id)
+        .order_by("-offset")
+        .first()
+    )
+    return max(size, chunk.end if chunk is not None else 0)
+
+
 def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogSlice:
-    """The output after byte `offset`, at most `limit` bytes, from Redis or the DB.
+    """The output after byte `offset`, at most `limit` bytes (at least one whole
+    character), from Redis or the DB.
 
     Read `finished` before the data: the worker flushes everything to the database
     before it records the end, so data read after seeing "finished" is complete.
+    A gap in what is found is skipped only when its bytes are gone for good (cut from
+    the head by KARMCHARI_OUTPUT_LIMIT, or the run is over); a gap within the kept
+    tail of a running job (Redis lost the stream, the database has not caught up
+    yet) ends the slice there, and the next read gets those bytes.
     """
+    limit = max(limit, 4)
     finished = Execution.objects.filter(
         pk=execution.pk, status__in=Execution.FINAL_STATUSES
     ).exists()
+    sizes: list[int] = []
+
+    def trimmed(upto: int) -> bool:
+        if finished:
+            return True
+        if not sizes:
+            sizes.append(_log_size(execution.pk))
+        return upto <= sizes[0] - settings.KARMCHARI_OUTPUT_LIMIT
+
     out = bytearray()
     pos = offset
     start: int | None = None
     live = _redis_chunks(execution.pk, pos)
     if not live or live[0][0] > pos:
-        pos, start = _take(_db_chunks(execution.pk, pos), pos, out, limit, start)
+        stored = _db_chunks(execution.pk, pos)
+        pos, start = _take(stored, pos, out, limit, start, trimmed)
     if len(out) < limit:
-        pos, start = _take(live, pos, out, limit, start)
+        pos, start = _take(live, pos, out, limit, start, trimmed)
+    if start is not None and start > offset:
+        # The head was cut off, perhaps inside a character: start at the next one.
+        skip = 0
+        while skip < min(3, len(out)) and 0x80 <= out[skip] < 0xC0:
+            skip += 1
+        del out[:skip]
+        start += skip
     more = len(out) >= limit  # the slice may stop short of the log's end
     cut = _utf8_boundary(out)
     if cut < len(out) and (more or not finished):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Any
@@ -209,7 +210,8 @@ class JobViewSet(JobEngineActions, AppScopedMixin, viewsets.ModelViewSet[Job]):
 
 
 class PlainTextRenderer(BaseRenderer):
-    """Lets `Accept: text/plain` through content negotiation (errors stay JSON)."""
+    """Lets `Accept: text/plain` through content negotiation. An error asked for
+    as text is its message (`detail`), or its JSON; with `*/*` it is JSON."""
 
     media_type = "text/plain"
     format = "txt"
@@ -221,7 +223,13 @@ class PlainTextRenderer(BaseRenderer):
         accepted_media_type: str | None = None,
         renderer_context: Any = None,
     ) -> bytes:
-        return str(data).encode() if data is not None else b""
+        if data is None:
+            return b""
+        if isinstance(data, dict) and isinstance(data.get("detail"), str):
+            return f"{data['detail']}\n".encode()
+        if isinstance(data, str):
+            return data.encode()
+        return json.dumps(data, default=str).encode()
 
 
 class ExecutionPagination(CursorPagination):
@@ -258,7 +266,9 @@ class ExecutionViewSet(
         detail=True,
         methods=["get"],
         url_path="output",
-        renderer_classes=[PlainTextRenderer, JSONRenderer],
+        # JSON first: errors to `Accept: */*` (curl, browsers) come as JSON; the
+        # file itself is always text/plain.
+        renderer_classes=[JSONRenderer, PlainTextRenderer],
     )
     def download(self, request: Request, pk: str | None = None) -> HttpResponse:
         """The stored output as a text file: the combined log (stdout and stderr as

@@ -363,3 +363,20 @@ def test_a_kill_by_the_system_is_in_the_audit_trail(running: Execution) -> None:
         None,
         "Its job's overlap policy.",
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_listener_reads_the_database_again_once_its_connection_died(
+    make_execution: Callable[..., Execution],
+) -> None:
+    from django.db import connection
+
+    execution = make_execution(status=Execution.Status.RUNNING, worker=WORKER)
+    Execution.objects.filter(pk=execution.pk).update(desired_state="kill")
+    connection.ensure_connection()
+    connection.connection.close()  # the server dropped the worker's connection
+    try:
+        assert control.read_desired_state(execution.pk) is None
+        assert control.read_desired_state(execution.pk) == "kill"
+    finally:
+        connection.close()

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import jsonschema
 import pytest
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+from django.contrib.auth.models import User
+from django.db import connection
 from django.test import override_settings
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from jobs import logs
 from jobs.models import Execution, ExecutionLogChunk
+from karmchari_site.asgi import application as asgi_application
+from tests.tokens import make_token
 
 pytestmark = pytest.mark.django_db
 
@@ -251,3 +258,181 @@ def test_the_stream_ignores_a_last_event_id_that_is_not_a_number(
         HTTP_LAST_EVENT_ID="²",
     )
     assert '"text": "hello\\n"' in b"".join(response.streaming_content).decode()
+
+
+@override_settings(KARMCHARI_OUTPUT_LIMIT=1024)
+def test_it_never_starts_a_trimmed_log_in_the_middle_of_a_character(
+    api: APIClient, execution: Execution
+) -> None:
+    # A pipe read (and so a database chunk) can end inside a character.
+    clock = Clock()
+    writer = logs.LogWriter(execution.pk, clock=clock)
+    e_acute = "é".encode()
+    writer.write(b"x" + e_acute[:1])
+    writer.flush()
+    writer.write(e_acute[1:] + e_acute * 500)  # a chunk that starts mid-character
+    writer.flush()
+    writer.write(e_acute * 100)  # the first chunk falls out of the capped tail
+    writer.close()
+    get_redis_connection("default").delete(logs.log_key(execution.pk))  # Redis lost it
+    finish(execution)
+    body = api.get(f"/api/executions/{execution.pk}/log/?offset=0").json()
+    assert body["offset"] > 0  # the head was dropped
+    assert "\ufffd" not in body["text"]
+    assert body["text"] == "é" * 600
+    assert (body["offset"], body["next_offset"]) == (3, 1203)
+
+
+def test_it_makes_progress_when_the_limit_is_smaller_than_a_character(
+    api: APIClient, execution: Execution
+) -> None:
+    logs.LogWriter(execution.pk, clock=Clock()).write("é".encode())
+    finish(execution)
+    body = api.get(f"/api/executions/{execution.pk}/log/?offset=0&limit=1").json()
+    # Polling with offset=next_offset must get somewhere: either the whole character
+    # or at least a move forward; answering the same offset again loops forever.
+    assert (body["next_offset"], body["finished"]) != (0, False)
+
+
+def test_it_does_not_skip_output_when_redis_loses_the_stream_mid_run(
+    execution: Execution,
+) -> None:
+    clock = Clock()
+    writer = logs.LogWriter(execution.pk, clock=clock)
+    got = bytearray()
+    offset = 0
+
+    def poll() -> logs.LogSlice:
+        nonlocal offset
+        piece = logs.log_read(execution=execution, offset=offset)
+        got.extend(piece.data)
+        offset = piece.next_offset
+        return piece
+
+    writer.write(b"a" * 10)
+    writer.flush()  # in the database
+    poll()
+    writer.write(b"b" * 10)  # only in Redis until the next flush
+    get_redis_connection("default").delete(logs.log_key(execution.pk))  # Redis lost it
+    writer.write(b"c" * 10)  # streamed to a new, headless stream
+    poll()
+    writer.close()
+    finish(execution)
+    while not poll().finished:
+        pass
+    assert bytes(got) == b"a" * 10 + b"b" * 10 + b"c" * 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_output_again_once_its_dead_connection_is_replaced(
+    make_execution: Callable[..., Execution],
+) -> None:
+    execution = make_execution(status=Execution.Status.RUNNING)
+    get_redis_connection("default").delete(logs.log_key(execution.pk))
+    clock = Clock()
+    writer = logs.LogWriter(execution.pk, clock=clock)
+    writer.write(b"before\n")
+    writer.flush()
+    # The server drops the worker's connection mid-run (a failover,
+    # pg_terminate_backend); the database itself is reachable again at once.
+    connection.connection.close()
+    try:
+        for n in range(10):  # ten seconds of a job printing, flushed every second
+            writer.write(b"line %d\n" % n)
+            clock.now += 1.5
+            writer.flush_if_due()
+        writer.close()
+    finally:
+        connection.close()  # what execution_run's _with_reconnect does for the end
+    stored = b"".join(
+        bytes(d)
+        for d in ExecutionLogChunk.objects.order_by("offset").values_list(
+            "data", flat=True
+        )
+    )
+    assert stored == b"before\n" + b"".join(b"line %d\n" % n for n in range(10))
+
+
+def test_it_expires_a_stream_restarted_after_redis_lost_it(
+    make_execution: Callable[..., Execution],
+) -> None:
+    execution = make_execution(status=Execution.Status.RUNNING)
+    redis = get_redis_connection("default")
+    key = logs.log_key(execution.pk)
+    redis.delete(key)
+    writer = logs.LogWriter(execution.pk, clock=Clock())
+    writer.write(b"before\n")
+    assert redis.ttl(key) > 0
+    redis.delete(key)  # Redis restarted while the job runs
+    writer.write(b"after\n")
+    assert redis.exists(key)
+    # The worker may die before close(): the key must not live forever.
+    assert redis.ttl(key) > 0
+
+
+def test_it_answers_download_errors_as_json(
+    make_user: Callable[..., User], make_execution: Callable[..., Execution]
+) -> None:
+    execution = make_execution(status=Execution.Status.SUCCEEDED)
+    client = APIClient()  # like curl: Accept */*
+    client.force_authenticate(make_user())  # no jobs.view_execution
+    response = client.get(f"/api/executions/{execution.pk}/output/")
+    assert response.status_code == 403
+    # Not the Python repr of the error dict, "{'detail': ErrorDetail(string=...)}".
+    assert "ErrorDetail" not in response.content.decode()
+    assert response["Content-Type"].startswith("application/json")
+    assert "detail" in response.json()
+
+
+async def _first_frames(path: str, token: str) -> tuple[list[bytes], float]:
+    """The frames an ASGI server (uvicorn, in production) gets from the stream
+    before it ends, and seconds from the request to the first output event."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"accept", b"text/event-stream"),
+            (b"authorization", f"Token {token}".encode()),
+        ],
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 40000),
+    }
+    communicator = ApplicationCommunicator(asgi_application, scope)
+    began = time.monotonic()
+    await communicator.send_input({"type": "http.request", "body": b""})
+    assert (await communicator.receive_output(5))["status"] == 200
+    frames: list[bytes] = []
+    first_output = None
+    while first_output is None:
+        frames.append((await communicator.receive_output(5))["body"])
+        if frames[-1].find(b"event: output") >= 0:
+            first_output = time.monotonic() - began
+    await communicator.wait(10)
+    return frames, first_output
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(KARMCHARI_LOG_STREAM_SECONDS=3.0)
+def test_it_streams_output_as_it_comes_under_asgi(
+    admin_user: User, make_execution: Callable[..., Execution]
+) -> None:
+    execution = make_execution(status=Execution.Status.RUNNING)
+    get_redis_connection("default").delete(logs.log_key(execution.pk))
+    logs.LogWriter(execution.pk, clock=Clock()).write(b"hello\n")
+
+    frames, first_output = async_to_sync(_first_frames)(
+        f"/api/executions/{execution.pk}/log/stream/", make_token(admin_user).key
+    )
+
+    assert frames[0] == b"retry: 1000\n\n"
+    assert b'"text": "hello\\n"' in frames[-1]
+    # Sent at once, not all together when the stream closes 3 s later.
+    assert first_output < 2.0
