@@ -23,6 +23,7 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from requests.utils import requote_uri
 
 from jobs.models import Job, JobSecret
 from jobs.runners import ENV_NAME, SECRET_MASK
@@ -176,12 +178,28 @@ def spec_split_secrets(
     return spec, secrets
 
 
+def mask_forms(values: Iterable[str]) -> list[str]:
+    """What to mask for these secret values (those of MASK_MIN_LENGTH or more): each
+    value as it is and as an HTTP client percent-encodes it into a URL (a value in an
+    http job's URL shows up so in its errors), longest first, so a value inside a
+    longer one does not leave the rest visible."""
+    forms = set()
+    for value in values:
+        if len(value) >= MASK_MIN_LENGTH:
+            forms |= {
+                value,
+                quote(value, safe=""),
+                quote(value),
+                quote_plus(value),
+                requote_uri(value),
+            }
+    return sorted(forms, key=len, reverse=True)
+
+
 def mask_text(text: str, values: Iterable[str]) -> str:
-    """`text` with every secret value (of MASK_MIN_LENGTH or more) replaced."""
-    # Longest first, so a value inside a longer one does not leave the rest visible.
-    wanted = sorted(
-        {v for v in values if len(v) >= MASK_MIN_LENGTH}, key=len, reverse=True
-    )
+    """`text` with every secret value (of MASK_MIN_LENGTH or more) replaced, in
+    any of its forms (mask_forms)."""
+    wanted = mask_forms(values)
     if not text or not wanted:
         return text
     pattern = "|".join(re.escape(value) for value in wanted)
@@ -197,11 +215,7 @@ class OutputMasker:
     """
 
     def __init__(self, values: Iterable[str], sink: Callable[[bytes], None]) -> None:
-        self._values = sorted(
-            {v.encode() for v in values if len(v) >= MASK_MIN_LENGTH},
-            key=len,
-            reverse=True,
-        )
+        self._values = [form.encode() for form in mask_forms(values)]
         self._pattern = (
             re.compile(b"|".join(re.escape(v) for v in self._values))
             if self._values

@@ -1,8 +1,13 @@
-"""Shell jobs: `/bin/sh -c <command>` in its own process group.
+"""Shell jobs: `/bin/sh -c <command>` in a session of its own.
 
-The job's process group is the unit of control: a timeout (and, later, kill and pause)
-signals the whole group, and when the command ends, whatever it left running in the
-background is stopped too, so a job never leaks processes onto the worker host.
+The job's session is the unit of control: a timeout, kill and pause signal every
+process group in it (the shell's, and any a command made for itself, as `timeout(1)`
+does), and when the command ends, whatever it left running in the background is
+stopped too, so a job never leaks processes onto the worker host. Only a process
+that starts a session of its own (a daemon) leaves the job.
+
+With the worker running as root, `user` runs the command as that user (its groups,
+`HOME`, `USER` and `LOGNAME`); a worker that is not root may name only itself.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import re
 import selectors
+import shlex
 import signal
 import subprocess
 import time
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +40,10 @@ _DRAIN_SECONDS = 2.0
 _TICK = 0.02
 # With an allow-list, these would let a command run something the prefix does not say.
 _SHELL_CONTROL = re.compile(r"[;&|`<>\n]|\$\(")
+# ... and these in the words the prefix names: what they expand to is not the prefix.
+_EXPANDING = re.compile(r"[$*?\[\]{}~]")
+# A user name as useradd(8) takes it.
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}\$?", re.IGNORECASE)
 
 
 def command_allowed(command: str) -> str | None:
@@ -40,7 +51,10 @@ def command_allowed(command: str) -> str | None:
 
     A prefix admits the command itself and the command followed by arguments. With an
     allow-list set, shell control operators (`;`, `&&`, `|`, redirections, command
-    substitution) are refused too, or `allowed-cmd; anything` would pass.
+    substitution) are refused too, or `allowed-cmd; anything` would pass. So are, in
+    the words the prefix spans (as the shell reads them: quotes and escapes undone),
+    `..` path segments, variables and globs, or
+    `/opt/jobs/../../bin/sh` would pass the prefix `/opt/jobs/`.
     """
     prefixes: list[str] = settings.KARMCHARI_SHELL_ALLOWED_COMMANDS
     if not prefixes:
@@ -48,10 +62,21 @@ def command_allowed(command: str) -> str | None:
     stripped = command.strip()
     if _SHELL_CONTROL.search(stripped):
         return "Shell operators (; & | < > ` $( and newlines) are not allowed here."
+    try:
+        words = shlex.split(stripped)
+    except ValueError as exc:
+        return f"The command cannot be parsed: {exc}."
     for prefix in prefixes:
         if stripped == prefix or stripped.startswith(
             prefix if prefix.endswith((" ", "/")) else prefix + " "
         ):
+            spanned = words[: max(1, len(prefix.split()))]
+            for word in spanned:
+                if ".." in PurePosixPath(word).parts or _EXPANDING.search(word):
+                    return (
+                        f"{word!r} may run something its allowed prefix does not "
+                        "name: no '..', variables or globs there."
+                    )
             return None
     return "The command does not start with an allowed prefix."
 
@@ -86,7 +111,7 @@ class ShellRunner:
         if not isinstance(spec, dict):
             raise SpecError({"spec": "Must be an object with a 'command'."})
         errors: dict[str, str] = {}
-        unknown = sorted(set(spec) - {"command", "cwd", "env"})
+        unknown = sorted(set(spec) - {"command", "cwd", "env", "user"})
         if unknown:
             errors["spec"] = f"Unknown keys for a shell job: {', '.join(unknown)}."
         command = spec.get("command")
@@ -101,6 +126,9 @@ class ShellRunner:
             errors["cwd"] = "Must be a string path."
         elif cwd and not PurePath(cwd).is_absolute():
             errors["cwd"] = f"Must be an absolute path, not {cwd!r}."
+        user = spec.get("user", "")
+        if not isinstance(user, str) or (user and not _USER_NAME.fullmatch(user)):
+            errors["user"] = "Must be a user name, such as 'nobody'."
         env = spec.get("env", {})
         if not isinstance(env, dict):
             errors["env"] = "Must be an object of NAME: value strings."
@@ -119,6 +147,8 @@ class ShellRunner:
             cleaned["cwd"] = cwd
         if env:
             cleaned["env"] = env
+        if user:
+            cleaned["user"] = user
         return cleaned
 
     def run(self, spec: dict[str, Any], context: RunContext) -> Outcome:
@@ -136,6 +166,12 @@ class ShellRunner:
         # The allow-list may have changed since the job was saved.
         if refused := command_allowed(spec["command"]):
             return Outcome(status="failed", reason=f"Command refused: {refused}")
+        run_as: dict[str, Any] = {}
+        if spec.get("user"):
+            try:
+                run_as = _run_as(spec["user"], env)
+            except ValueError as exc:
+                return Outcome(status="failed", reason=str(exc))
         try:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", spec["command"]],
@@ -145,11 +181,29 @@ class ShellRunner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                **run_as,
             )
         except OSError as exc:
             return Outcome(status="failed", reason=f"Could not start: {exc}")
         context.on_start(process.pid)
         return _supervise(process, context)
+
+
+def _run_as(name: str, env: dict[str, str]) -> dict[str, Any]:
+    """Popen's arguments to run as user `name` (and its environment set for it)."""
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(f"No user {name!r} on this worker.") from None
+    if account.pw_uid == os.geteuid():
+        return {}
+    if os.geteuid() != 0:
+        raise ValueError(
+            f"Cannot run as {name!r}: this worker does not run as root "
+            f"(it runs as uid {os.geteuid()})."
+        )
+    env.update(HOME=account.pw_dir, USER=name, LOGNAME=name)
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
 def _signal_name(number: int) -> str:
@@ -159,9 +213,19 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+def _signal_group(sid: int, sig: signal.Signals) -> None:
+    """Signal every process group of the job's session `sid` (its leader's pid).
+    Where /proc cannot be read, only the leader's group."""
+    groups = {sid}
+    with contextlib.suppress(OSError):
+        for entry in os.listdir("/proc"):  # noqa: PTH208 (no Path per process)
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.getsid(int(entry)) == sid:
+                        groups.add(os.getpgid(int(entry)))
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
 
 
 def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome:
@@ -179,7 +243,7 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
         process.stderr.fileno(): TailBuffer(limit),
     }
     out, err = buffers[process.stdout.fileno()], buffers[process.stderr.fileno()]
-    pgid = process.pid
+    session = process.pid
     deadline = time.monotonic() + timeout if timeout else None
     kill_at: float | None = None
     timed_out = False
@@ -213,7 +277,7 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
                 if exited_at is None:
                     # The command is done; stop what it left in the background so
                     # the pipes close and nothing outlives the job.
-                    _signal_group(pgid, signal.SIGKILL)
+                    _signal_group(session, signal.SIGKILL)
                     exited_at = now
                     if paused_since is not None:
                         paused_total += now - paused_since
@@ -225,11 +289,11 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
             desired = context.poll()
             if desired == "kill" and not killed and not timed_out:
                 killed = True
-                logger.info("process group %s: kill requested; sending SIGTERM", pgid)
-                _signal_group(pgid, signal.SIGTERM)
+                logger.info("job session %s: kill requested; sending SIGTERM", session)
+                _signal_group(session, signal.SIGTERM)
                 # A stopped process only sees SIGTERM once it is continued; from
                 # here it runs (its handler), so the grace is not paused time.
-                _signal_group(pgid, signal.SIGCONT)
+                _signal_group(session, signal.SIGCONT)
                 kill_at = now + grace
                 if paused_since is not None:
                     paused_total += now - paused_since
@@ -238,13 +302,13 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
             elif killed or timed_out:
                 pass
             elif desired == "pause" and paused_since is None:
-                logger.info("process group %s: pausing (SIGSTOP)", pgid)
-                _signal_group(pgid, signal.SIGSTOP)
+                logger.info("job session %s: pausing (SIGSTOP)", session)
+                _signal_group(session, signal.SIGSTOP)
                 paused_since = now
                 context.on_status("paused")
             elif desired == "run" and paused_since is not None:
-                logger.info("process group %s: resuming (SIGCONT)", pgid)
-                _signal_group(pgid, signal.SIGCONT)
+                logger.info("job session %s: resuming (SIGCONT)", session)
+                _signal_group(session, signal.SIGCONT)
                 paused_total += now - paused_since
                 if deadline is not None:
                     deadline += now - paused_since
@@ -257,12 +321,12 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
                 and now >= deadline
             ):
                 timed_out = True
-                logger.info("process group %s timed out; sending SIGTERM", pgid)
-                _signal_group(pgid, signal.SIGTERM)
+                logger.info("job session %s timed out; sending SIGTERM", session)
+                _signal_group(session, signal.SIGTERM)
                 kill_at = now + grace
             if kill_at is not None and now >= kill_at:
-                logger.info("process group %s: grace over; sending SIGKILL", pgid)
-                _signal_group(pgid, signal.SIGKILL)
+                logger.info("job session %s: grace over; sending SIGKILL", session)
+                _signal_group(session, signal.SIGKILL)
                 kill_at = None
     process.stdout.close()
     process.stderr.close()

@@ -183,6 +183,43 @@ def test_it_masks_values_in_text_longest_first_and_ignores_short_ones() -> None:
     assert mask_text("abcdefgh abcd xyz", values) == "*** *** xyz"
 
 
+def test_it_masks_a_value_as_an_http_client_percent_encodes_it() -> None:
+    value = "correct horse bätterý/+"
+    text = (
+        "url: /r?password=correct%20horse%20b%C3%A4tter%C3%BD/+ and "
+        "correct+horse+b%C3%A4tter%C3%BD%2F%2B in a form"
+    )
+    assert mask_text(text, [value]) == "url: /r?password=*** and *** in a form"
+    out: list[bytes] = []
+    masker = OutputMasker([value], out.append)
+    masker.write(b"GET /r?password=correct%20horse%20b%C3%A4")
+    masker.write(b"tter%C3%BD/+ done")
+    masker.flush()
+    assert b"".join(out) == b"GET /r?password=*** done"
+
+
+@pytest.mark.django_db
+def test_it_masks_a_secret_in_an_http_job_s_url_in_its_failure_reason(
+    make_app: Callable[..., App],
+) -> None:
+    job = services.job_create(
+        app=make_app(),
+        name="leaky",
+        kind=Job.Kind.HTTP,
+        # Port 1: connection refused, so the reason quotes the request's URL.
+        spec={"url": "http://127.0.0.1:1/report?password=${PASSWORD}"},
+        secrets={"PASSWORD": "correct horse bätterý"},
+    )
+    execution = Execution.objects.create(job=job)
+
+    services.execution_run(execution_id=execution.pk, worker="w")
+
+    execution.refresh_from_db()
+    assert execution.status == Execution.Status.FAILED
+    assert "password=***" in execution.reason, execution.reason
+    assert "horse" not in execution.reason
+
+
 def test_it_masks_a_value_split_across_chunks_without_holding_other_output() -> None:
     out: list[bytes] = []
     masker = OutputMasker(["hunter2"], out.append)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import pwd
 import signal
 import time
 from pathlib import Path
@@ -131,6 +133,8 @@ def test_tail_buffer_counts_dropped_bytes() -> None:
         ({"command": "x", "env": {"1BAD": "v"}}, "env", "not a valid variable"),
         ({"command": "x", "env": {"A": 1}}, "env", "must be a string"),
         ({"command": "x", "shell": "bash"}, "spec", "Unknown keys"),
+        ({"command": "x", "user": 0}, "user", "Must be a user name"),
+        ({"command": "x", "user": "a b"}, "user", "Must be a user name"),
     ],
 )
 def test_it_refuses_bad_specs(spec: object, field: str, message: str) -> None:
@@ -244,6 +248,15 @@ def test_it_streams_output_as_it_arrives() -> None:
         ("make test; rm -rf /", False),
         ("make $(whoami)", False),
         ("/opt/jobs/x.sh | sh", False),
+        ("/opt/jobs/../../bin/sh -c id", False),
+        ('/opt/jobs/"../../bin/sh"', False),
+        ("/opt/jobs/$TOOL", False),
+        ("/opt/jobs/${TOOL}", False),
+        ("/opt/jobs/*", False),
+        ("/opt/jobs/x\\ y", True),
+        ("/opt/jobs/\\.\\./x", False),
+        ("/opt/jobs/'unterminated", False),
+        ("/opt/jobs/report.sh $HOME ../out", True),
     ],
 )
 def test_it_enforces_the_command_allow_list(command: str, allowed: bool) -> None:
@@ -294,3 +307,107 @@ def test_it_does_not_count_the_kill_grace_of_a_paused_job_as_paused() -> None:
     # SIGCONT came with the SIGTERM: the group ran its handler through the grace.
     assert outcome.paused_seconds < killed_at - paused_at + 0.5
     assert job.statuses == ["paused", "running"]
+
+
+def test_it_refuses_at_run_time_a_command_that_climbs_out_of_an_allowed_directory(
+    tmp_path: Path,
+) -> None:
+    allowed = tmp_path / "jobs"
+    allowed.mkdir()
+    escape = f"{allowed}/" + "../" * (len(allowed.parts) - 1) + "bin/echo escaped"
+    with override_settings(KARMCHARI_SHELL_ALLOWED_COMMANDS=[f"{allowed}/"]):
+        outcome, pids = run(escape)
+    assert outcome.status == "failed"
+    assert outcome.reason.startswith("Command refused:")
+    assert pids == []
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of a session: a shell job runs in its own."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid = int(stat.parent.name)
+            if os.getsid(pid) == sid and process_state(pid) not in (None, "Z"):
+                members.append(pid)
+        except OSError:
+            continue
+    return members
+
+
+@pytest.mark.parametrize("ending", ["timeout", "kill", "exit"])
+def test_it_stops_what_the_job_put_in_a_process_group_of_its_own(ending: str) -> None:
+    """GNU timeout(1) puts itself and its command in a group of their own: a
+    timeout, a kill and the command's end stop them too, and a pause stops them."""
+    command = {
+        "exit": "timeout 30 sleep 30 & sleep 0.5; echo done",
+        "timeout": "echo started && timeout 30 sleep 30",
+        "kill": "echo started && timeout 30 sleep 30",
+    }[ending]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pids: list[int] = []
+        desired = ["run"]
+        context = RunContext(
+            execution_id=7,
+            job_name="nightly",
+            app_name="default",
+            timeout=1.0 if ending == "timeout" else None,
+            on_start=pids.append,
+            poll=lambda: desired[0],
+        )
+        running = pool.submit(runner.run, {"command": command}, context)
+        assert wait_for(lambda: len(session_members(pids[0]) if pids else []) >= 3)
+        if ending == "kill":
+            desired[0] = "pause"
+            assert wait_for(
+                lambda: all(
+                    process_state(pid) == "T"
+                    for pid in session_members(pids[0])
+                    if pid != pids[0]
+                )
+            )
+            desired[0] = "kill"
+        outcome = running.result(timeout=30)
+    left = session_members(pids[0])
+    for pid in left:  # clean up before asserting
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"{ending}: processes of the job are still running"
+    assert (
+        outcome.status
+        == {
+            "exit": "succeeded",
+            "timeout": "timed_out",
+            "kill": "killed",
+        }[ending]
+    )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a worker running as root")
+def test_it_runs_a_shell_job_as_another_user_when_the_worker_is_root(
+    tmp_path: Path,
+) -> None:
+    spec = runner.validate({"command": 'id -u; echo "$HOME $USER"', "user": "nobody"})
+    outcome, _ = run(**spec)
+    assert outcome.status == "succeeded", outcome
+    assert outcome.output == f"65534\n{pwd.getpwnam('nobody').pw_dir} nobody\n"
+
+
+def test_it_runs_as_its_own_user_without_root() -> None:
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    outcome, _ = run("id -u", user=me)
+    assert (outcome.status, outcome.output) == ("succeeded", f"{os.geteuid()}\n")
+
+
+def test_it_fails_clearly_for_a_user_the_worker_does_not_have() -> None:
+    outcome, pids = run("id -u", user="no-such-user-here")
+    assert outcome.status == "failed"
+    assert outcome.reason == "No user 'no-such-user-here' on this worker."
+    assert pids == []
+
+
+def test_it_cannot_switch_user_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    outcome, pids = run("id -u", user="root")
+    assert outcome.status == "failed"
+    assert "does not run as root" in outcome.reason
+    assert pids == []
