@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
@@ -45,8 +46,37 @@ class InstantFilter(django_filters.IsoDateTimeFilter):
     field_class = InstantField
 
 
+class StrictBooleanField(forms.Field):
+    """true/false (or 1/0, yes/no, in any case); anything else is a 400, where
+    django-filter's boolean filter would drop the filter and answer every row."""
+
+    VALUES = {
+        "true": True,
+        "1": True,
+        "yes": True,
+        "false": False,
+        "0": False,
+        "no": False,
+    }
+
+    def to_python(self, value: Any) -> bool | None:
+        if value in (None, ""):
+            return None
+        try:
+            return self.VALUES[str(value).strip().lower()]
+        except KeyError:
+            raise ValidationError(
+                "Must be true or false (or 1 or 0).", code="invalid"
+            ) from None
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 class JobFilter(django_filters.FilterSet):
     app = django_filters.CharFilter(field_name="app__name")
+    enabled = StrictBooleanFilter()
 
     class Meta:
         model = Job
@@ -69,6 +99,7 @@ class ExecutionFilter(django_filters.FilterSet):
 class ScheduleFilter(django_filters.FilterSet):
     job = django_filters.ModelChoiceFilter(queryset=_jobs)
     app = django_filters.CharFilter(field_name="job__app__name")
+    enabled = StrictBooleanFilter()
 
     class Meta:
         model = Schedule

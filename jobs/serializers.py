@@ -313,6 +313,13 @@ class JobSerializer(serializers.ModelSerializer[Job]):
             if why:
                 raise serializers.ValidationError({"children": why})
 
+    def validate_ping_grace(self, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(0) <= value <= MAX_SCHEDULE_DELAY:
+            raise serializers.ValidationError(
+                f"Must be between 0 and {MAX_SCHEDULE_DELAY.days} days."
+            )
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         self._check_shell_permission(attrs)
         if "secrets" in attrs and self.instance is not None and not self.partial:
@@ -397,8 +404,14 @@ class RunSerializer(serializers.Serializer[Any]):
 # --- Schedules -----------------------------------------------------------------------
 
 
-# The longest epsilon or jitter a schedule may have.
+# The longest epsilon or jitter a schedule (or a job's ping grace) may have.
 MAX_SCHEDULE_DELAY = timedelta(days=366)
+
+
+def check_schedule_year(moment: datetime) -> None:
+    """Within the years where every time zone's clock and croniter can still count."""
+    if not 1971 <= moment.year <= 9998:
+        raise serializers.ValidationError("Must be between 1971 and 9998.")
 
 
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
@@ -453,6 +466,12 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
                 raise serializers.ValidationError(
                     {name: f"Must be at most {MAX_SCHEDULE_DELAY.days} days."}
                 )
+        for name in ("start_at", "end_at"):
+            if attrs.get(name) is not None:
+                try:
+                    check_schedule_year(attrs[name])
+                except serializers.ValidationError as exc:
+                    raise serializers.ValidationError({name: exc.detail}) from None
         start_at = attrs.get("start_at", current.start_at if current else None)
         end_at = attrs.get("end_at", current.end_at if current else None)
         if start_at and end_at and end_at <= start_at:
@@ -497,9 +516,7 @@ class SchedulePreviewQuerySerializer(serializers.Serializer[Any]):
     after = serializers.DateTimeField(required=False)
 
     def validate_after(self, value: datetime) -> datetime:
-        # Where every time zone's clock and croniter can still count.
-        if not 1971 <= value.year <= 9998:
-            raise serializers.ValidationError("Must be between 1971 and 9998.")
+        check_schedule_year(value)
         return value
 
 

@@ -5,7 +5,15 @@ from rest_framework.routers import DefaultRouter
 
 from jobs import engine_views, views
 
-router = DefaultRouter()
+
+class Router(DefaultRouter):
+    """No format suffixes: `/api/apps/report.json` is the app "report.json", not
+    "report" as JSON (names may hold dots). Ask for a format with Accept."""
+
+    include_format_suffixes = False
+
+
+router = Router()
 router.register("apps", views.AppViewSet)
 router.register("jobs", views.JobViewSet)
 router.register("executions", views.ExecutionViewSet)

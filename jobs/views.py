@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError
 from django.db.models import Prefetch, ProtectedError
 from django.db.models.query import QuerySet
 from django.http import HttpResponse
@@ -17,7 +18,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -73,6 +75,17 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         names = sorted({str(obj) for obj in exc.protected_objects})[:10]
         return Response(
             {"detail": f"Still in use by: {', '.join(names)}. Delete those first."},
+            status=status.HTTP_409_CONFLICT,
+        )
+    if isinstance(exc, IntegrityError):  # after ProtectedError, its subclass
+        # Validation checks uniqueness first; only a race (another request saved
+        # the same name in between) gets here. Nothing was stored.
+        logger.info("integrity error answered 409: %s", exc)
+        return Response(
+            {
+                "detail": "Another request saved a conflicting object (the same name?) "
+                "in the meantime; nothing was changed. Reload and retry."
+            },
             status=status.HTTP_409_CONFLICT,
         )
     return drf_exception_handler(exc, context)
@@ -238,6 +251,17 @@ class ExecutionPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """DRF's, but a position that is no id (a cursor edited by hand) is an
+        invalid cursor, not a 500."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                int(cursor.position)
+            except ValueError:
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
+
 
 class ExecutionViewSet(
     ExecutionEngineActions, AppScopedMixin, viewsets.ReadOnlyModelViewSet[Execution]
@@ -315,6 +339,7 @@ class ScheduleViewSet(AppScopedMixin, viewsets.ModelViewSet[Schedule]):
     serializer_class = ScheduleSerializer
     app_path = "job__app"
     filterset_class = ScheduleFilter
+    search_fields = ["expression", "job__name", "job__app__name"]
     ordering_fields = ["next_run_at", "created", "id"]
     ordering = ["id"]
 

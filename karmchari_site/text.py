@@ -1,4 +1,6 @@
-"""Text no database here can hold: NUL (U+0000) and lone surrogates (U+D800-U+DFFF).
+"""Text no database here can hold: NUL (U+0000) and lone surrogates (U+D800-U+DFFF);
+and in parsed JSON, numbers that are not finite (`1e400` reads as infinity, which
+neither jsonb nor SQLite's JSON accepts).
 
 PostgreSQL text and jsonb refuse both (and psycopg cannot even encode a surrogate):
 a query or a write carrying one fails with a DataError, which would answer 500, or,
@@ -12,6 +14,7 @@ U+FFFD, as a decoder does with bytes it cannot read.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +44,8 @@ def unstorable_path(value: Any) -> tuple[list[str], str] | None:
         if isinstance(item, str):
             if why := unstorable(item):
                 return path, why
+        elif isinstance(item, float) and not math.isfinite(item):
+            return path, "Numbers must be finite: this one is out of range."
         elif isinstance(item, dict):
             for key, child in item.items():
                 if isinstance(key, str) and (why := unstorable(key)):

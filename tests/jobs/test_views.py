@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import timedelta
 from unittest import mock
@@ -8,6 +9,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
+from jobs import services
 from jobs.models import App, Execution, Job, Schedule
 from tests.tokens import make_token
 
@@ -532,3 +534,157 @@ def test_a_saved_schedule_s_preview_is_what_it_will_fire(
     )
     assert extreme.status_code == 400
     assert "after" in extreme.json()
+
+
+# --- Bad input: an answer in 4xx, never a 500 ---------------------------------------
+
+
+def _cursor(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize("position", ["abc", "1.5"])
+def test_it_answers_a_cursor_with_a_non_numeric_position_without_a_500(
+    api: APIClient, make_execution: Callable[..., Execution], position: str
+) -> None:
+    # A hand-edited or corrupted cursor (p= is the last id seen): DRF puts it in
+    # `id__lt=<position>` unchecked, and Django's int() of it raises ValueError.
+    make_execution()
+    response = api.get("/api/executions/", {"cursor": _cursor(f"p={position}")})
+    assert response.status_code in (400, 404), response.content[:200]
+    assert "cursor" in response.json()["detail"].lower()
+
+
+def test_it_refuses_a_non_finite_number_in_run_parameters(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    # 1e400 is valid JSON; Python reads it as float("inf"), which neither SQLite's
+    # JSON_VALID check nor PostgreSQL's jsonb accepts (a 500, IntegrityError /
+    # DataError).
+    job = make_job()
+    response = api.post(
+        f"/api/jobs/{job.pk}/run/",
+        '{"parameters": {"size": 1e400}}',
+        content_type="application/json",
+    )
+    assert response.status_code == 400, response.content[:200]
+    assert "parameters" in response.json()
+    assert not Execution.objects.exists()
+
+
+@pytest.mark.parametrize("grace", ["999999999 00:00:00", "-1 00:00:00"])
+def test_it_refuses_a_ping_grace_out_of_range(
+    api: APIClient, make_job: Callable[..., Job], grace: str
+) -> None:
+    # The schedule's epsilon and jitter are checked (0 to 366 days); ping_grace is
+    # not: a huge one is a 500 on SQLite (microseconds past 64 bits) and, stored on
+    # PostgreSQL, makes jobs.pings.pings_close_late overflow on `scheduled_for +
+    # ping_grace`; a negative one closes every run as late at once.
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    response = api.patch(f"/api/jobs/{job.pk}/", {"ping_grace": grace})
+    assert response.status_code == 400, response.content[:200]
+    assert "ping_grace" in response.json()
+    job.refresh_from_db()
+    assert job.ping_grace is None
+
+
+def test_it_refuses_a_schedule_start_whose_local_time_is_past_year_9999(
+    api: APIClient, make_job: Callable[..., Job]
+) -> None:
+    # 9999-12-31T20:00Z is 10000-01-01T10:00 in Kiritimati (+14): computing the
+    # next fire time overflows (jobs/schedules.py next_after: astimezone).
+    job = make_job()
+    response = api.post(
+        "/api/schedules/",
+        {
+            "job": job.pk,
+            "expression": "* * * * *",
+            "timezone": "Pacific/Kiritimati",
+            "start_at": "9999-12-31T20:00:00Z",
+        },
+    )
+    assert response.status_code == 400, response.content[:200]
+    assert not Schedule.objects.exists()
+
+
+def test_it_acts_on_the_app_named_in_a_slashless_url_with_a_dot(
+    api: APIClient, make_app: Callable[..., App]
+) -> None:
+    # App names may hold a dot, and /api/... without its trailing slash is served
+    # as with it (docs/api.md). But /api/apps/report.json resolves as it is through
+    # the router's format-suffix route: app "report", rendered as JSON.
+    make_app("report")
+    make_app("report.json")
+    response = api.delete("/api/apps/report.json")
+    assert response.status_code == 204
+    assert list(App.objects.values_list("name", flat=True)) == ["report"]
+
+
+def test_it_gets_an_app_with_a_dot_in_its_name_without_the_trailing_slash(
+    api: APIClient, make_app: Callable[..., App]
+) -> None:
+    make_app("nightly.api")
+    response = api.get("/api/apps/nightly.api")
+    assert response.status_code == 200, response.content[:200]
+    assert response.json()["name"] == "nightly.api"
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "on"])
+def test_it_does_not_ignore_a_bad_enabled_filter(
+    api: APIClient, make_job: Callable[..., Job], value: str
+) -> None:
+    # ?status=bogus and ?kind=bogus answer 400; ?enabled=0 (or anything but
+    # true/false) is silently dropped and answers every job, enabled or not.
+    make_job(name="on")
+    make_job(name="off", enabled=False)
+    response = api.get("/api/jobs/", {"enabled": value})
+    assert response.status_code == 400, [j["name"] for j in response.json()["results"]]
+
+
+def test_it_honours_the_search_parameter_its_schema_documents_for_schedules(
+    api: APIClient, make_schedule: Callable[..., Schedule]
+) -> None:
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    parameters = {
+        p["name"]
+        for p in schema.json()["paths"]["/api/schedules/"]["get"]["parameters"]
+    }
+    make_schedule()
+    found = api.get("/api/schedules/", {"search": "no-such-schedule"}).json()
+    # Either the schema does not offer `search`, or searching narrows the list.
+    assert "search" not in parameters or found["count"] == 0, found["count"]
+
+
+def test_it_answers_a_name_taken_meanwhile_with_a_client_error(
+    api: APIClient,
+) -> None:
+    # Two clients create the same app at once: both pass the serializer's unique
+    # check, the second INSERT violates the UNIQUE index. Simulated by a row
+    # inserted between validation and save.
+    create = services.app_create
+
+    def racing(**kwargs: object) -> App:
+        App.objects.create(name="ops")  # the other request, committed first
+        return create(**kwargs)  # type: ignore[arg-type]
+
+    with mock.patch("jobs.views.services.app_create", side_effect=racing):
+        response = api.post("/api/apps/", {"name": "ops"})
+    assert response.status_code in (400, 409), response.content[:200]
+
+
+def test_it_answers_a_job_name_taken_meanwhile_with_a_client_error(
+    api: APIClient, make_app: Callable[..., App], admin_user: User
+) -> None:
+    app = make_app("ops")
+    create = services.job_create
+
+    def racing(**kwargs: object) -> Job:
+        Job.objects.create(app=app, name="nightly", spec={"command": "true"})
+        return create(**kwargs)  # type: ignore[arg-type]
+
+    with mock.patch("jobs.views.services.job_create", side_effect=racing):
+        response = api.post(
+            "/api/jobs/",
+            {"app": "ops", "name": "nightly", "spec": {"command": "true"}},
+        )
+    assert response.status_code in (400, 409), response.content[:200]
