@@ -4,7 +4,9 @@ The file is the whole truth for every job it lists: a field it leaves out takes 
 model's default, and a job's `schedules` list replaces the job's schedules (matched by
 kind, expression and time zone, so editing `enabled` or `epsilon` keeps the row and its
 history). `prune` also deletes the jobs of the file's apps that the file no longer
-lists; apps and jobs of other apps are never touched.
+lists, and with them (Kala's rule) any job, of any app, left with no parent; the plan
+lists each. Apps are never deleted, nor a job the file lists: a parent the prune
+would delete is a problem.
 
 Applying compares the file with an export of the database in the same terms, so a file
 that was just exported applies as "no changes". A job's `secrets` are exported as their
@@ -21,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,11 +34,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
 from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import ValidationError as APIValidationError
 
 from jobs import schedules, services
 from jobs.models import App, Job, JobSecret, Schedule
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.secrets import SecretError, clean_secrets, secret_matches, spec_split_secrets
+from jobs.serializers import MAX_SCHEDULE_DELAY, check_schedule_year
+from karmchari_site.text import unstorable_path
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ SCHEDULE_FIELDS = (
 )
 # Counted down as the schedule fires: the file sets it when the schedule is created.
 _CREATE_ONLY = {"repetitions_left"}
+# A schedule's numbers of seconds in a file (as a job's ping_grace).
 _DURATIONS = {"epsilon", "jitter"}
 _DATETIMES = {"start_at", "end_at"}
 
@@ -180,7 +187,7 @@ def _job_doc(job: Job) -> dict[str, Any]:
             if secrets:
                 doc["secrets"] = dict.fromkeys(secrets, SECRET_MASK)
         elif value != _default(Job, name):
-            doc[name] = value
+            doc[name] = _plain(name, value)
     parents = sorted(_job_ref(p, app_name=job.app.name) for p in job.parents.all())
     if parents:
         doc["parents"] = parents
@@ -298,10 +305,18 @@ def _model_errors(exc: ValidationError) -> dict[str, list[str]]:
 
 
 def _seconds(value: Any) -> timedelta:
+    """A duration as the API takes it: 0 to MAX_SCHEDULE_DELAY."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number of seconds")
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number of seconds")
     if value < 0:
         raise ValueError("must not be negative")
+    if value > MAX_SCHEDULE_DELAY.total_seconds():
+        limit = int(MAX_SCHEDULE_DELAY.total_seconds())
+        raise ValueError(
+            f"must be at most {MAX_SCHEDULE_DELAY.days} days ({limit} seconds)"
+        )
     return timedelta(seconds=value)
 
 
@@ -313,6 +328,11 @@ def _moment(value: Any) -> datetime:
         raise ValueError("must be an ISO 8601 date and time, e.g. 2026-01-01T00:00Z")
     if moment.tzinfo is None:
         raise ValueError("needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+    try:
+        # As the API: a start near 9999 overflows computing the next run.
+        check_schedule_year(moment)
+    except APIValidationError as exc:
+        raise ValueError(" ".join(str(detail) for detail in exc.detail)) from None
     return moment
 
 
@@ -336,7 +356,7 @@ def _check_schedule(
                 value = _seconds(value)
             elif name in _DATETIMES and value is not None:
                 value = _moment(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             v.fail(doc.marks.get(name), f"{path}.{name}", str(exc))
             ok = False
             continue
@@ -407,8 +427,14 @@ def _check_job(
     values.update({n: doc[n] for n in JOB_FIELDS if n in doc})
     if values["spec"] is None:
         values["spec"] = {}
-    instance = Job(name=name, **values)
     before = len(v.problems)
+    if values["ping_grace"] is not None:
+        try:
+            values["ping_grace"] = _seconds(values["ping_grace"])
+        except ValueError as exc:
+            v.fail(doc.marks.get("ping_grace"), f"{path}.ping_grace", str(exc))
+            values["ping_grace"] = None
+    instance = Job(name=name, **values)
     bad: set[str] = set()
     try:
         instance.clean_fields(exclude=["app", "spec", "parents"])
@@ -534,6 +560,10 @@ def _check_spec(
             v.fail(mark, f"{path}.spec.{key}", message)
         return secrets
     instance.spec, split = spec_split_secrets(kind=instance.kind, spec=spec)
+    try:
+        json.dumps(instance.spec)
+    except TypeError as exc:  # a YAML date or set: the JSONField could not save it
+        v.fail(mark, f"{path}.spec", f"must hold only JSON values ({exc})")
     if _has_mask(instance.spec):
         v.fail(mark, f"{path}.spec", _NOTHING_TO_KEEP)
     wanted = {**split, **secrets}
@@ -565,13 +595,142 @@ def _existing_jobs() -> dict[tuple[str, str], Job]:
     return {(job.app.name, job.name): job for job in rows}
 
 
+def _check_storable(v: _Validator, document: _Map) -> None:
+    """Text no database here can store, or a number that is not finite (YAML's .inf
+    and .nan), anywhere in the file (karmchari_site/text.py): else PostgreSQL, the
+    JSON fields or Django's integer fields (OverflowError) refuse it mid-apply. The
+    first one found is reported."""
+    found = unstorable_path(document)
+    if found is None:
+        return
+    keys, why = found
+    item, mark, path = document, document.mark, ""
+    for key in keys:
+        if isinstance(item, list):
+            item, path = item[int(key)], f"{path}[{key}]"
+            mark = getattr(item, "mark", mark)
+        else:
+            real = next(k for k in item if str(k) == key)
+            mark = item.marks.get(real, mark)
+            item, path = item[real], f"{path}.{key}" if path else key
+    v.fail(mark, path or "(top)", why)
+
+
+_Key = tuple[str, str]
+
+
+def _links(wanted: list[_WantApp], existing: dict[_Key, Job]) -> dict[_Key, list[_Key]]:
+    """Each job's parents once the file is applied: the file's for a job it
+    declares, the stored ones for any other."""
+    links = {
+        key: [(parent.app.name, parent.name) for parent in job.parents.all()]
+        for key, job in existing.items()
+    }
+    links.update(
+        {(job.app, job.name): job.parents for app in wanted for job in app.jobs}
+    )
+    return links
+
+
+def _pruned(wanted: list[_WantApp], existing: dict[_Key, Job]) -> set[_Key]:
+    """The stored jobs of the file's apps that the file no longer lists."""
+    declared = {(job.app, job.name) for app in wanted for job in app.jobs}
+    names = {app.name for app in wanted}
+    return {key for key in existing if key[0] in names and key not in declared}
+
+
+def _doomed(pruned: set[_Key], links: dict[_Key, list[_Key]]) -> set[_Key]:
+    """The pruned jobs and every job their deletion leaves with no other parent (and
+    theirs): Kala's rule, as services.jobs_doomed applies it."""
+    doomed = set(pruned)
+    grew = True
+    while grew:
+        grew = False
+        for key, parents in links.items():
+            if key not in doomed and parents and set(parents) <= doomed:
+                doomed.add(key)
+                grew = True
+    return doomed
+
+
+def _cycle(start: _Key, links: dict[_Key, list[_Key]]) -> list[_Key] | None:
+    """The shortest chain of parents from `start` back to itself, or None."""
+    came_from: dict[_Key, _Key] = {}
+    frontier = [start]
+    while frontier:
+        following: list[_Key] = []
+        for key in frontier:
+            for parent in links.get(key, []):
+                if parent == start:
+                    chain = [key]
+                    while chain[-1] != start:
+                        chain.append(came_from[chain[-1]])
+                    return [*reversed(chain), start]
+                if parent not in came_from:
+                    came_from[parent] = key
+                    following.append(parent)
+        frontier = following
+    return None
+
+
+def _check_links(
+    v: _Validator,
+    wanted: list[_WantApp],
+    existing: dict[_Key, Job],
+    *,
+    prune: bool,
+) -> None:
+    """Parents that exist, are not deleted by the prune (Kala's rule would take
+    the job that names them along), and make no dependency cycle."""
+    jobs = [job for app in wanted for job in app.jobs]
+    declared = {(job.app, job.name) for job in jobs}
+    links = _links(wanted, existing)
+    pruned = _pruned(wanted, existing) if prune else set()
+    doomed = _doomed(pruned, {k: p for k, p in links.items() if k not in declared})
+    for job in jobs:
+        for ref in job.parents:
+            if ref not in declared and ref not in existing:
+                why = "no job {} in the file or the database"
+            elif ref in pruned:
+                why = "{} is not in the file, so the prune deletes it"
+            elif ref in doomed:
+                why = "{} goes with its last parent, which the prune deletes"
+            else:
+                continue
+            v.problems.append(
+                f"{job.parents_where}: apps.{job.app}.jobs.{job.name}.parents: "
+                + why.format(repr("/".join(ref)))
+            )
+    if v.problems:
+        return  # a cycle over parents that are not right yet would mislead
+    for key in doomed:
+        del links[key]
+    seen: list[set[_Key]] = []
+    for job in jobs:
+        cycle = _cycle((job.app, job.name), links)
+        if cycle is None or set(cycle) in seen:
+            continue
+        seen.append(set(cycle))
+        v.problems.append(
+            f"{job.parents_where}: apps.{job.app}.jobs.{job.name}.parents: "
+            f"would depend on itself: {' -> '.join('/'.join(k) for k in cycle)}"
+        )
+
+
 def _validate(
-    document: Any, filename: str, existing: dict[tuple[str, str], Job]
+    document: Any,
+    filename: str,
+    existing: dict[_Key, Job],
+    *,
+    prune: bool = False,
 ) -> list[_WantApp]:
     v = _Validator(filename)
     document = _located(document)
     root = v.mapping(document, getattr(document, "mark", None), "(top)")
     if root is None:
+        raise JobfileError(v.problems)
+    _check_storable(v, root)
+    if v.problems:
         raise JobfileError(v.problems)
     v.unknown(root, ["version", "apps"], "(top)")
     version = root.get("version", FORMAT_VERSION)
@@ -620,15 +779,7 @@ def _validate(
             if job is not None:
                 jobs.append(job)
         wanted.append(_WantApp(name=str(app_name), values=values, jobs=jobs))
-    declared = {(job.app, job.name) for app in wanted for job in app.jobs}
-    for app in wanted:
-        for job in app.jobs:
-            for ref in job.parents:
-                if ref not in declared and ref not in existing:
-                    v.problems.append(
-                        f"{job.parents_where}: apps.{job.app}.jobs.{job.name}.parents: "
-                        f"no job {'/'.join(ref)!r} in the file or the database"
-                    )
+    _check_links(v, wanted, existing, prune=prune)
     if v.problems:
         raise JobfileError(v.problems)
     return wanted
@@ -640,7 +791,9 @@ def _validate(
 @dataclass
 class Change:
     """One entry of the plan: + create, ~ change, - delete. `run` makes it so;
-    `later` runs after every `run` (links to jobs the same apply creates)."""
+    `later` runs after every `run`, in plan order: links to jobs the same apply
+    creates, then the prune's deletes (last in the plan), so a job the file keeps is
+    unlinked from a pruned parent before Kala's rule could delete it along."""
 
     action: str
     label: str
@@ -809,9 +962,8 @@ def _plan_job(ctx: _Context, job: _WantJob, have: Job | None) -> Change | None:
 
             steps = [update_job, *schedule_steps]
             change = Change("~", label, details, run=_in_order(steps))
-    have_parents = (
-        sorted((p.app.name, p.name) for p in have.parents.all()) if have else []
-    )
+    have_rows = list(have.parents.all()) if have else []
+    have_parents = sorted((p.app.name, p.name) for p in have_rows)
     if sorted(job.parents) != have_parents:
 
         def set_parents() -> None:
@@ -825,6 +977,13 @@ def _plan_job(ctx: _Context, job: _WantJob, have: Job | None) -> Change | None:
         change = change or Change("~", label)
         change.details.append(f"parents: {old} -> {new}")
         change.later = set_parents
+        kept = [p for p in have_rows if (p.app.name, p.name) in job.parents]
+        if have is not None and len(kept) < len(have_rows):
+            # The links a file drops go in the `run` pass, before any is added: no
+            # step passes through a cycle (a file swapping a parent and its child),
+            # and no job the file keeps goes with a pruned parent (Kala's rule).
+            unlink = functools.partial(services.job_set_parents, job=have, parents=kept)
+            change.run = _in_order([change.run, unlink] if change.run else [unlink])
     return change
 
 
@@ -850,15 +1009,17 @@ def _plan(
             if change is not None:
                 changes.append(change)
     if prune:
-        declared = {(job.app, job.name) for app in wanted for job in app.jobs}
-        names = {app.name for app in wanted}
-        for key, row in sorted(existing.items()):
-            if key[0] in names and key not in declared:
+        pruned = _pruned(wanted, existing)
+        for key in sorted(pruned):
 
-                def delete(row: Job = row) -> None:
-                    services.job_delete(job=row)
+            def delete(row: Job = existing[key]) -> None:
+                services.job_delete(job=row)
 
-                changes.append(Change("-", f"job {key[0]}/{key[1]}", run=delete))
+            changes.append(Change("-", f"job {key[0]}/{key[1]}", later=delete))
+        # Jobs of other apps whose last parent goes: job_delete takes them along.
+        for key in sorted(_doomed(pruned, _links(wanted, existing)) - pruned):
+            why = "no parent left once the jobs above are deleted"
+            changes.append(Change("-", f"job {key[0]}/{key[1]}", [why]))
     return Plan(changes)
 
 
@@ -881,7 +1042,7 @@ def jobfile_plan(
 ) -> Plan:
     """What applying `document` would change; JobfileError if it is not valid."""
     existing = _existing_jobs()
-    wanted = _validate(document, filename, existing)
+    wanted = _validate(document, filename, existing, prune=prune)
     return _plan(wanted, existing, prune=prune)
 
 
@@ -889,13 +1050,18 @@ def jobfile_apply(
     *, document: Any, filename: str = "<document>", prune: bool = False
 ) -> Plan:
     """Make the database match `document` in one transaction; answers the plan."""
-    with transaction.atomic():
-        plan = jobfile_plan(document=document, filename=filename, prune=prune)
-        for change in plan.changes:
-            if change.run is not None:
-                change.run()
-        for change in plan.changes:
-            if change.later is not None:
-                change.later()
+    try:
+        with transaction.atomic():
+            plan = jobfile_plan(document=document, filename=filename, prune=prune)
+            for change in plan.changes:
+                if change.run is not None:
+                    change.run()
+            for change in plan.changes:
+                if change.later is not None:
+                    change.later()
+    except services.DependencyCycle as exc:
+        # Validation finds the file's cycles; this is one made through the API
+        # since, and the transaction has been rolled back.
+        raise JobfileError([f"{filename}: {exc}"]) from None
     logger.info("applied %s: %d change(s)", filename, len(plan.changes))
     return plan

@@ -28,6 +28,22 @@ def apply_text(tmp_path: Path, text: str, *args: str) -> str:
     return run("apply", str(path), *args)
 
 
+def problems(tmp_path: Path, text: str, *args: str) -> str:
+    """The problems the file is refused with, the documented way: a CommandError and
+    nothing written."""
+    before = (App.objects.count(), Job.objects.count(), Schedule.objects.count())
+    path = tmp_path / "jobs.yaml"
+    path.write_text(text)
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="nothing was changed"):
+        call_command(
+            "jobs", "apply", str(path), *args, stdout=io.StringIO(), stderr=err
+        )
+    after = (App.objects.count(), Job.objects.count(), Schedule.objects.count())
+    assert after == before
+    return err.getvalue()
+
+
 @pytest.fixture
 def world(make_app: Callable[..., App]) -> dict[str, Job]:
     ops = make_app("ops", description="Operations", meta={"team": "sre"})
@@ -305,3 +321,222 @@ apps:
     with pytest.raises(jobfile.JobfileError) as caught:
         jobfile.jobfile_plan(document=jobfile.jobfile_load(text=text, filename="f"))
     assert problem in str(caught.value)
+
+
+def test_it_round_trips_a_ping_grace_in_seconds(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    services.job_create(
+        app=make_app("ops"),
+        name="heartbeat",
+        kind=Job.Kind.EXTERNAL,
+        spec={},
+        ping_grace=timedelta(minutes=5),
+    )
+    exported = run("export")
+    assert yaml.safe_load(exported)["apps"]["ops"]["jobs"]["heartbeat"] == {
+        "kind": "external",
+        "spec": {},
+        "ping_grace": 300,
+    }
+    assert apply_text(tmp_path, exported).strip() == "No changes."
+
+    apply_text(tmp_path, exported.replace("ping_grace: 300", "ping_grace: 90"))
+    assert Job.objects.get(name="heartbeat").ping_grace == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(
+    ("grace", "problem"),
+    [
+        ("-1", "must not be negative"),
+        ("31622401", "must be at most 366 days"),
+        ("'00:05:00'", "must be a number of seconds"),
+    ],
+)
+def test_it_refuses_a_ping_grace_the_api_refuses(
+    tmp_path: Path, grace: str, problem: str
+) -> None:
+    text = f"""\
+apps:
+  ops:
+    jobs:
+      heartbeat: {{kind: external, spec: {{}}, ping_grace: {grace}}}
+"""
+    assert f"apps.ops.jobs.heartbeat.ping_grace: {problem}" in problems(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        ("epsilon: .inf", "epsilon: Numbers must be finite"),
+        # Past 64-bit microseconds: an OverflowError making the timedelta.
+        ("jitter: 10000000000000", "jitter: must be at most 366 days"),
+        # A year 10000 in UTC: an OverflowError computing the next run.
+        (
+            "start_at: '9999-12-31T23:59:59-23:00'",
+            "start_at: Must be between 1971 and 9998.",
+        ),
+        ("repetitions_left: .nan", "repetitions_left: Numbers must be finite"),
+    ],
+)
+def test_it_refuses_a_schedule_out_of_range(
+    tmp_path: Path, schedule: str, problem: str
+) -> None:
+    text = f"""\
+apps:
+  ops:
+    jobs:
+      nightly:
+        spec: {{command: "true"}}
+        schedules:
+        - {{kind: cron, expression: '* * * * *', {schedule}}}
+"""
+    assert f"apps.ops.jobs.nightly.schedules[0].{problem}" in problems(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("app", "problem"),
+    [
+        # Stored as Infinity: SQLite's JSON_VALID check (IntegrityError) and
+        # PostgreSQL's jsonb (DataError) refuse it mid-apply.
+        ("meta: {ratio: .inf}", ":2:23: apps.ops.meta.ratio: Numbers must be finite"),
+        (
+            "jobs: {hook: {kind: http, spec: {url: 'http://x/', body: [.nan]}}}",
+            "apps.ops.jobs.hook.spec.body[0]: Numbers must be finite",
+        ),
+        # Django's integer fields raise OverflowError converting it.
+        ("jobs: {slow: {spec: {command: x}, timeout: .inf}}", "slow.timeout: Numbers"),
+        ('description: "a\\0b"', "apps.ops.description: Text must not contain NUL"),
+    ],
+)
+def test_it_refuses_a_value_no_database_stores(
+    tmp_path: Path, app: str, problem: str
+) -> None:
+    assert problem in problems(tmp_path, f"apps:\n  ops: {{{app}}}\n")
+
+
+def test_it_refuses_a_spec_that_is_not_json(tmp_path: Path) -> None:
+    # A YAML date: the JSONField could not save it (TypeError).
+    text = """\
+apps:
+  ops:
+    jobs:
+      hook: {kind: http, spec: {url: "http://x/", body: {on: 2026-01-01}}}
+"""
+    assert "apps.ops.jobs.hook.spec: must hold only JSON values" in problems(
+        tmp_path, text
+    )
+
+
+@pytest.mark.parametrize(
+    ("jobs", "cycle"),
+    [
+        ("a: {spec: {command: x}, parents: [a]}", "ops/a -> ops/a"),
+        (
+            "a: {spec: {command: x}, parents: [b]}, "
+            "b: {spec: {command: x}, parents: [a]}",
+            "ops/a -> ops/b -> ops/a",
+        ),
+        # Through the stored jobs: c runs after b, which runs after a.
+        ("a: {spec: {command: x}, parents: [c]}", "ops/a -> ops/c -> ops/b -> ops/a"),
+    ],
+    ids=["self", "two-jobs", "through-the-database"],
+)
+def test_it_refuses_a_dependency_cycle(
+    make_app: Callable[..., App], tmp_path: Path, jobs: str, cycle: str
+) -> None:
+    ops = make_app("ops")
+    a = services.job_create(app=ops, name="a", spec={"command": "x"})
+    b = services.job_create(app=ops, name="b", spec={"command": "x"}, parents=[a])
+    services.job_create(app=ops, name="c", spec={"command": "x"}, parents=[b])
+    found = problems(tmp_path, f"apps:\n  ops:\n    jobs: {{{jobs}}}\n")
+    assert f"apps.ops.jobs.a.parents: would depend on itself: {cycle}" in found
+    assert found.count("would depend on itself") == 1
+
+
+def test_it_swaps_a_parent_and_its_child(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    # Set one job at a time, a's new parent b would still run after a: the links
+    # the file drops go first.
+    ops = make_app("ops")
+    a = services.job_create(app=ops, name="a", spec={"command": "x"})
+    services.job_create(app=ops, name="b", spec={"command": "x"}, parents=[a])
+    text = """\
+apps:
+  ops:
+    jobs:
+      a: {spec: {command: x}, parents: [b]}
+      b: {spec: {command: x}}
+"""
+    apply_text(tmp_path, text)
+    links = {job.name: [p.name for p in job.parents.all()] for job in Job.objects.all()}
+    assert links == {"a": ["b"], "b": []}
+
+
+def test_it_unlinks_a_kept_child_before_pruning_its_parent(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    # Pruned first, `extract` would take `report` along (its only parent: Kala's
+    # rule), and setting report's parents would then save a deleted row.
+    ops = make_app("ops")
+    extract = services.job_create(app=ops, name="extract", spec={"command": "x"})
+    services.job_create(
+        app=ops, name="report", spec={"command": "y"}, parents=[extract]
+    )
+    text = "apps:\n  ops:\n    jobs:\n      report:\n        spec: {command: y}\n"
+    out = apply_text(tmp_path, text, "--prune")
+    assert "- job ops/extract" in out
+    assert list(Job.objects.values_list("name", flat=True)) == ["report"]
+    assert not Job.objects.get(name="report").parents.exists()
+
+
+def test_it_refuses_a_parent_the_prune_deletes(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    # Pruning `extract` would delete `report` too, a job the file declares.
+    ops = make_app("ops")
+    extract = services.job_create(app=ops, name="extract", spec={"command": "x"})
+    services.job_create(
+        app=ops, name="report", spec={"command": "y"}, parents=[extract]
+    )
+    text = """\
+apps:
+  ops:
+    jobs:
+      report:
+        spec: {command: y}
+        parents: [extract]
+"""
+    found = problems(tmp_path, text, "--prune")
+    assert (
+        f"{tmp_path / 'jobs.yaml'}:6:18: apps.ops.jobs.report.parents: "
+        "'ops/extract' is not in the file, so the prune deletes it"
+    ) in found
+    assert apply_text(tmp_path, text).strip() == "No changes."  # without --prune
+
+
+def test_it_lists_the_jobs_a_prune_takes_along(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    ops, other = make_app("ops"), make_app("other")
+    source = services.job_create(app=ops, name="source", spec={"command": "x"})
+    sink = services.job_create(
+        app=other, name="sink", spec={"command": "x"}, parents=[source]
+    )
+    services.job_create(app=other, name="audit", spec={"command": "x"}, parents=[sink])
+    text = "apps:\n  ops:\n    jobs:\n      kept:\n        spec: {command: x}\n"
+    found = problems(tmp_path, text + "        parents: [other/audit]\n", "--prune")
+    assert "'other/audit' goes with its last parent, which the prune deletes" in found
+
+    out = apply_text(tmp_path, text, "--prune")
+    assert out.splitlines()[:7] == [
+        "+ job ops/kept",
+        "- job ops/source",
+        "- job other/audit",
+        "    no parent left once the jobs above are deleted",
+        "- job other/sink",
+        "    no parent left once the jobs above are deleted",
+        "1 to create, 0 to change, 3 to delete.",
+    ]
+    assert list(Job.objects.values_list("name", flat=True)) == ["kept"]
