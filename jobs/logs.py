@@ -236,7 +236,8 @@ def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogS
     character), from Redis or the DB.
 
     Read `finished` before the data: the worker flushes everything to the database
-    before it records the end, so data read after seeing "finished" is complete.
+    before it records the end, so data read (from the database) after seeing
+    "finished" is complete.
     A gap in what is found is skipped only when its bytes are gone for good (cut from
     the head by KARMCHARI_OUTPUT_LIMIT, or the run is over); a gap within the kept
     tail of a running job (Redis lost the stream, the database has not caught up
@@ -258,11 +259,17 @@ def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogS
     out = bytearray()
     pos = offset
     start: int | None = None
-    live = _redis_chunks(execution.pk, pos)
+    # A finished run's log is in the database (the worker flushed it before
+    # recording the end), where Redis may lack parts (it was away for a moment):
+    # read the database first. Redis may still hold the last output of a run whose
+    # worker died before flushing it (a lost run): read on from there.
+    live = None if finished else _redis_chunks(execution.pk, pos)
     if not live or live[0][0] > pos:
         stored = _db_chunks(execution.pk, pos)
         pos, start = _take(stored, pos, out, limit, start, trimmed)
     if len(out) < limit:
+        if live is None:
+            live = _redis_chunks(execution.pk, pos)
         pos, start = _take(live, pos, out, limit, start, trimmed)
     if start is not None and start > offset:
         # The head was cut off, perhaps inside a character: start at the next one.
@@ -272,8 +279,11 @@ def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogS
         del out[:skip]
         start += skip
     more = len(out) >= limit  # the slice may stop short of the log's end
+    # The end of a finished log: nothing after this slice (it did not stop at a gap
+    # between the database's part and Redis's).
+    at_end = finished and not more and (not out or pos >= _log_size(execution.pk))
     cut = _utf8_boundary(out)
-    if cut < len(out) and (more or not finished):
+    if cut < len(out) and not at_end:
         # Never split a character; its rest comes with the next read. Only the very
         # end of a finished log may hold a partial one (what the job wrote).
         pos -= len(out) - cut
@@ -282,7 +292,7 @@ def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogS
         data=bytes(out),
         offset=offset if start is None else start,
         next_offset=pos,
-        finished=finished and not more,
+        finished=at_end,
     )
 
 

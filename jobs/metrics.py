@@ -44,8 +44,10 @@ from jobs.models import Execution, Job, Schedule
 
 logger = logging.getLogger(__name__)
 
-DURATION_KEY = "karmchari:metrics:duration"
-LAG_KEY = "karmchari:metrics:fire_lag"
+# Under the cache's prefix, so instances sharing one Redis keep their own.
+_PREFIX = settings.CACHES["default"].get("KEY_PREFIX") or "karmchari"
+DURATION_KEY = f"{_PREFIX}:metrics:duration"
+LAG_KEY = f"{_PREFIX}:metrics:fire_lag"
 # Seconds. Jobs run from well under a second to hours.
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 21600)
 # Seconds a scheduled run started after its slot.
@@ -104,6 +106,18 @@ def metrics_observe_execution(*, execution: Execution, pipe: Any = None) -> None
         own.execute()
     except Exception:
         logger.warning("could not record a metric in Redis", exc_info=True)
+
+
+def metrics_forget_jobs(job_ids: Sequence[int]) -> None:
+    """Drop deleted jobs' duration histograms, so the hash does not grow forever."""
+    parts = [*map(str, range(len(DURATION_BUCKETS))), "inf", "count", "sum"]
+    fields = [f"{job_id}|{part}" for job_id in job_ids for part in parts]
+    if not fields:
+        return
+    try:
+        get_redis_connection("default").hdel(DURATION_KEY, *fields)
+    except Exception:
+        logger.warning("could not forget deleted jobs' metrics", exc_info=True)
 
 
 # --- Reading at scrape time ----------------------------------------------------------
@@ -183,9 +197,10 @@ class KarmchariCollector(Collector):
         yield from _extra_metrics()
 
     def _executions(self, jobs: dict[int, tuple[str, str]]) -> Iterator[Metric]:
-        total = CounterMetricFamily(
-            "karmchari_executions",
-            "Executions by job and status (ever created and still stored).",
+        # A gauge: retention deletes rows, and a counter may never go down.
+        total = GaugeMetricFamily(
+            "karmchari_executions_stored",
+            "Executions by job and status still stored (retention deletes old ones).",
             labels=["app", "job", "status"],
         )
         active = GaugeMetricFamily(
@@ -208,6 +223,18 @@ class KarmchariCollector(Collector):
             active.add_metric([status], n)
         yield total
         yield active
+        runs = CounterMetricFamily(
+            "karmchari_job_runs",
+            "Finished runs of each job by result, as its counters keep them (they "
+            "only go up; retention does not touch them).",
+            labels=["app", "job", "result"],
+        )
+        counters = Job.objects.values_list("pk", "success_count", "error_count")
+        for job_id, successes, errors in counters:
+            if job_id in jobs:
+                runs.add_metric([*jobs[job_id], "success"], successes)
+                runs.add_metric([*jobs[job_id], "error"], errors)
+        yield runs
 
     def _histograms(self, jobs: dict[int, tuple[str, str]]) -> Iterator[Metric]:
         durations = HistogramMetricFamily(
@@ -272,12 +299,16 @@ def _allowed(request: HttpRequest) -> bool:
     token = settings.KARMCHARI_METRICS_TOKEN
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer "):
-        return hmac.compare_digest(header.removeprefix("Bearer ").strip(), token)
+        # Bytes: compare_digest refuses str with non-ASCII characters (a 500).
+        given = header.removeprefix("Bearer ").strip().encode("utf-8", "replace")
+        return hmac.compare_digest(given, token.encode())
     address = request.META.get("REMOTE_ADDR", "")
     try:
         client = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if isinstance(client, ipaddress.IPv6Address) and client.ipv4_mapped:
+        client = client.ipv4_mapped  # an IPv4 client on a dual-stack socket
     return any(
         client in ipaddress.ip_network(allowed, strict=False)
         for allowed in settings.KARMCHARI_METRICS_ALLOW

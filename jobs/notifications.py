@@ -27,7 +27,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from jobs.models import (
     Execution,
@@ -445,9 +445,12 @@ def retry_countdown(*, attempt: int) -> float:
 
 
 def notification_metrics() -> Iterator[Metric]:
-    failures = CounterMetricFamily(
-        "karmchari_notification_failures",
-        "Notifications that failed after every attempt, by channel kind.",
+    # A gauge: deleting a channel deletes its deliveries, and a counter may never
+    # go down.
+    failures = GaugeMetricFamily(
+        "karmchari_notifications_failed",
+        "Notifications that failed after every attempt and are still in the "
+        "delivery log, by channel kind.",
         labels=["kind"],
     )
     counts = dict.fromkeys(NotificationChannel.Kind.values, 0)

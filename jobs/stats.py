@@ -142,7 +142,12 @@ def stats_app(*, app: App) -> dict[str, Any]:
     with contextlib.suppress(Exception):  # Redis down: computed every time
         cached = get_redis_connection("default").hget(key, str(app.pk))
         if cached is not None:
-            return dict(pickle.loads(cached))  # noqa: S301 (our own cache)
+            figures = dict(pickle.loads(cached))  # noqa: S301 (our own cache)
+            # All apps share the hash and its expiry, which each new entry pushes
+            # on: an entry's own age bounds how stale it may be.
+            age = timezone.now() - figures["generated_at"]
+            if age.total_seconds() < settings.KARMCHARI_STATS_CACHE_SECONDS:
+                return figures
     figures = {
         **stats_global(apps=App.objects.filter(pk=app.pk)),
         "app": app.name,

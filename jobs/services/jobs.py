@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs import access
+from jobs.metrics import metrics_forget_jobs
 from jobs.models import App, Execution, Job
 from jobs.runners import SpecError, get_runner
 from jobs.secrets import job_secrets_set, spec_split_secrets
@@ -238,9 +239,11 @@ def jobs_delete(*, jobs: list[Job], user: Any = None) -> list[int]:
         for each in doomed:
             execution_kill_active(job_id=each.pk, immediate=True)
         Job.objects.filter(pk__in=[each.pk for each in doomed]).delete()
+    deleted = [each.pk for each in doomed]
     stats_invalidate(job_id=None)
     schedules_announce_change()
-    return [each.pk for each in doomed]
+    transaction.on_commit(lambda: metrics_forget_jobs(deleted))
+    return deleted
 
 
 def job_delete(*, job: Job, user: Any = None) -> list[int]:

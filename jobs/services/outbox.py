@@ -33,17 +33,23 @@ def execution_resend_stale(*, older_than: timedelta, batch: int = 500) -> int:
     flooded with duplicates.
     """
     now = timezone.now()
-    stale = list(
-        Execution.objects.filter(
-            status=Execution.Status.PENDING, dispatched_at__lt=now - older_than
-        )
+    stale = Execution.objects.filter(
+        status=Execution.Status.PENDING, dispatched_at__lt=now - older_than
+    )
+    # The broker first, then only runs of its empty queues: a backlog of old runs
+    # in a busy queue must not fill the batch and keep other queues' lost runs out.
+    queues = set(stale.values_list("job__queue", flat=True).distinct().order_by())
+    if not queues:
+        return 0
+    waiting = _messages_waiting(queues)
+    empty = [queue for queue in queues if waiting.get(queue) == 0]
+    if not empty:
+        return 0
+    lost = list(
+        stale.filter(job__queue__in=empty)
         .select_related("job")
         .order_by("dispatched_at")[:batch]
     )
-    if not stale:
-        return 0
-    waiting = _messages_waiting({execution.job.queue for execution in stale})
-    lost = [execution for execution in stale if waiting.get(execution.job.queue) == 0]
     if not lost:
         return 0
     # Stamp first: a crash after this loses at most one re-send, never floods.

@@ -29,7 +29,9 @@ from jobs.stats import stats_forget
 logger = logging.getLogger(__name__)
 
 
-SCHEDULE_CHANNEL = "karmchari:schedules:changed"
+SCHEDULE_CHANNEL = (
+    f"{settings.CACHES['default'].get('KEY_PREFIX') or 'karmchari'}:schedules:changed"
+)
 
 
 def schedule_parse(*, kind: str, expression: str, tz: str) -> schedules.Parsed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import jsonschema
 import pytest
@@ -436,3 +437,59 @@ def test_it_streams_output_as_it_comes_under_asgi(
     assert b'"text": "hello\\n"' in frames[-1]
     # Sent at once, not all together when the stream closes 3 s later.
     assert first_output < 2.0
+
+
+def _write_with_redis_away(writer: logs.LogWriter, data: bytes) -> None:
+    with mock.patch(
+        "jobs.logs.get_redis_connection", side_effect=ConnectionError("Redis away")
+    ):
+        writer.write(data)
+
+
+def _read_all(api: APIClient, execution: Execution) -> tuple[bytes, bool]:
+    got = bytearray()
+    offset = 0
+    for _ in range(20):
+        body = api.get(f"/api/executions/{execution.pk}/log/?offset={offset}").json()
+        got += body["text"].encode()
+        offset = body["next_offset"]
+        if body["finished"]:
+            return bytes(got), True
+    return bytes(got), False
+
+
+def test_it_reads_the_whole_log_of_a_run_whose_tail_missed_redis(
+    api: APIClient, execution: Execution
+) -> None:
+    """Redis could not take the end of a run's output (it was away for a moment);
+    the worker stored all of it in the database before recording the end. A client
+    reading the finished run's log from the start must get all of it before
+    `finished` says nothing is left."""
+    clock = Clock()
+    writer = logs.LogWriter(execution.pk, clock=clock)
+    writer.write(b"streamed\n")
+    _write_with_redis_away(writer, b"only in the database\n")
+    writer.close()
+    Execution.objects.filter(pk=execution.pk).update(status=Execution.Status.SUCCEEDED)
+    text, finished = _read_all(api, execution)
+    assert finished
+    assert text == b"streamed\nonly in the database\n"
+
+
+def test_it_reads_past_a_hole_in_the_stream_of_a_finished_run(
+    api: APIClient, execution: Execution
+) -> None:
+    """Redis missed a piece in the middle (the writer waits a few seconds before
+    trying Redis again); the rest was streamed. The finished run's log, read from
+    the start, must not stop at the hole and say it is finished."""
+    clock = Clock()
+    writer = logs.LogWriter(execution.pk, clock=clock)
+    writer.write(b"one\n")
+    _write_with_redis_away(writer, b"two\n")
+    clock.now += 10  # past the writer's wait before trying Redis again
+    writer.write(b"three\n")
+    writer.close()
+    Execution.objects.filter(pk=execution.pk).update(status=Execution.Status.SUCCEEDED)
+    text, finished = _read_all(api, execution)
+    assert finished
+    assert text == b"one\ntwo\nthree\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -98,9 +99,12 @@ def test_it_counts_executions_durations_agents_and_queue_depth(
 
     labels = (("app", "ops"), ("job", "backup"))
     assert (
-        samples[("karmchari_executions_total", (*labels, ("status", "succeeded")))] == 2
+        samples[("karmchari_executions_stored", (*labels, ("status", "succeeded")))]
+        == 2
     )
-    assert samples[("karmchari_executions_total", (*labels, ("status", "failed")))] == 1
+    assert (
+        samples[("karmchari_executions_stored", (*labels, ("status", "failed")))] == 1
+    )
     assert samples[("karmchari_executions_active", (("status", "pending"),))] == 1
     duration = "karmchari_execution_duration_seconds"
     assert samples[(f"{duration}_count", labels)] == 3
@@ -148,5 +152,83 @@ def test_it_adds_up_runs_from_several_worker_processes(
     labels = (("app", "it"), ("job", "quick"))
     assert samples[("karmchari_execution_duration_seconds_count", labels)] == 9
     assert (
-        samples[("karmchari_executions_total", (*labels, ("status", "succeeded")))] == 9
+        samples[("karmchari_executions_stored", (*labels, ("status", "succeeded")))]
+        == 9
     )
+
+
+@pytest.mark.django_db
+@override_settings(KARMCHARI_METRICS_TOKEN=TOKEN)
+def test_it_refuses_a_non_ascii_token_with_401() -> None:
+    client = Client(raise_request_exception=False)
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-m\xe9")
+    assert response.status_code == 401
+
+
+@pytest.mark.django_db
+@override_settings(KARMCHARI_METRICS_ALLOW=["10.0.0.0/8"])
+def test_it_admits_a_listed_ipv4_client_seen_on_a_dual_stack_socket(
+    client: Client,
+) -> None:
+    assert client.get("/metrics", REMOTE_ADDR="10.0.0.5").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::ffff:10.0.0.5").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::ffff:11.0.0.5").status_code == 401
+
+
+@pytest.mark.django_db
+@override_settings(KARMCHARI_METRICS_TOKEN=TOKEN)
+def test_it_counts_runs_with_counters_retention_cannot_lower(
+    client: Client,
+    make_app: Callable[..., App],
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    from jobs import retention
+
+    job = make_job(app=make_app("ops"), name="backup", keep_succeeded=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(5):
+            finish(Execution.objects.create(job=job), "succeeded", 1)
+    labels = (("app", "ops"), ("job", "backup"))
+    runs = ("karmchari_job_runs_total", (*labels, ("result", "success")))
+    stored = ("karmchari_executions_stored", (*labels, ("status", "succeeded")))
+    before = scrape(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert (before[runs], before[stored]) == (5, 5)
+
+    assert retention.executions_prune() == 3
+
+    after = scrape(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert (after[runs], after[stored]) == (5, 2)  # the stored count is a gauge
+    families = text_string_to_metric_families(
+        client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode()
+    )
+    kinds = {family.name: family.type for family in families}
+    assert kinds["karmchari_executions_stored"] == "gauge"
+    assert kinds["karmchari_notifications_failed"] == "gauge"
+    assert kinds["karmchari_job_runs"] == "counter"
+
+
+def test_it_keeps_its_redis_keys_under_the_cache_prefix(settings: Any) -> None:
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    assert f"{prefix}:metrics:duration" == metrics.DURATION_KEY
+    assert f"{prefix}:metrics:fire_lag" == metrics.LAG_KEY
+    assert f"{prefix}:schedules:changed" == services.SCHEDULE_CHANNEL
+
+
+@pytest.mark.django_db
+def test_it_forgets_the_histogram_of_a_deleted_job(
+    make_job: Callable[..., Job], django_capture_on_commit_callbacks: Callable
+) -> None:
+    job = make_job()
+    with django_capture_on_commit_callbacks(execute=True):
+        finish(Execution.objects.create(job=job), "succeeded", 2)
+    redis = get_redis_connection("default")
+    mine = f"{job.pk}|".encode()
+
+    def fields() -> list[bytes]:
+        return [f for f in redis.hkeys(metrics.DURATION_KEY) if f.startswith(mine)]
+
+    assert fields()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.job_delete(job=job)
+    assert fields() == []

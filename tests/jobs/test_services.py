@@ -743,3 +743,38 @@ def test_two_edits_at_once_cannot_make_a_cycle(
     assert not (
         a.parents.filter(pk=b.pk).exists() and b.parents.filter(pk=a.pk).exists()
     )
+
+
+def test_it_resends_a_lost_run_even_behind_500_older_runs_of_a_waiting_queue(
+    make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    """A queue nobody consumes for a while (its only worker drained or down) holds
+    a backlog of 500+ runs, pending for long and rightly left alone. A run of another
+    job, whose message was lost (a crash between commit and send) and whose queue is
+    empty, must still be sent again: the backlog of one queue must not stop the
+    outbox for every other queue."""
+    from karmchari_site.celery import app
+
+    parked_queue = f"parked-{uuid.uuid4().hex[:8]}"
+    empty_queue = f"outbox-{uuid.uuid4().hex[:8]}"
+    parked = make_job(queue=parked_queue)
+    other = make_job(queue=empty_queue)
+    long_ago = timezone.now() - timedelta(hours=1)
+    Execution.objects.bulk_create(
+        Execution(job=parked, dispatched_at=long_ago + timedelta(seconds=n))
+        for n in range(500)
+    )
+    lost = Execution.objects.create(
+        job=other, dispatched_at=timezone.now() - timedelta(minutes=5)
+    )
+    with app.connection_for_write() as conn:
+        backlog = conn.SimpleQueue(parked_queue)
+        backlog.put({"waiting": True})  # the parked queue's backlog at the broker
+        try:
+            for _ in range(3):  # beat sweeps every second
+                services.execution_resend_stale(older_than=timedelta(seconds=60))
+        finally:
+            backlog.clear()
+            backlog.close()
+    resent = [call.args[0][0] for call in sent.call_args_list]
+    assert lost.pk in resent

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from unittest import mock
 
 import pytest
+import time_machine
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Execution, Job
+from jobs.models import App, Execution, Job
 from jobs.runners import Outcome
 
 pytestmark = pytest.mark.django_db
@@ -214,3 +217,41 @@ def test_an_app_s_figures_need_the_jobs_view_permission_too(
     assert client.get("/api/apps/seen/").status_code == 200
     assert client.get("/api/apps/seen/stats/").status_code == 403
     assert app
+
+
+def test_it_drops_an_apps_stale_figures_within_the_cache_timeout(
+    api: APIClient,
+    make_app: Callable[..., App],
+    make_job: Callable[..., Job],
+    settings: Any,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    """The module's promise: the cache timeout (KARMCHARI_STATS_CACHE_SECONDS)
+    bounds how stale cached figures can be when an invalidation did not reach
+    Redis. An app's figures must not outlive it because another app's figures were
+    cached later (each of those pushes the expiry of the shared hash forward)."""
+    settings.KARMCHARI_STATS_CACHE_SECONDS = 2
+    settings.KARMCHARI_REDIS_BATCH_SECONDS = 0
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        ops, other = make_app("ops"), make_app("other")
+        job = make_job(app=ops)
+        execution = Execution.objects.create(
+            job=job, status=Execution.Status.RUNNING, started_at=timezone.now()
+        )
+        assert api.get("/api/apps/ops/stats/").json()["success_count"] == 0
+        # The run ends while Redis is away for a moment: its invalidation is lost.
+        with (
+            mock.patch(
+                "jobs.redis_batch.get_redis_connection",
+                side_effect=ConnectionError("Redis away"),
+            ),
+            django_capture_on_commit_callbacks(execute=True),
+        ):
+            services.execution_finish(
+                execution=execution, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+            )
+        traveller.shift(1.3)
+        api.get(f"/api/apps/{other.name}/stats/")  # someone looks at another app
+        traveller.shift(1.3)  # ops' figures are now older than the cache timeout
+        body = api.get("/api/apps/ops/stats/").json()
+        assert (body["success_count"], body["active_executions"]) == (1, 0)
