@@ -6,15 +6,19 @@ A cron Karmchari does not run (a job of kind `external`) pings
     /ping/<job uid>/start    it started
     /ping/<job uid>/fail     it failed
 
-with GET or POST (a POST body of up to 10 KB is kept as the run's output). The job's
-UUID is the credential, as with healthchecks: no login, so a one-line `curl` at the
-end of a crontab entry works; treat the URL as a secret. Each ping lands on the run
-in progress (the one its schedule fired, or the one `/start` opened) or, when none is
-running, records a run of its own.
+with GET or POST (the first 10 KB of a POST body is kept as the run's output; a
+longer body is cut, never refused). The job's UUID is the credential, as with
+healthchecks: no login, so a one-line `curl` at the end of a crontab entry works;
+treat the URL as a secret. Each ping lands on the run in progress (the one its
+schedule fired, or the one `/start` opened: a second `/start` starts that one again,
+as healthchecks restarts its timer) or, when none is running, records a run of its
+own. Pings are recorded for a disabled job too (what ran, ran); disabling stops its
+slots and their late alerts.
 
-When the job has a schedule and a `ping_grace`, a scheduled run with no ping within
-its slot + grace is closed as failed ("late") and the job's `late` notifications go
-out; beat checks this every second.
+With a `ping_grace`, a run is closed as failed ("late") and the job's `late`
+notifications go out when no ping came within the grace: of its slot for a run its
+schedule opened, of its `/start` for one that started; beat checks this every
+second.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 BODY_LIMIT = 10_000
 VERBS = {"": "succeeded", "start": "running", "fail": "failed"}
+# The `worker` of a run that a /start began (the late check times it from then).
+STARTED_BY_PING = "ping"
 
 
 def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
@@ -50,17 +56,20 @@ def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
             .first()
         )
         if verb == "start":
-            if current is not None and current.trigger == Execution.Trigger.SCHEDULE:
-                # The schedule opened this run; the process now says it began.
-                Execution.objects.filter(pk=current.pk).update(started_at=now)
-                current.started_at = now
+            if current is not None:
+                # The schedule (or a run by hand, or an earlier /start) opened this
+                # run; the process now says it began.
+                Execution.objects.filter(pk=current.pk).update(
+                    started_at=now, worker=STARTED_BY_PING
+                )
+                current.started_at, current.worker = now, STARTED_BY_PING
                 return current
             return Execution.objects.create(
                 job=job,
                 trigger=Execution.Trigger.PING,
                 status=Execution.Status.RUNNING,
                 started_at=now,
-                worker="ping",
+                worker=STARTED_BY_PING,
             )
         if current is None:
             current = Execution.objects.create(
@@ -68,7 +77,7 @@ def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
                 trigger=Execution.Trigger.PING,
                 status=Execution.Status.RUNNING,
                 started_at=now,
-                worker="ping",
+                worker=STARTED_BY_PING,
             )
     status = VERBS[verb]
     reason = "" if status == "succeeded" else "The job pinged /fail."
@@ -77,25 +86,35 @@ def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
 
 
 def pings_close_late(*, now: datetime | None = None) -> int:
-    """Close scheduled runs of watched external jobs whose ping is overdue, as
-    failed, and send their `late` notifications. Answers how many were closed."""
+    """Close runs of watched external jobs whose ping is overdue, as failed, and
+    send their `late` notifications: a run its schedule opened, grace after its slot;
+    one a /start began, grace after that. Answers how many were closed."""
     now = now or timezone.now()
-    overdue = Execution.objects.filter(
+    watched = Execution.objects.filter(
         status=Execution.Status.RUNNING,
-        trigger=Execution.Trigger.SCHEDULE,
         job__kind=Job.Kind.EXTERNAL,
         job__ping_grace__isnull=False,
-        scheduled_for__lt=now,
+    )
+    overdue = (
+        watched.filter(worker=STARTED_BY_PING, started_at__lt=now)
+        | watched.filter(
+            trigger=Execution.Trigger.SCHEDULE, scheduled_for__lt=now
+        ).exclude(worker=STARTED_BY_PING)
     ).select_related("job__app")
     closed = 0
     for execution in overdue:
         job = execution.job
-        assert execution.scheduled_for is not None and job.ping_grace is not None
-        if execution.scheduled_for + job.ping_grace > now:
+        assert job.ping_grace is not None
+        if execution.worker == STARTED_BY_PING:
+            since, what = execution.started_at, "its start"
+        else:
+            since, what = execution.scheduled_for, "the slot"
+        assert since is not None
+        if since + job.ping_grace > now:
             continue
         outcome = Outcome(
             status=Execution.Status.FAILED,
-            reason=f"Late: no ping within {job.ping_grace} of the slot.",
+            reason=f"Late: no ping within {job.ping_grace} of {what}.",
         )
         services.execution_finish(execution=execution, outcome=outcome)
         notifications.notifications_queue(
@@ -171,6 +190,8 @@ def ping_view(request: HttpRequest, uid: UUID, verb: str = "") -> HttpResponse:
             status=400,
             content_type="text/plain",
         )
-    body = request.body[:BODY_LIMIT].decode("utf-8", errors="replace")
+    # Only what is kept is read: a long log must not make the ping a 400
+    # (request.body refuses more than DATA_UPLOAD_MAX_MEMORY_SIZE).
+    body = request.read(BODY_LIMIT).decode("utf-8", errors="replace")
     ping_record(job=job, verb=verb, body=body if request.method == "POST" else "")
     return HttpResponse("OK\n", content_type="text/plain")

@@ -130,3 +130,63 @@ def test_it_times_out_an_external_run_that_never_reports(
     assert (statuses[paused.pk], statuses[fresh.pk]) == ("paused", "running")
     job.refresh_from_db()
     assert job.error_count == 1
+
+
+def test_it_keeps_the_head_of_a_long_ping_body_and_records_the_ping(
+    client: Client, monitor: Job
+) -> None:
+    log = "é" + "x" * (3 * 1024 * 1024)  # more than DATA_UPLOAD_MAX_MEMORY_SIZE
+    response = client.post(
+        f"/ping/{monitor.uid}", data=log.encode(), content_type="text/plain"
+    )
+    assert response.status_code == 200
+    [run] = monitor.executions.all()
+    assert run.status == "succeeded"
+    assert run.output.startswith("éxxx")
+    assert len(run.output.encode()) <= 10_000
+
+
+def test_a_started_run_is_late_only_a_grace_after_its_start(
+    client: Client, monitor: Job
+) -> None:
+    slot = timezone.now() - timedelta(minutes=6)
+    scheduled = Execution.objects.create(
+        job=monitor, trigger="schedule", status="running", scheduled_for=slot
+    )
+    started = slot + timedelta(seconds=10)
+    with mock.patch("django.utils.timezone.now", return_value=started):
+        assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
+
+    with mock.patch("jobs.notifications.notifications_queue") as queue:
+        assert pings_close_late(now=started + timedelta(minutes=4)) == 0
+        assert not queue.called
+        assert pings_close_late(now=started + timedelta(minutes=5, seconds=1)) == 1
+    scheduled.refresh_from_db()
+    assert scheduled.status == "failed"
+    assert scheduled.reason == "Late: no ping within 0:05:00 of its start."
+    assert queue.call_args.kwargs["events"] == ["late"]
+
+
+def test_a_second_start_starts_the_open_run_again(client: Client, monitor: Job) -> None:
+    assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
+    assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
+    assert client.get(f"/ping/{monitor.uid}").status_code == 200
+    assert list(monitor.executions.values_list("status", flat=True)) == ["succeeded"]
+
+
+def test_a_start_lands_on_a_run_started_by_hand(client: Client, monitor: Job) -> None:
+    from jobs import services
+
+    run = services.job_trigger(job=monitor)
+    assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
+    assert client.get(f"/ping/{monitor.uid}").status_code == 200
+    run.refresh_from_db()
+    assert run.status == "succeeded"
+    assert monitor.executions.count() == 1
+
+
+def test_it_records_pings_of_a_disabled_job(client: Client, monitor: Job) -> None:
+    """What ran, ran (healthchecks records pings of paused checks too)."""
+    Job.objects.filter(pk=monitor.pk).update(enabled=False)
+    assert client.get(f"/ping/{monitor.uid}/fail").status_code == 200
+    assert monitor.executions.get().status == "failed"
