@@ -5,14 +5,21 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+# Reconnects of the log stream in a row, without an event in between, before giving
+# up; the pause before each doubles from _STREAM_BACKOFF_SECONDS.
+_STREAM_RETRIES = 3
+_STREAM_BACKOFF_SECONDS = 0.25
 
 
 class CliError(Exception):
@@ -56,8 +63,20 @@ def load_settings(
         except configparser.Error as exc:
             raise CliError(f"{path} is not a valid config file: {exc}", 2) from None
     section = parser[profile] if parser.has_section(profile) else {}
-    final_url = url or os.environ.get("KARMCHARI_URL") or section.get("url")
-    final_token = token or os.environ.get("KARMCHARI_TOKEN") or section.get("token")
+    final_url = (
+        url or os.environ.get("KARMCHARI_URL") or section.get("url") or DEFAULT_URL
+    ).strip()
+    parts = urlsplit(final_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise CliError(
+            f"Server URL {final_url!r} is not an http(s) URL: use e.g. {DEFAULT_URL}.",
+            2,
+        )
+    # A token pasted or read from a file often comes with a newline, which no HTTP
+    # header may hold.
+    final_token = (
+        token or os.environ.get("KARMCHARI_TOKEN") or section.get("token") or ""
+    ).strip()
     if not final_token:
         raise AuthError(
             "No API token: set KARMCHARI_TOKEN, pass --token, or put "
@@ -69,9 +88,7 @@ def load_settings(
         if (token or os.environ.get("KARMCHARI_TOKEN"))
         else str(path)
     )
-    return Settings(
-        url=(final_url or DEFAULT_URL).rstrip("/"), token=final_token, source=source
-    )
+    return Settings(url=final_url.rstrip("/"), token=final_token, source=source)
 
 
 class Client:
@@ -96,10 +113,20 @@ class Client:
             ) from None
         except requests.Timeout:
             raise CliError(f"{self.settings.url} did not answer in time.") from None
+        except requests.RequestException as exc:
+            raise CliError(f"Request to {self.settings.url} failed: {exc}") from None
         self._check(response)
         if not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            # A proxy's HTML page, or a URL that is not Karmchari's.
+            kind = response.headers.get("Content-Type") or "no content type"
+            raise CliError(
+                f"{self.settings.url} answered {response.request.path_url} with "
+                f"something that is not JSON ({kind}): is it Karmchari's URL?"
+            ) from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v})
@@ -129,43 +156,76 @@ class Client:
         self, execution_id: int, offset: int = 0
     ) -> Iterator[dict[str, Any]]:
         """The SSE log stream as events ({"event": "output"|"end", ...data}),
-        reconnecting (from the last offset) when the server closes a long stream."""
+        reconnecting from the last event's id (the server's next offset) when the
+        server closes a long stream, when the connection breaks, and when it goes
+        silent for the client's timeout (the server sends a keep-alive every 0.25 s
+        while a run is quiet, so silence means a dead peer)."""
+        failures = 0
         while True:
-            headers = {"Accept": "text/event-stream"}
-            if offset:
-                headers["Last-Event-ID"] = str(offset)
             try:
-                response = self.session.get(
-                    self.url(f"executions/{execution_id}/log/stream/"),
-                    headers=headers,
-                    params={"offset": offset},
-                    stream=True,
-                    timeout=(self.timeout, None),
-                )
-            except requests.ConnectionError:
-                raise CliError(f"Lost the connection to {self.settings.url}.") from None
+                for resume_at, event in self._log_stream(execution_id, offset):
+                    offset, failures = resume_at, 0
+                    yield event
+                    if event["event"] == "end":
+                        return
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                # A read timeout while streaming comes as a ConnectionError.
+                failures += 1
+                if failures > _STREAM_RETRIES:
+                    raise CliError(
+                        f"Lost the connection to {self.settings.url}: {exc}"
+                    ) from None
+                time.sleep(_STREAM_BACKOFF_SECONDS * 2 ** (failures - 1))
+            except requests.RequestException as exc:
+                raise CliError(
+                    f"Log stream from {self.settings.url} failed: {exc}"
+                ) from None
+
+    def _log_stream(
+        self, execution_id: int, offset: int
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """One connection's events, each with the offset to resume after it."""
+        headers = {"Accept": "text/event-stream"}
+        if offset:
+            headers["Last-Event-ID"] = str(offset)
+        response = self.session.get(
+            self.url(f"executions/{execution_id}/log/stream/"),
+            headers=headers,
+            params={"offset": offset},
+            stream=True,
+            timeout=self.timeout,
+        )
+        with response:
             self._check(response)
-            with response:
-                event, data = "message", ""
-                for raw in response.iter_lines(decode_unicode=True):
-                    line = raw or ""
-                    if not line:
-                        if data:
-                            body = json.loads(data)
-                            if event == "output":
-                                offset = int(body["offset"]) + len(
-                                    body["text"].encode()
-                                )
-                            yield {"event": event, **body}
-                            if event == "end":
-                                return
-                        event, data = "message", ""
-                    elif line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data += line[5:].strip()
-                    elif line.startswith("id:") and line[3:].strip().isdigit():
-                        offset = int(line[3:].strip())
+            event, data = "message", ""
+            for raw in response.iter_lines(decode_unicode=True):
+                line = raw or ""
+                if not line:
+                    if data:
+                        yield offset, {"event": event, **self._event_data(data)}
+                    event, data = "message", ""
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data += line[5:].strip()
+                elif line.startswith("id:") and line[3:].strip().isdigit():
+                    offset = int(line[3:].strip())
+
+    def _event_data(self, data: str) -> dict[str, Any]:
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise CliError(
+                f"{self.settings.url} sent a log event that is not a JSON object: "
+                f"{data[:100]!r}"
+            )
+        return body
 
 
 def _detail(response: requests.Response) -> str:

@@ -10,7 +10,8 @@
 Server and token: --url/--token, else KARMCHARI_URL/KARMCHARI_TOKEN, else the config
 file (KARMCHARI_CONFIG, default ~/.config/karmchari/config.ini, section [default]).
 Exit codes: 0 ok, 1 an API or connection error, 2 bad usage, 3 authentication; `run
---wait` ends with the job's own exit code.
+--wait` ends with 0 if the run succeeded, else with the exit code of its shell command
+or external process, or 1 (never 0).
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def run_command(client: Client, args: argparse.Namespace) -> int:
             + "\n",
             stream=sys.stderr,
         )
-    return _exit_code(final)
+    return _exit_code(final, kind=job["kind"])
 
 
 def executions_list_command(client: Client, args: argparse.Namespace) -> int:
@@ -260,10 +261,16 @@ def _wait(client: Client, execution_id: int) -> dict[str, Any]:
         time.sleep(_POLL_SECONDS)
 
 
-def _exit_code(execution: dict[str, Any]) -> int:
-    if execution["exit_code"] is not None:
-        return int(execution["exit_code"]) & 0xFF
-    return 0 if execution["status"] == "succeeded" else 1
+def _exit_code(execution: dict[str, Any], *, kind: str) -> int:
+    """0 if the run succeeded, else never 0. Only a shell command's or an external
+    process's exit_code is a process's exit code (an http run's is its HTTP status),
+    and a 32-bit one such as 256 is 0 once cut to the 8 bits a process exits with."""
+    if execution["status"] == "succeeded":
+        return 0
+    code = execution["exit_code"]
+    if kind in ("shell", "external") and code is not None:
+        return int(code) & 0xFF or 1
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,28 +6,21 @@ import json
 import os
 import subprocess
 import sys
+import types
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
+from django.utils import timezone
 
 from jobs import services
 from jobs.models import App, Execution, Job
+from jobs.runners import Outcome
 from karmchari_cli.main import main
 from tests.integration.conftest import ROOT, Processes, processes, queue  # noqa: F401
-from tests.tokens import make_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def server(live_server, admin_user: User, monkeypatch: pytest.MonkeyPatch) -> str:  # type: ignore[no-untyped-def]
-    token = make_token(admin_user)
-    monkeypatch.setenv("KARMCHARI_URL", live_server.url)
-    monkeypatch.setenv("KARMCHARI_TOKEN", token.key)
-    monkeypatch.setenv("KARMCHARI_CONFIG", "/nonexistent/karmchari.ini")
-    return str(token.key)
 
 
 @pytest.fixture
@@ -164,3 +157,76 @@ def test_it_follows_a_real_run_and_exits_with_its_code(
     assert result.stdout == "line 1\nline 2\nline 3\n", result.stderr
     assert result.returncode == 3
     assert "failed (exit code 3)" in result.stderr
+
+
+def test_it_exits_0_when_an_http_job_succeeds(
+    server: str, make_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The http runner records the HTTP status as the run's exit_code (200)."""
+    job = services.job_create(
+        app=make_app("ops"),
+        name="ping-api",
+        kind="http",
+        spec={"method": "GET", "url": "https://example.com/health"},
+    )
+
+    def finish_it(seconds: float) -> None:
+        # What a worker does meanwhile (jobs/runners/http.py on a 200 answer).
+        execution = Execution.objects.get(job=job)
+        Execution.objects.filter(pk=execution.pk).update(
+            status="running", started_at=timezone.now() - timedelta(seconds=1)
+        )
+        execution.refresh_from_db()
+        services.execution_finish(
+            execution=execution,
+            outcome=Outcome(status="succeeded", exit_code=200, output="HTTP 200 OK"),
+        )
+
+    monkeypatch.setattr(
+        "karmchari_cli.main.time", types.SimpleNamespace(sleep=finish_it)
+    )
+    assert main(["run", "ops/ping-api", "--wait"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "exit_code", "expected"),
+    [
+        # e.g. os.system()'s wait status for `exit 1`: 0 once cut to 8 bits.
+        ("external", 256, 1),
+        ("external", 258, 2),
+        ("external", None, 1),
+        # An HTTP status is no process's exit code (503 & 0xFF is 247).
+        ("http", 503, 1),
+    ],
+)
+def test_it_exits_non_zero_when_a_run_fails(
+    server: str,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    exit_code: int | None,
+    expected: int,
+) -> None:
+    spec = {"method": "GET", "url": "https://example.com/health"}
+    job = services.job_create(
+        app=make_app("ops"),
+        name="nightly",
+        kind=kind,
+        spec=spec if kind == "http" else {},
+    )
+
+    def finish_it(seconds: float) -> None:
+        execution = Execution.objects.get(job=job)
+        Execution.objects.filter(pk=execution.pk).update(
+            status="running", started_at=timezone.now() - timedelta(seconds=1)
+        )
+        execution.refresh_from_db()
+        services.execution_finish(
+            execution=execution,
+            outcome=Outcome(status="failed", exit_code=exit_code, reason="it broke"),
+        )
+
+    monkeypatch.setattr(
+        "karmchari_cli.main.time", types.SimpleNamespace(sleep=finish_it)
+    )
+    assert main(["run", "ops/nightly", "--wait"]) == expected
