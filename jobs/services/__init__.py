@@ -63,7 +63,13 @@ from jobs.services.overlap import (
     execution_release_buffered,
 )
 from jobs.services.schedules import (
+    MAX_SCHEDULE_DELAY,
     SCHEDULE_CHANNEL,
+    ScheduleInvalid,
+    schedule_check,
+    schedule_check_delay,
+    schedule_check_expression,
+    schedule_check_moment,
     schedule_create,
     schedule_delete,
     schedule_next_due,
@@ -76,9 +82,11 @@ from jobs.services.schedules import (
 )
 
 __all__ = [
+    "MAX_SCHEDULE_DELAY",
     "SCHEDULE_CHANNEL",
     "Conflict",
     "DependencyCycle",
+    "ScheduleInvalid",
     "ServiceError",
     "app_create",
     "app_get_or_create",
@@ -117,6 +125,10 @@ __all__ = [
     "jobs_delete",
     "jobs_doomed",
     "retry_delay",
+    "schedule_check",
+    "schedule_check_delay",
+    "schedule_check_expression",
+    "schedule_check_moment",
     "schedule_create",
     "schedule_delete",
     "schedule_next_due",

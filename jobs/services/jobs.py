@@ -237,7 +237,9 @@ def jobs_delete(*, jobs: list[Job], user: Any = None) -> list[int]:
     with transaction.atomic():
         doomed = jobs_doomed(jobs=jobs, user=user)
         for each in doomed:
-            execution_kill_active(job_id=each.pk, immediate=True)
+            execution_kill_active(
+                job_id=each.pk, immediate=True, why="Its job was deleted."
+            )
         Job.objects.filter(pk__in=[each.pk for each in doomed]).delete()
     deleted = [each.pk for each in doomed]
     stats_invalidate(job_id=None)

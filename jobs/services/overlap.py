@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Collection
 
 from django.db import transaction
 from django.utils import timezone
@@ -114,9 +115,35 @@ def executions_send_buffered(*, job: Job) -> int:
     return len(held)
 
 
-def execution_kill_active(*, job_id: int, immediate: bool) -> int:
-    """Ask every running/paused execution of a job to stop (overlap cancel/terminate).
-    Answers how many were asked."""
+def execution_kill_active(
+    *, job_id: int, immediate: bool, why: str, spare: Collection[int] = ()
+) -> int:
+    """Ask every running/paused execution of a job to stop (overlap cancel/terminate,
+    a deleted job), and end its pending ones before they start (sent or buffered;
+    but not those in `spare`: the runs the same slot made). `why` goes in the audit
+    trail. Answers how many."""
+    now = timezone.now()
+    pending = list(
+        Execution.objects.filter(job_id=job_id, status=Execution.Status.PENDING)
+        .exclude(pk__in=list(spare))
+        .values_list("pk", flat=True)
+    )
+    ended = Execution.objects.filter(
+        pk__in=pending, status=Execution.Status.PENDING
+    ).update(
+        status=Execution.Status.KILLED,
+        desired_state=Execution.DesiredState.KILL,
+        finished_at=now,
+        reason=f"{why} It was stopped before it started.",
+    )
+    ExecutionEvent.objects.bulk_create(
+        ExecutionEvent(
+            execution_id=execution_id,
+            action=ExecutionEvent.Action.KILL,
+            detail=f"{why} Was pending: it will not start.",
+        )
+        for execution_id in pending
+    )
     asked = Execution.objects.filter(
         job_id=job_id,
         status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
@@ -132,7 +159,7 @@ def execution_kill_active(*, job_id: int, immediate: bool) -> int:
         ExecutionEvent(
             execution_id=execution_id,
             action=ExecutionEvent.Action.KILL,
-            detail="Its job was deleted." if immediate else "Its job's overlap policy.",
+            detail=why,
         )
         for execution_id in workers
     )
@@ -147,9 +174,10 @@ def execution_kill_active(*, job_id: int, immediate: bool) -> int:
 
     transaction.on_commit(tell_workers)
     logger.info(
-        "overlap: asked %d execution(s) of job %s to stop%s",
+        "overlap: asked %d execution(s) of job %s to stop%s; %d pending ended",
         len(workers),
         job_id,
         " at once" if immediate else "",
+        ended,
     )
-    return len(workers)
+    return len(workers) + ended

@@ -8,6 +8,7 @@ import functools
 import hashlib
 import logging
 import random
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,9 +35,106 @@ SCHEDULE_CHANNEL = (
 )
 
 
+# The longest epsilon or jitter a schedule (or a job's ping grace) may have.
+MAX_SCHEDULE_DELAY = timedelta(days=366)
+
+
+class ScheduleInvalid(ValueError):
+    """Schedule fields that cannot be stored: maps each field's name to why."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
 def schedule_parse(*, kind: str, expression: str, tz: str) -> schedules.Parsed:
     """The compiled expression; ScheduleError saying what is wrong otherwise."""
     return schedules.parse(kind, expression, tz)
+
+
+def schedule_check_delay(value: timedelta | None) -> None:
+    """ValueError unless `value` may be an epsilon, a jitter or a job's ping grace."""
+    if value is None:
+        return
+    if value < timedelta(0):
+        raise ValueError("Must not be negative.")
+    if value > MAX_SCHEDULE_DELAY:
+        raise ValueError(f"Must be at most {MAX_SCHEDULE_DELAY.days} days.")
+
+
+def schedule_check_moment(moment: datetime) -> None:
+    """ValueError unless within the years where every time zone's clock and croniter
+    can still count."""
+    if not 1971 <= moment.year <= 9998:
+        raise ValueError("Must be between 1971 and 9998.")
+
+
+def schedule_check_expression(*, kind: str, expression: str, tz: str) -> None:
+    """ScheduleInvalid under the field at fault, with the parser's explanation."""
+    try:
+        schedule_parse(kind=kind, expression=expression, tz=tz)
+    except schedules.ScheduleError as exc:
+        field = "timezone" if "time zone" in str(exc) else "expression"
+        raise ScheduleInvalid({field: str(exc)}) from None
+
+
+_CHECKED_FIELDS = (
+    "kind",
+    "expression",
+    "timezone",
+    "epsilon",
+    "jitter",
+    "start_at",
+    "end_at",
+)
+
+
+def schedule_check(*, schedule: Schedule | None, fields: Mapping[str, Any]) -> None:
+    """ScheduleInvalid naming each field at fault, unless `fields` (those sent or
+    changed) over `schedule` (None, or unsaved: a new one) make a schedule the
+    scheduler can fire. What the API and the admin both refuse.
+
+    A new or re-timed schedule that would never fire is a mistake (a date in the
+    past, a window that is over): refused rather than stored dead."""
+    base = schedule if schedule is not None else Schedule()
+    values = {
+        name: fields[name] if name in fields else getattr(base, name)
+        for name in _CHECKED_FIELDS
+    }
+    errors: dict[str, str] = {}
+    try:
+        schedule_check_expression(
+            kind=values["kind"], expression=values["expression"], tz=values["timezone"]
+        )
+    except ScheduleInvalid as exc:
+        errors.update(exc.errors)
+    checks: dict[str, Callable[[Any], None]] = {
+        "epsilon": schedule_check_delay,
+        "jitter": schedule_check_delay,
+        "start_at": schedule_check_moment,
+        "end_at": schedule_check_moment,
+    }
+    for name, check in checks.items():
+        if fields.get(name) is not None:
+            try:
+                check(fields[name])
+            except ValueError as exc:
+                errors[name] = str(exc)
+    start_at, end_at = values["start_at"], values["end_at"]
+    if start_at and end_at and end_at <= start_at:
+        errors.setdefault("end_at", "Must be after start_at.")
+    if errors:
+        raise ScheduleInvalid(errors)
+    timing = {"kind", "expression", "timezone", "start_at", "end_at"}
+    if base.pk is not None and not timing & set(fields):
+        return
+    probe = Schedule(**{name: values[name] for name in timing})
+    now = timezone.now()
+    if schedule_next_run(probe, after=now) is not None:
+        return
+    if end_at is not None and end_at <= now:
+        raise ScheduleInvalid({"end_at": "Already passed."})
+    raise ScheduleInvalid({"expression": "This schedule has no fire time after now."})
 
 
 def schedule_upcoming(schedule: Schedule, *, after: datetime, n: int) -> list[datetime]:
@@ -268,7 +366,13 @@ def schedules_fire(
     _insert_executions(executions)
     _save_fired(rows)
     for job_id, immediate in kills:
-        execution_kill_active(job_id=job_id, immediate=immediate)
+        made = {e.pk for e in executions if e.job_id == job_id and e.pk is not None}
+        execution_kill_active(
+            job_id=job_id,
+            immediate=immediate,
+            why="Its job's overlap policy.",
+            spare=made,
+        )
     sends = [(e, delay) for e, delay in sends if e.pk is not None]
     if sends:
         transaction.on_commit(lambda: executions_send(sends))

@@ -337,7 +337,9 @@ def test_it_tells_each_running_run_s_own_worker_when_overlap_cancels_them(
         mock.patch("jobs.control.publish") as publish,
         django_capture_on_commit_callbacks(execute=True),
     ):
-        assert services.execution_kill_active(job_id=job.pk, immediate=False) == 2
+        assert (
+            services.execution_kill_active(job_id=job.pk, immediate=False, why="x") == 2
+        )
     assert sorted(
         (call.kwargs["execution_id"], call.kwargs["worker"])
         for call in publish.call_args_list
@@ -356,7 +358,9 @@ def test_it_keeps_a_kill_once_asked_for(api: APIClient, running: Execution) -> N
 
 
 def test_a_kill_by_the_system_is_in_the_audit_trail(running: Execution) -> None:
-    services.execution_kill_active(job_id=running.job_id, immediate=False)
+    services.execution_kill_active(
+        job_id=running.job_id, immediate=False, why="Its job's overlap policy."
+    )
     event = ExecutionEvent.objects.get(execution=running)
     assert (event.action, event.actor, event.detail) == (
         "kill",

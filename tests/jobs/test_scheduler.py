@@ -255,6 +255,39 @@ def test_cancel_and_terminate_ask_the_running_one_to_stop(
     assert sent.called is sent_now
 
 
+@pytest.mark.parametrize("policy", ["cancel_other", "terminate_other"])
+def test_cancel_and_terminate_end_the_runs_that_have_not_started_yet(
+    clock: time_machine.Coordinates,
+    beat: Callable[[], float],
+    make_schedule: Callable[..., Schedule],
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    policy: str,
+) -> None:
+    """A run sent but not claimed yet (the workers are busy), or held back by an
+    earlier slot, is active too: the next slot ends it before it starts, instead of
+    letting it run beside (terminate) or after (cancel) the new one."""
+    job = make_job(overlap_policy=policy)
+    schedule = make_schedule("* * * * *", job=job)
+    running = Execution.objects.create(job=job, status="running")
+    clock.move_to(T0)
+    beat()
+    [first] = executions(schedule=schedule)
+    if policy == "terminate_other":
+        # The first slot was sent, and is still waiting for a worker.
+        assert (first.status, first.dispatched_at is not None) == ("pending", True)
+    clock.move_to(T0 + timedelta(minutes=1))
+    beat()
+    first.refresh_from_db()
+    assert (first.status, first.desired_state) == ("killed", "kill")
+    assert first.reason == "Its job's overlap policy. It was stopped before it started."
+    assert first.events.get().detail.endswith("Was pending: it will not start.")
+    second = executions(schedule=schedule)[-1]
+    assert second.status == "pending"
+    running.refresh_from_db()
+    assert (running.status, running.desired_state) == ("running", "kill")
+
+
 def test_jitter_delays_within_bounds_and_before_the_next_slot(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
