@@ -394,6 +394,9 @@ class Execution(models.Model):
         KILL = "kill"
 
     ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING, Status.PAUSED)
+    # The `worker` of a run whose process lives elsewhere (an external job's, or one
+    # a ping began): it reports its own end, even if its job's kind changed since.
+    EXTERNAL_WORKERS = ("external", "ping")
     FINAL_STATUSES = (
         Status.SUCCEEDED,
         Status.FAILED,

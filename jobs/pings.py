@@ -29,6 +29,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 BODY_LIMIT = 10_000
 VERBS = {"": "succeeded", "start": "running", "fail": "failed"}
 # The `worker` of a run that a /start began (the late check times it from then).
-STARTED_BY_PING = "ping"
+STARTED_BY_PING = "ping"  # one of Execution.EXTERNAL_WORKERS
 
 
 def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
@@ -136,7 +137,7 @@ def externals_close_overdue(*, now: datetime | None = None) -> int:
     Answers how many were closed."""
     now = now or timezone.now()
     active = Execution.objects.filter(
-        job__kind=Job.Kind.EXTERNAL,
+        Q(job__kind=Job.Kind.EXTERNAL) | Q(worker__in=Execution.EXTERNAL_WORKERS),
         status__in=(Execution.Status.RUNNING, Execution.Status.PAUSED),
     ).select_related("job__app")
     grace = timedelta(seconds=settings.KARMCHARI_KILL_GRACE)

@@ -23,6 +23,7 @@ from django.utils import timezone
 from agents.models import Agent
 from agents.signals import agent_went_offline
 from jobs import notifications, services
+from jobs.logs import log_tail_text
 from jobs.models import Execution, Job
 from jobs.stats import stats_forget
 
@@ -53,15 +54,23 @@ def executions_recover_lost(*, agent: Agent, reason: str = "") -> list[Execution
         )
         for execution in candidates:
             now = timezone.now()
+            # What it printed before it was lost, as far as it was stored.
+            output = log_tail_text(execution_id=execution.pk)
             # Conditional: a run that finished meanwhile keeps its real outcome.
             marked = Execution.objects.filter(
                 pk=execution.pk, status__in=active
-            ).update(status=Execution.Status.LOST, reason=why, finished_at=now)
+            ).update(
+                status=Execution.Status.LOST,
+                reason=why,
+                finished_at=now,
+                output=output,
+            )
             if not marked:
                 continue
             execution.status = Execution.Status.LOST
             execution.reason = why
             execution.finished_at = now
+            execution.output = output
             # An error, but with no duration to average: how long it ran is unknown.
             Job.objects.filter(pk=execution.job_id).update(
                 error_count=F("error_count") + 1,

@@ -5,7 +5,6 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
@@ -314,10 +313,10 @@ class JobSerializer(serializers.ModelSerializer[Job]):
                 raise serializers.ValidationError({"children": why})
 
     def validate_ping_grace(self, value: timedelta | None) -> timedelta | None:
-        if value is not None and not timedelta(0) <= value <= MAX_SCHEDULE_DELAY:
-            raise serializers.ValidationError(
-                f"Must be between 0 and {MAX_SCHEDULE_DELAY.days} days."
-            )
+        try:
+            services.schedule_check_delay(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -404,14 +403,16 @@ class RunSerializer(serializers.Serializer[Any]):
 # --- Schedules -----------------------------------------------------------------------
 
 
-# The longest epsilon or jitter a schedule (or a job's ping grace) may have.
-MAX_SCHEDULE_DELAY = timedelta(days=366)
+# jobs/jobfile.py takes the limit and the year check from here.
+MAX_SCHEDULE_DELAY = services.MAX_SCHEDULE_DELAY
 
 
 def check_schedule_year(moment: datetime) -> None:
-    """Within the years where every time zone's clock and croniter can still count."""
-    if not 1971 <= moment.year <= 9998:
-        raise serializers.ValidationError("Must be between 1971 and 9998.")
+    """services.schedule_check_moment, as a DRF error."""
+    try:
+        services.schedule_check_moment(moment)
+    except ValueError as exc:
+        raise serializers.ValidationError(str(exc)) from None
 
 
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
@@ -451,64 +452,21 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
             return ""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        current = self.instance
-        if current is None:
+        if self.instance is None:
             attrs.setdefault("kind", Schedule.Kind.CRON)
-        kind = attrs.get("kind", current.kind if current else Schedule.Kind.CRON)
-        expression = attrs.get("expression", current.expression if current else "")
-        tz = attrs.get("timezone", current.timezone if current else "UTC")
-        validate_schedule_expression(kind, expression, tz)
-        for name in ("epsilon", "jitter"):
-            value = attrs.get(name)
-            if value is not None and value.total_seconds() < 0:
-                raise serializers.ValidationError({name: "Must not be negative."})
-            if value is not None and value > MAX_SCHEDULE_DELAY:
-                raise serializers.ValidationError(
-                    {name: f"Must be at most {MAX_SCHEDULE_DELAY.days} days."}
-                )
-        for name in ("start_at", "end_at"):
-            if attrs.get(name) is not None:
-                try:
-                    check_schedule_year(attrs[name])
-                except serializers.ValidationError as exc:
-                    raise serializers.ValidationError({name: exc.detail}) from None
-        start_at = attrs.get("start_at", current.start_at if current else None)
-        end_at = attrs.get("end_at", current.end_at if current else None)
-        if start_at and end_at and end_at <= start_at:
-            raise serializers.ValidationError({"end_at": "Must be after start_at."})
-        timing = {"kind", "expression", "timezone", "start_at", "end_at"}
-        if current is None or timing & set(attrs):
-            self._check_it_fires(attrs)
+        try:
+            services.schedule_check(schedule=self.instance, fields=attrs)
+        except services.ScheduleInvalid as exc:
+            raise serializers.ValidationError(exc.errors) from None
         return attrs
-
-    def _check_it_fires(self, attrs: dict[str, Any]) -> None:
-        """A new or re-timed schedule that would never fire is a mistake (a date in
-        the past, a window that is over): say so rather than store a dead one."""
-        names = ("kind", "expression", "timezone", "start_at", "end_at")
-        values = {
-            name: getattr(self.instance, name)
-            for name in names
-            if self.instance is not None
-        }
-        values.update({name: attrs[name] for name in names if name in attrs})
-        probe = Schedule(**values)
-        now = timezone.now()
-        if services.schedule_next_run(probe, after=now) is not None:
-            return
-        if probe.end_at is not None and probe.end_at <= now:
-            raise serializers.ValidationError({"end_at": "Already passed."})
-        raise serializers.ValidationError(
-            {"expression": "This schedule has no fire time after now."}
-        )
 
 
 def validate_schedule_expression(kind: str, expression: str, tz: str) -> None:
     """ValidationError on the field at fault, with the parser's explanation."""
     try:
-        schedules.parse(kind, expression, tz)
-    except schedules.ScheduleError as exc:
-        field = "timezone" if "time zone" in str(exc) else "expression"
-        raise serializers.ValidationError({field: str(exc)}) from None
+        services.schedule_check_expression(kind=kind, expression=expression, tz=tz)
+    except services.ScheduleInvalid as exc:
+        raise serializers.ValidationError(exc.errors) from None
 
 
 class SchedulePreviewQuerySerializer(serializers.Serializer[Any]):

@@ -59,8 +59,10 @@ def server_command(data_dir: Path) -> list[str]:
         str(data_dir),
         "--dbfilename",
         "redis.rdb",
+        # Two arguments: "60 1" as one leaves Redis with no save points at all.
         "--save",
-        "60 1",
+        "60",
+        "1",
         "--appendonly",
         "no",
         "--loglevel",
@@ -77,7 +79,9 @@ def start(data_dir: Path, *, timeout: float = 10.0) -> subprocess.Popen[bytes]:
     if path.exists():
         # A socket file left by a crashed run; a live server would have answered.
         path.unlink()
-    process = subprocess.Popen(server_command(data_dir))
+    # A session of its own: a Ctrl-C on the terminal must not kill it before the
+    # processes that still write to it while they stop (`make run` stops it last).
+    process = subprocess.Popen(server_command(data_dir), start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "karmchari_site.errors.ApiNotFoundMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before anything reads the query or the form: text PostgreSQL cannot hold.
     "karmchari_site.text.RefuseUnstorableMiddleware",

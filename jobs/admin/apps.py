@@ -26,12 +26,32 @@ class AppAdmin(AppScopedAdmin[App]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[App]:
         return super().get_queryset(request).annotate(job_total=Count("jobs"))
 
+    def save_model(
+        self, request: HttpRequest, obj: App, form: Any, change: bool
+    ) -> None:
+        # Through the services, who may see the app included: renaming one changes
+        # the figures that carry its name.
+        data = form.cleaned_data
+        grants = {side: data[side] for side in ("users", "groups") if side in data}
+        if change:
+            fields = {
+                name: data[name] for name in form.changed_data if name not in grants
+            }
+            services.app_update(app=obj, **grants, **fields)
+            return
+        fields = {
+            field.name: data[field.name]
+            for field in App._meta.concrete_fields
+            if field.name in data
+        }
+        obj.pk = services.app_create(**fields, **grants, creator=request.user).pk
+
     def save_related(
         self, request: HttpRequest, form: Any, formsets: Any, change: bool
     ) -> None:
-        super().save_related(request, form, formsets, change)
-        if not change:
-            services.app_grant_creator(app=form.instance, user=request.user)
+        # Users and groups were saved with the app (save_model).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     @admin.display(description="Jobs", ordering="job_total")
     def job_count(self, app: App) -> SafeString:

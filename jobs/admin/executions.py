@@ -20,6 +20,7 @@ from agents.models import Agent
 from jobs.admin.base import AppScopedAdmin, _change_link, _seconds
 from jobs.engine_admin import ExecutionControlAdminMixin
 from jobs.models import Execution
+from jobs.stats import stats_forget
 from karmchari_site.admin_ui import badge
 
 
@@ -125,6 +126,20 @@ class ExecutionAdmin(AppScopedAdmin[Execution], ExecutionControlAdminMixin):
     ) -> bool:
         # History is read-only; runs are controlled through actions, not edits.
         return False
+
+    # Deleting runs changes their jobs' figures and the dashboard's.
+
+    def delete_model(self, request: HttpRequest, obj: Execution) -> None:
+        super().delete_model(request, obj)
+        stats_forget(job_id=obj.job_id)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[Execution]
+    ) -> None:
+        job_ids = set(queryset.order_by().values_list("job_id", flat=True).distinct())
+        super().delete_queryset(request, queryset)
+        for job_id in job_ids:
+            stats_forget(job_id=job_id)
 
     @admin.display(description="Job", ordering="job__name")
     def job_link(self, obj: Execution) -> SafeString:

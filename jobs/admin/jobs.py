@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -24,7 +25,7 @@ from jobs.admin.schedules import ScheduleInline, _save_schedule_form, schedule_m
 from jobs.models import Execution, Job, JobSecret, Schedule
 from jobs.permissions import can_manage_shell_jobs
 from jobs.runners import SECRET_MASK, SpecError
-from jobs.secrets import MAX_VALUE_BYTES
+from jobs.secrets import MAX_VALUE_BYTES, SecretError, clean_secrets, spec_split_secrets
 from karmchari_site.admin_ui import badge
 
 RECENT_ON_PAGE = 10
@@ -116,12 +117,30 @@ class JobSecretForm(forms.ModelForm[JobSecret]):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if not data.get("new_value") and not data.get("DELETE"):
+        if data.get("DELETE") or self.has_error("new_value"):
+            return data
+        value = data.get("new_value")
+        # The mask, like a blank, keeps the stored value (_secret_changes).
+        if not value or value == SECRET_MASK:
             if self.instance.pk is None:
-                self.add_error("new_value", "A new secret needs a value.")
+                why = "A new secret needs a value."
+                if value:
+                    why += f" {SECRET_MASK!r} only keeps a stored one."
+                self.add_error("new_value", why)
             elif data.get("name", self.instance.name) != self.instance.name:
                 self.add_error("new_value", "Give the value again to rename a secret.")
         return data
+
+    def clean_new_value(self) -> str:
+        value: str = self.cleaned_data["new_value"]
+        if value:
+            # As the service will: the field counts characters, not bytes. Under a
+            # stand-in name: the name has its own field and validator.
+            try:
+                clean_secrets({"VALUE": value})
+            except SecretError as exc:
+                raise forms.ValidationError(list(exc.errors.values())) from None
+        return value
 
 
 class JobSecretInline(admin.TabularInline[JobSecret, Job]):
@@ -225,10 +244,19 @@ class JobForm(forms.ModelForm[Job]):
             if parents is not None:
                 parents.queryset = parents.queryset.exclude(pk=self.instance.pk)
 
-    # Set by JobAdmin.get_form from the requesting user: whether they may manage
-    # shell jobs, and the jobs they may see (None: all).
+    # Set by JobAdmin.get_form from the requesting user: who they are, whether they
+    # may manage shell jobs, and the jobs they may see (None: all).
+    user: Any = None
     may_manage_shell = True
     children_choices: QuerySet[Job] | None = None
+
+    def clean_ping_grace(self) -> timedelta | None:
+        value: timedelta | None = self.cleaned_data.get("ping_grace")
+        try:
+            services.schedule_check_delay(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -245,21 +273,68 @@ class JobForm(forms.ModelForm[Job]):
                 )
             except SpecError as exc:
                 self.add_error("spec", "; ".join(exc.errors.values()))
+            else:
+                self._check_spec_secrets(data["kind"], data["spec"])
+        self._check_links(data)
+        return data
+
+    def _check_spec_secrets(self, kind: str, spec: dict[str, Any]) -> None:
+        """The secret-looking values saving moves out of the spec, checked as
+        job_secrets_set will check them: its SecretError would be a 500."""
+        _, secrets = spec_split_secrets(kind=kind, spec=spec)
+        try:
+            clean_secrets(secrets)
+        except SecretError as exc:
+            self.add_error("spec", str(exc))
+            return
+        masked = {name for name, value in secrets.items() if value == SECRET_MASK}
+        if masked and self.instance.pk is not None:
+            masked -= set(
+                self.instance.secrets.filter(name__in=masked).values_list(
+                    "name", flat=True
+                )
+            )
+        if masked:
+            self.add_error(
+                "spec",
+                f"{', '.join(sorted(masked))}: {SECRET_MASK!r} keeps a stored value, "
+                "but none is stored: give the real value.",
+            )
+
+    def _check_links(self, data: dict[str, Any]) -> None:
+        """No dependency cycle, counting the links in apps hidden from the user that
+        saving keeps (save_related), as the API does."""
         job = self.instance if self.instance.pk else None
-        if data.get("parents") is not None:
-            why = services.job_parents_cycle(job=job, parents=list(data["parents"]))
+
+        def kept(side: str) -> list[Job]:
+            return access.keep_hidden_links(self.user, job, data[side], side)
+
+        parents = kept("parents") if data.get("parents") is not None else None
+        if parents is not None:
+            why = services.job_parents_cycle(job=job, parents=parents)
             if why:
                 self.add_error("parents", why)
-        if data.get("children"):
-            parents = data.get("parents")
+        if data.get("children") is not None:
             why = services.job_children_cycle(
                 job=job,
-                parents=list(parents if parents is not None else []),
-                children=list(data["children"]),
+                parents=parents if parents is not None else [],
+                children=kept("children"),
             )
             if why:
                 self.add_error("children", why)
-        return data
+
+
+def _job_links(jobs: QuerySet[Job]) -> SafeString:
+    """Links to the jobs' pages; narrowed to what the user may see by
+    JobAdmin.get_object, all of them elsewhere."""
+    return format_html_join(
+        ", ",
+        '<a href="{}">{} / {}</a>',
+        (
+            (reverse("admin:jobs_job_change", args=[job.pk]), job.app.name, job.name)
+            for job in jobs.select_related("app").order_by("app__name", "name")
+        ),
+    )
 
 
 class LastStatusFilter(admin.SimpleListFilter):
@@ -296,7 +371,7 @@ JOB_FIELDSETS: list[tuple[str | None, list[str]]] = [
             "tags",
         ],
     ),
-    ("Dependencies", ["parents", "children", "children_links"]),
+    ("Dependencies", ["parents", "parents_links", "children", "children_links"]),
     ("Statistics", ["stats_panel", "created", "updated"]),
 ]
 # Shown inside the stats panel instead of one by one.
@@ -332,6 +407,7 @@ class JobAdmin(AppScopedAdmin[Job]):
         *JOB_STATS_FIELDS,
         "created",
         "updated",
+        "parents_links",
         "children_links",
         "stats_panel",
     ]
@@ -363,10 +439,11 @@ class JobAdmin(AppScopedAdmin[Job]):
     ) -> Job | None:
         job = super().get_object(request, object_id, from_field)
         if job is not None:
-            # For the read-only "children" field (which gets no request): the
-            # children this user may see, as a lazy queryset.
-            visible = access.restrict(job.children.all(), request.user, "app")
-            setattr(job, "visible_children", visible)  # noqa: B010
+            # For the links to parents and children (which get no request): those
+            # this user may see, as lazy querysets.
+            for side in ("parents", "children"):
+                visible = access.restrict(getattr(job, side).all(), request.user, "app")
+                setattr(job, f"visible_{side}", visible)
         return job
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> Any:
@@ -376,13 +453,14 @@ class JobAdmin(AppScopedAdmin[Job]):
             if name not in JOB_STATS_FIELDS
         ]
         if obj is None:
-            available = [
-                n for n in available if n not in ("stats_panel", "children_links")
-            ]
-        elif not self.has_change_permission(request, obj):
-            # Read-only page: "children" is a form field, not one of the model's;
-            # the children's links show them.
-            available = [n for n in available if n != "children"]
+            hidden: tuple[str, ...] = ("stats_panel", "parents_links", "children_links")
+        elif self.has_change_permission(request, obj):
+            hidden = ("parents_links",)  # the parents' widget shows them
+        else:
+            # Read-only page: "children" is a form field, not one of the model's, and
+            # Django would list every parent, hidden apps' too; the links show both.
+            hidden = ("parents", "children")
+        available = [n for n in available if n not in hidden]
         placed: set[str] = set()
         fieldsets: list[tuple[str | None, dict[str, Any]]] = []
         for title, names in JOB_FIELDSETS:
@@ -429,28 +507,19 @@ class JobAdmin(AppScopedAdmin[Job]):
 
     # --- change page ---
 
+    @admin.display(description="Parents' pages")
+    def parents_links(self, job: Job) -> SafeString | str:
+        if not job.pk:
+            return "-"
+        parents = getattr(job, "visible_parents", job.parents.all())
+        return _job_links(parents) or "None: this job waits for no other."
+
     @admin.display(description="Children's pages")
     def children_links(self, job: Job) -> SafeString | str:
         if not job.pk:
             return "-"
-        # Narrowed to what the user may see by get_object; all of them elsewhere.
         children = getattr(job, "visible_children", job.children.all())
-        children = children.select_related("app").order_by("app__name", "name")
-        return (
-            format_html_join(
-                ", ",
-                '<a href="{}">{} / {}</a>',
-                (
-                    (
-                        reverse("admin:jobs_job_change", args=[child.pk]),
-                        child.app.name,
-                        child.name,
-                    )
-                    for child in children
-                ),
-            )
-            or "None: no job waits for this one."
-        )
+        return _job_links(children) or "None: no job waits for this one."
 
     @admin.display(description="Runs")
     def stats_panel(self, job: Job) -> SafeString | str:
@@ -498,6 +567,7 @@ class JobAdmin(AppScopedAdmin[Job]):
     ) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
         # A fresh class per request (modelform_factory), so this is per user.
+        form.user = request.user  # type: ignore[attr-defined]
         form.may_manage_shell = can_manage_shell_jobs(request.user)  # type: ignore[attr-defined]
         form.children_choices = access.visible(Job, request.user)  # type: ignore[attr-defined]
         return form

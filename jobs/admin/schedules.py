@@ -24,7 +24,8 @@ UPCOMING_ON_PAGE = 5
 
 
 class ScheduleForm(forms.ModelForm[Schedule]):
-    """Refuses an expression the scheduler could not fire, saying what is wrong."""
+    """Refuses what the API refuses (services.schedule_check): an expression the
+    scheduler could not fire, delays over the limit, a schedule that never fires."""
 
     class Meta:
         model = Schedule
@@ -53,14 +54,20 @@ class ScheduleForm(forms.ModelForm[Schedule]):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        kind, expression = data.get("kind"), data.get("expression")
-        tz = data.get("timezone") or "UTC"
-        if kind and expression:
-            try:
-                schedules.parse(kind, expression, tz)
-            except schedules.ScheduleError as exc:
-                field = "timezone" if "time zone" in str(exc) else "expression"
-                self.add_error(field, str(exc))
+        if self.errors:
+            return data  # the schedule as a whole once each field reads
+        # As the API takes them: a new schedule whole, a stored one's changes.
+        fields = (
+            data
+            if self.instance.pk is None
+            else {name: data[name] for name in self.changed_data if name in data}
+        )
+        try:
+            services.schedule_check(schedule=self.instance, fields=fields)
+        except services.ScheduleInvalid as exc:
+            for name, why in exc.errors.items():
+                # The inline on the job page has no epsilon, start_at or end_at.
+                self.add_error(name if name in self.fields else None, why)
         return data
 
 
@@ -195,6 +202,12 @@ class ScheduleAdmin(AppScopedAdmin[Schedule]):
 
     def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
         services.schedule_delete(schedule=obj)
+
+    def delete_queryset(
+        self, request: HttpRequest, queryset: QuerySet[Schedule]
+    ) -> None:
+        for schedule in queryset:
+            services.schedule_delete(schedule=schedule)
 
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:

@@ -9,18 +9,24 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from jobs import tokens
+from jobs import access, tokens
 from jobs.models import ApiToken
 
 
 def may_make_token_for(creator: Any, user: Any) -> bool:
     """Whether `creator` may make an API token for `user`: a token is `user`'s
-    rights in a string, so no one may mint rights they do not hold themselves."""
+    rights in a string, so no one may mint rights they do not hold themselves. With
+    per-app access, the apps a user sees are rights too."""
     if creator.is_superuser or creator.pk == user.pk:
         return True
     if user.is_superuser or not user.is_active:
         return False
-    return set(user.get_all_permissions()) <= set(creator.get_all_permissions())
+    if not set(user.get_all_permissions()) <= set(creator.get_all_permissions()):
+        return False
+    return not (
+        access.is_restricted(creator)
+        and access.apps_for(user).exclude(pk__in=access.apps_for(creator)).exists()
+    )
 
 
 @admin.register(ApiToken)
@@ -47,7 +53,8 @@ class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
             if not may_make_token_for(creator, user):
                 raise forms.ValidationError(
                     "A token acts with all of its user's rights: only a superuser "
-                    "may make one for a user who holds rights you do not."
+                    "may make one for a user who holds rights (permissions, or apps "
+                    "to see) you do not."
                 )
             return user
 

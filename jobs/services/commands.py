@@ -134,7 +134,10 @@ def execution_report(
     reason: str = "",
 ) -> Execution:
     """Progress or the end of an external job, sent by the process running it."""
-    if execution.job.kind != Job.Kind.EXTERNAL:
+    if (
+        execution.job.kind != Job.Kind.EXTERNAL
+        and execution.worker not in Execution.EXTERNAL_WORKERS
+    ):
         raise Conflict("Only executions of external jobs report their own progress.")
     if status not in REPORTABLE_STATUSES:
         raise ServiceError(f"Cannot report status {status!r}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -118,7 +119,12 @@ def job_update(
                 .select_for_update()
             )
             if rows:
-                schedules_fire(rows, now=timezone.now(), late_reason="job was disabled")
+                schedules_fire(
+                    rows,
+                    now=timezone.now(),
+                    late_reason="job was disabled",
+                    epsilon=timedelta(0),  # as for a schedule re-enabled
+                )
         if "overlap_policy" in fields and job.overlap_policy not in BUFFERING_POLICIES:
             # Ends of runs only look for buffered runs under a buffering policy:
             # send those held back under the old one now.

@@ -203,7 +203,14 @@ def schedule_save(
         reenabled = changed is not None and schedule.enabled and not was_enabled
         missed = schedule.next_run_at is not None and schedule.next_run_at <= now
         if reenabled and missed and schedule.job.enabled:
-            schedules_fire([schedule], now=now, late_reason="schedule was disabled")
+            # No epsilon: every slot of the disabled time is missed, so the policy
+            # settles them all (run_once: the latest), not each one "still on time".
+            schedules_fire(
+                [schedule],
+                now=now,
+                late_reason="schedule was disabled",
+                epsilon=timedelta(0),
+            )
     stats_forget(job_id=schedule.job_id)  # its next run
     schedules_announce_change()
     return schedule
@@ -286,9 +293,11 @@ def schedules_fire(
     now: datetime,
     until: datetime | None = None,
     late_reason: str = "missed",
+    epsilon: timedelta | None = None,
 ) -> None:
     """Decide each row's due slots, insert their executions and advance the rows.
-    Must run inside a transaction; tasks are sent after it commits."""
+    `epsilon`, when given, overrides each row's. Must run inside a transaction;
+    tasks are sent after it commits."""
     active, buffered = executions_active_counts({row.job_id for row in rows})
     executions: list[Execution] = []
     sends: list[tuple[Execution, float]] = []
@@ -311,7 +320,9 @@ def schedules_fire(
             first=row.next_run_at,
             now=now,
             until=until,
-            epsilon=row.epsilon if row.epsilon is not None else default_epsilon,
+            epsilon=next(
+                e for e in (epsilon, row.epsilon, default_epsilon) if e is not None
+            ),
             policy=row.misfire_policy,
             end_at=row.end_at,
             repetitions_left=row.repetitions_left,

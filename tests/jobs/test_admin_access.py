@@ -13,6 +13,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from jobs.models import (
+    ApiToken,
     App,
     Execution,
     ExecutionEvent,
@@ -314,3 +315,100 @@ def test_an_app_made_in_the_console_is_granted_to_its_restricted_maker(
     fresh = App.objects.get(name="fresh")
     assert list(fresh.users.values_list("username", flat=True)) == ["operator"]
     assert "fresh" in page(operator, "/admin/jobs/app/")
+
+
+@on
+def test_it_hides_parents_in_other_apps_on_a_read_only_job_page(
+    make_user: Callable[..., User],
+    mine: App,
+    theirs: App,
+    make_job: Callable[..., Job],
+) -> None:
+    """Editors' forms narrow the parents offered; a viewer's page shows links to the
+    parents they may see, not Django's list of every parent."""
+    job = make_job(app=mine, name="own-job", kind=Job.Kind.EXTERNAL, spec={})
+    job.parents.set(
+        [
+            make_job(app=theirs, name="secret-parent-in-theirs"),
+            make_job(app=mine, name="own-parent"),
+        ]
+    )
+    viewer = Client()
+    viewer.force_login(make_user("v", groups=["viewer"], apps=[mine], is_staff=True))
+
+    html = page(viewer, f"/admin/jobs/job/{job.pk}/change/")
+
+    assert "secret-parent-in-theirs" not in html
+    assert "mine / own-parent" in html
+
+
+@on
+def test_it_refuses_a_cycle_through_a_hidden_parent_as_a_form_error(
+    make_user: Callable[..., User],
+    mine: App,
+    theirs: App,
+    make_job: Callable[..., Job],
+) -> None:
+    """b -> h -> a, with h in an app hidden from the editor: making b a child of a
+    closes a cycle through h, which saving would keep (keep_hidden_links)."""
+    a = make_job(app=mine, name="a", kind=Job.Kind.EXTERNAL, spec={})
+    b = make_job(app=mine, name="b", kind=Job.Kind.EXTERNAL, spec={})
+    hidden = make_job(app=theirs, name="h", kind=Job.Kind.EXTERNAL, spec={})
+    a.parents.set([hidden])
+    hidden.parents.set([b])
+    perms = ["jobs.view_job", "jobs.change_job", "jobs.view_app"]
+    editor = Client()
+    editor.force_login(make_user("ed", perms=perms, apps=[mine], is_staff=True))
+    data = {
+        "app": mine.pk,
+        "name": "a",
+        "kind": "external",
+        "spec": "{}",
+        "queue": "celery",
+        "max_retries": 0,
+        "retry_backoff": 10,
+        "overlap_policy": "skip",
+        "tags": "[]",
+        "legacy": "{}",
+        "enabled": "on",
+        "children": [b.pk],
+        **{
+            f"{prefix}-{count}_FORMS": 0
+            for prefix in ("schedules", "secrets", "executions")
+            for count in ("TOTAL", "INITIAL")
+        },
+    }
+
+    response = editor.post(f"/admin/jobs/job/{a.pk}/change/", data)
+
+    assert response.status_code == 200
+    assert "children" in response.context["adminform"].form.errors
+    assert not b.parents.filter(pk=a.pk).exists()
+    assert list(a.parents.all()) == [hidden]
+
+
+@on
+def test_it_refuses_a_token_for_a_user_who_sees_apps_the_maker_cannot(
+    make_user: Callable[..., User], mine: App, theirs: App
+) -> None:
+    """A token is its user's rights, and the apps a user sees are rights too: a
+    maker granted "mine" may not make one for a user granted "theirs", even with no
+    more permissions."""
+    perms = ["jobs.view_job", "jobs.view_app"]
+    token_perms = ["jobs.add_apitoken", "jobs.view_apitoken"]
+    maker = make_user("maker", perms=perms + token_perms, apps=[mine], is_staff=True)
+    client = Client()
+    client.force_login(maker)
+    peer = make_user("peer", perms=perms, apps=[mine])
+    outsider = make_user("outsider", perms=perms, apps=[theirs])
+
+    response = client.post(
+        "/admin/jobs/apitoken/add/", {"user": outsider.pk, "name": "borrowed"}
+    )
+
+    assert response.status_code == 200
+    assert "user" in response.context["adminform"].form.errors
+    assert not ApiToken.objects.exists()
+    response = client.post("/admin/jobs/apitoken/add/", {"user": peer.pk, "name": "ok"})
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert ApiToken.objects.get().user == peer

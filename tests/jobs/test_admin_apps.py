@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
 
-from jobs.models import App, Job
+from jobs.models import App, Job, Schedule
 from tests.jobs.conftest import NumQueries
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
@@ -26,3 +28,43 @@ def test_it_lists_apps_with_their_job_counts_in_constant_queries(
     with django_assert_num_queries(5):  # session, user, 2 counts, page
         response = admin_client.get("/admin/jobs/app/")
     assert '<a href="/admin/jobs/job/?app__id__exact=' in response.content.decode()
+
+
+def test_it_refreshes_the_dashboard_when_an_app_is_renamed(
+    admin_client: Client,
+    make_app: Callable[..., App],
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Schedule],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """The App page saves through services.app_update, which forgets the figures
+    (the dashboard's next fire times carry the app's name)."""
+    app = make_app("old-name")
+    make_schedule("17 3 * * *", job=make_job(app=app, name="nightly"))
+    assert "old-name / nightly" in admin_client.get("/admin/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/admin/jobs/app/{app.pk}/change/",
+            {"name": "new-name", "description": "", "meta": "{}"},
+        )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    html = admin_client.get("/admin/").content.decode()
+    assert "old-name / nightly" not in html
+    assert "new-name / nightly" in html
+
+
+def test_it_adds_an_app_with_who_may_see_it(
+    admin_client: Client, make_user: Callable[..., User]
+) -> None:
+    user = make_user("someone")
+    response = admin_client.post(
+        "/admin/jobs/app/add/",
+        {"name": "fresh", "description": "d", "meta": "{}", "users": [user.pk]},
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    app = App.objects.get(name="fresh")
+    assert app.description == "d"
+    assert list(app.users.all()) == [user]
+    assert response["Location"].endswith("/admin/jobs/app/")

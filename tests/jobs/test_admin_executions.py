@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -169,3 +170,33 @@ def test_a_viewer_sees_no_control_buttons_and_the_endpoints_refuse(
     assert execution.desired_state == Execution.DesiredState.RUN
     assert not ExecutionEvent.objects.exists()
     assert Execution.objects.count() == 2
+
+
+def test_it_refreshes_the_dashboard_when_runs_are_deleted(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """The dashboard's figures are cached; deleting runs, from a run's page or with
+    "Delete selected executions", must drop them."""
+    job = make_job()
+    one, two = (make_execution(job=job, status=Execution.Status.FAILED) for _ in "12")
+    failed = '<span class="k-figure" id="k-failed">{}</span>'
+    assert failed.format(2) in admin_client.get("/admin/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/admin/jobs/execution/{one.pk}/delete/", {"post": "yes"}
+        )
+    assert response.status_code == 302
+    assert failed.format(1) in admin_client.get("/admin/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/jobs/execution/",
+            {"action": "delete_selected", "_selected_action": [two.pk], "post": "yes"},
+        )
+    assert response.status_code == 302
+    assert not Execution.objects.exists()
+    assert failed.format(0) in admin_client.get("/admin/").content.decode()

@@ -458,3 +458,104 @@ def test_it_edits_a_job_s_children(
     refused = admin_client.post(url, _job_page_data(page, children=[parent.pk]))
     assert refused.status_code == 200
     assert refused.context["adminform"].form.errors["children"]
+
+
+def _job_add_data(app: App, **extra: object) -> dict[str, object]:
+    """What the job add page posts for an http job, plus `extra`."""
+    data: dict[str, object] = {
+        "app": app.pk,
+        "name": "new-job",
+        "kind": "http",
+        "spec": json.dumps({"url": "https://example.test/"}),
+        "queue": "celery",
+        "max_retries": 0,
+        "retry_backoff": 10,
+        "overlap_policy": "skip",
+        "tags": "[]",
+        "legacy": "{}",
+        "enabled": "on",
+        "schedules-TOTAL_FORMS": 0,
+        "schedules-INITIAL_FORMS": 0,
+        "secrets-TOTAL_FORMS": 0,
+        "secrets-INITIAL_FORMS": 0,
+        "executions-TOTAL_FORMS": 0,
+        "executions-INITIAL_FORMS": 0,
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("a\x00b", "NUL byte"), (SECRET_MASK, "none is stored")],
+)
+def test_it_refuses_a_spec_secret_the_service_would_refuse_as_a_form_error(
+    value: str, why: str, admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    """A secret-looking env value moves to the job's secrets on save: what
+    job_secrets_set refuses there must be said on the form, not raised as a 500."""
+    spec = {"command": "true", "env": {"DB_PASSWORD": value}}
+    data = _job_add_data(make_app("ops"), kind="shell", spec=json.dumps(spec))
+
+    response = admin_client.post("/admin/jobs/job/add/", data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "DB_PASSWORD" in str(errors["spec"]) and why in str(errors["spec"])
+    assert not Job.objects.exists()
+
+
+def test_it_refuses_a_secret_value_over_the_byte_limit_as_a_form_error(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    """The service limits a value to MAX_VALUE_BYTES bytes, not characters: 40,000
+    "é" (80,000 bytes) are refused on the form."""
+    data = _job_add_data(
+        make_app("ops"),
+        **{
+            "secrets-TOTAL_FORMS": 1,
+            "secrets-0-name": "API_TOKEN",
+            "secrets-0-new_value": "\u00e9" * 40_000,
+        },
+    )
+
+    response = admin_client.post("/admin/jobs/job/add/", data)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Longer than 65536 bytes." in html
+    assert "A new secret needs a value." not in html
+    assert not Job.objects.exists()
+
+
+def test_it_refuses_the_mask_as_a_new_secret_s_value_as_a_form_error(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    """The mask keeps a stored value, as a blank does: a new secret has none."""
+    data = _job_add_data(
+        make_app("ops"),
+        **{
+            "secrets-TOTAL_FORMS": 1,
+            "secrets-0-name": "API_TOKEN",
+            "secrets-0-new_value": SECRET_MASK,
+        },
+    )
+
+    response = admin_client.post("/admin/jobs/job/add/", data)
+
+    assert response.status_code == 200
+    assert "A new secret needs a value." in response.content.decode()
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("grace", ["-1 00:00:00", "367 00:00:00", "999999999"])
+def test_it_refuses_a_ping_grace_the_api_refuses(
+    grace: str, admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    data = _job_add_data(make_app("ops"), kind="external", spec="{}", ping_grace=grace)
+
+    response = admin_client.post("/admin/jobs/job/add/", data)
+
+    assert response.status_code == 200
+    assert "ping_grace" in response.context["adminform"].form.errors
+    assert not Job.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -61,3 +62,108 @@ def test_the_schedule_page_previews_an_expression_as_it_is_typed(
     ).json()
     assert "expected 5 fields" in bad["error"] and "got 3" in bad["error"]
     assert staff().get("/admin/jobs/schedule/preview/").status_code == 403
+
+
+def _schedule_data(job: Job, **extra: object) -> dict[str, object]:
+    """What the schedule add page posts, plus `extra`."""
+    data: dict[str, object] = {
+        "job": job.pk,
+        "kind": "cron",
+        "expression": "* * * * *",
+        "timezone": "UTC",
+        "misfire_policy": "skip",
+        "jitter": "0",
+        "enabled": "on",
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("epsilon", "-1 00:00:00", "Must not be negative."),
+        ("epsilon", "400 00:00:00", "Must be at most 366 days."),
+        # Would overflow the microseconds column on SQLite: a 500.
+        ("epsilon", "999999999 00:00:00", "Must be at most 366 days."),
+        ("jitter", "367 00:00:00", "Must be at most 366 days."),
+        ("start_at_0", "9999-01-01", "Must be between 1971 and 9998."),
+    ],
+)
+def test_it_refuses_the_delays_and_dates_the_api_refuses(
+    field: str,
+    value: str,
+    why: str,
+    admin_client: Client,
+    make_job: Callable[..., Job],
+) -> None:
+    data = _schedule_data(make_job(), **{field: value})
+    if field == "start_at_0":  # the admin's date and time boxes
+        data["start_at_1"] = "00:00:00"
+
+    response = admin_client.post("/admin/jobs/schedule/add/", data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors[field.removesuffix("_0")] == [why]
+    assert not Schedule.objects.exists()
+
+
+def test_it_refuses_a_schedule_that_can_never_fire(
+    admin_client: Client, make_job: Callable[..., Job]
+) -> None:
+    """As the API: a new schedule with no fire time after now (a one-shot in the
+    past) is a mistake, not a dead row."""
+    response = admin_client.post(
+        "/admin/jobs/schedule/add/",
+        _schedule_data(make_job(), kind="once", expression="2001-01-01T09:00:00"),
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert errors["expression"] == ["This schedule has no fire time after now."]
+    assert not Schedule.objects.exists()
+
+
+def test_it_keeps_a_schedule_that_no_longer_fires_editable(
+    admin_client: Client, make_schedule: Callable[..., Schedule]
+) -> None:
+    """Only a new or re-timed schedule must fire: a finished one can still be
+    disabled."""
+    schedule = make_schedule("2001-01-01T09:00:00", kind="once")
+    data = _schedule_data(
+        schedule.job, kind="once", expression="2001-01-01T09:00:00", enabled=""
+    )
+
+    response = admin_client.post(f"/admin/jobs/schedule/{schedule.pk}/change/", data)
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    schedule.refresh_from_db()
+    assert not schedule.enabled
+
+
+def test_it_refreshes_the_dashboard_when_schedules_are_deleted_in_bulk(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Schedule],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """The "Delete selected schedules" action goes through services.schedule_delete,
+    as a schedule's delete page does: the dashboard forgets its fire times."""
+    schedule = make_schedule("17 3 * * *", job=make_job(name="nightly-report"))
+    listed = "<code>17 3 * * *</code>"
+    assert listed in admin_client.get("/admin/").content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/jobs/schedule/",
+            {
+                "action": "delete_selected",
+                "_selected_action": [schedule.pk],
+                "post": "yes",
+            },
+        )
+
+    assert response.status_code == 302
+    assert not Schedule.objects.exists()
+    assert listed not in admin_client.get("/admin/").content.decode()

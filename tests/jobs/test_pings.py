@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -190,3 +191,28 @@ def test_it_records_pings_of_a_disabled_job(client: Client, monitor: Job) -> Non
     Job.objects.filter(pk=monitor.pk).update(enabled=False)
     assert client.get(f"/ping/{monitor.uid}/fail").status_code == 200
     assert monitor.executions.get().status == "failed"
+
+
+def test_an_external_run_stays_external_when_its_job_changes_kind(
+    api: Any, make_job: Callable[..., Job], settings: Any
+) -> None:
+    """docs/compat.md: an external job may become a shell job; the run its process
+    elsewhere still owns reports, and ends when a kill goes unanswered."""
+    from jobs.pings import externals_close_overdue
+
+    settings.KARMCHARI_KILL_GRACE = 10
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    reporting = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    killed = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    assert api.post(f"/api/executions/{killed}/kill/").status_code == 202
+    changed = api.patch(
+        f"/api/jobs/{job.pk}/", {"kind": "shell", "spec": {"command": "true"}}
+    )
+    assert changed.status_code == 200, changed.content
+
+    report = api.post(
+        f"/api/executions/{reporting}/report/", {"status": "succeeded", "output": "ok"}
+    )
+    assert report.status_code == 200, report.content
+    assert externals_close_overdue(now=timezone.now() + timedelta(seconds=11)) == 1
+    assert Execution.objects.get(pk=killed).status == Execution.Status.KILLED

@@ -80,6 +80,24 @@ def test_it_matches_by_the_agent_foreign_key_too(
     assert executions_recover_lost(agent=agent) == [execution]
 
 
+def test_it_keeps_what_a_lost_run_printed_as_its_output(
+    agent: Agent, make_execution: Callable[..., Execution]
+) -> None:
+    from jobs import logs
+
+    execution = running_on(make_execution, "q@box1")
+    writer = logs.LogWriter(execution.pk)
+    writer.write(b"tick 1\ntick 2\n")
+    writer.flush()
+    silent = running_on(make_execution, "q@box1")
+
+    executions_recover_lost(agent=agent)
+
+    execution.refresh_from_db()
+    assert (execution.status, execution.output) == ("lost", "tick 1\ntick 2\n")
+    assert Execution.objects.get(pk=silent.pk).output == ""
+
+
 def test_it_stops_retrying_after_max_retries(
     agent: Agent,
     make_job: Callable[..., Job],

@@ -392,6 +392,22 @@ def test_reenabling_applies_the_misfire_policy_to_slots_missed_while_disabled(
     assert rows[0].reason.startswith("schedule was disabled:")
 
 
+def test_reenabling_runs_only_the_latest_slot_of_a_fast_schedule(
+    clock: time_machine.Coordinates,
+    make_schedule: Callable[..., Schedule],
+) -> None:
+    """Every 5 s with the default 60 s epsilon: the slots of the last minute are
+    missed too (the schedule was off), not a dozen runs still "on time"."""
+    schedule = make_schedule("*/5 * * * * *")
+    services.schedule_update(schedule=schedule, enabled=False)
+    clock.move_to(T0 + timedelta(minutes=3, seconds=47))
+    services.schedule_update(schedule=schedule, enabled=True)
+    rows = executions()
+    assert [r.status for r in rows] == ["skipped", "pending"]
+    assert rows[-1].scheduled_for == T0 + timedelta(minutes=3, seconds=45)
+    assert "run_once runs only the latest missed slot" in rows[0].reason
+
+
 def test_reenabling_a_job_settles_its_schedules_slots(
     clock: time_machine.Coordinates,
     make_schedule: Callable[..., Schedule],

@@ -63,3 +63,20 @@ def test_it_answers_a_failure_outside_a_view_of_the_api_with_json() -> None:
     assert "Server error" in api.json()["detail"]
     assert page.status_code == 500
     assert page["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.django_db
+@override_settings(DEBUG=True)
+def test_it_answers_an_unknown_api_path_in_its_terms_with_debug_on_too(
+    client: Client,
+) -> None:
+    native = client.get("/api/no-such-thing/")
+    kala = client.get("/api/v1/nope/x/")
+    page = client.get("/no/such/page/here")
+
+    assert native.json() == {
+        "detail": "Not found: no API endpoint at /api/no-such-thing/."
+    }
+    assert kala.content == b"404 page not found\n"
+    assert page.status_code == 404
+    assert page["Content-Type"].startswith("text/html")

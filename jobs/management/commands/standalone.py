@@ -114,6 +114,8 @@ class Command(BaseCommand):
     def _start_roles(self, host: str, port: int, concurrency: int) -> None:
         python = sys.executable
         env = {**os.environ, "KARMCHARI_DATA_DIR": str(settings.DATA_DIR)}
+        # Links in notifications point at this web server unless told otherwise.
+        env.setdefault("KARMCHARI_BASE_URL", f"http://{host}:{port}")
         roles = {
             "web": [
                 python,
