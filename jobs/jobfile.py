@@ -34,13 +34,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
 from django.utils.dateparse import parse_datetime
-from rest_framework.exceptions import ValidationError as APIValidationError
 
 from jobs import schedules, services
 from jobs.models import App, Job, JobSecret, Schedule
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.secrets import SecretError, clean_secrets, secret_matches, spec_split_secrets
-from jobs.serializers import MAX_SCHEDULE_DELAY, check_schedule_year
+from jobs.services import MAX_SCHEDULE_DELAY
 from karmchari_site.text import unstorable_path
 
 logger = logging.getLogger(__name__)
@@ -305,19 +304,15 @@ def _model_errors(exc: ValidationError) -> dict[str, list[str]]:
 
 
 def _seconds(value: Any) -> timedelta:
-    """A duration as the API takes it: 0 to MAX_SCHEDULE_DELAY."""
+    """A duration as the API takes it (services.schedule_check_delay)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("must be a number of seconds")
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number of seconds")
-    if value < 0:
-        raise ValueError("must not be negative")
-    if value > MAX_SCHEDULE_DELAY.total_seconds():
-        limit = int(MAX_SCHEDULE_DELAY.total_seconds())
-        raise ValueError(
-            f"must be at most {MAX_SCHEDULE_DELAY.days} days ({limit} seconds)"
-        )
-    return timedelta(seconds=value)
+    if not math.isfinite(value) or abs(value) > 2 * MAX_SCHEDULE_DELAY.total_seconds():
+        # Past what timedelta() holds: any value over the limit is refused alike.
+        value = math.copysign(2 * MAX_SCHEDULE_DELAY.total_seconds(), value)
+    duration = timedelta(seconds=value)
+    services.schedule_check_delay(duration)
+    return duration
 
 
 def _moment(value: Any) -> datetime:
@@ -328,11 +323,8 @@ def _moment(value: Any) -> datetime:
         raise ValueError("must be an ISO 8601 date and time, e.g. 2026-01-01T00:00Z")
     if moment.tzinfo is None:
         raise ValueError("needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
-    try:
-        # As the API: a start near 9999 overflows computing the next run.
-        check_schedule_year(moment)
-    except APIValidationError as exc:
-        raise ValueError(" ".join(str(detail) for detail in exc.detail)) from None
+    # As the API: a start near 9999 overflows computing the next run.
+    services.schedule_check_moment(moment)
     return moment
 
 

@@ -403,18 +403,6 @@ class RunSerializer(serializers.Serializer[Any]):
 # --- Schedules -----------------------------------------------------------------------
 
 
-# jobs/jobfile.py takes the limit and the year check from here.
-MAX_SCHEDULE_DELAY = services.MAX_SCHEDULE_DELAY
-
-
-def check_schedule_year(moment: datetime) -> None:
-    """services.schedule_check_moment, as a DRF error."""
-    try:
-        services.schedule_check_moment(moment)
-    except ValueError as exc:
-        raise serializers.ValidationError(str(exc)) from None
-
-
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
     job = JobField(queryset=Job.objects.all())
     description = serializers.SerializerMethodField()
@@ -474,7 +462,10 @@ class SchedulePreviewQuerySerializer(serializers.Serializer[Any]):
     after = serializers.DateTimeField(required=False)
 
     def validate_after(self, value: datetime) -> datetime:
-        check_schedule_year(value)
+        try:
+            services.schedule_check_moment(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
         return value
 
 

@@ -348,8 +348,8 @@ def test_it_round_trips_a_ping_grace_in_seconds(
 @pytest.mark.parametrize(
     ("grace", "problem"),
     [
-        ("-1", "must not be negative"),
-        ("31622401", "must be at most 366 days"),
+        ("-1", "Must not be negative."),
+        ("31622401", "Must be at most 366 days."),
         ("'00:05:00'", "must be a number of seconds"),
     ],
 )
@@ -370,7 +370,7 @@ apps:
     [
         ("epsilon: .inf", "epsilon: Numbers must be finite"),
         # Past 64-bit microseconds: an OverflowError making the timedelta.
-        ("jitter: 10000000000000", "jitter: must be at most 366 days"),
+        ("jitter: 10000000000000", "jitter: Must be at most 366 days."),
         # A year 10000 in UTC: an OverflowError computing the next run.
         (
             "start_at: '9999-12-31T23:59:59-23:00'",
