@@ -103,8 +103,13 @@ def jobs_list_command(client: Client, args: argparse.Namespace) -> int:
     rows = [
         {
             **job,
+            # As the server counts it: enabled schedules of an enabled job.
             "next_run": min(
-                (s["next_run_at"] for s in job["schedules"] if s["next_run_at"]),
+                (
+                    s["next_run_at"]
+                    for s in job["schedules"]
+                    if s["next_run_at"] and s["enabled"] and job["enabled"]
+                ),
                 default=None,
             ),
             "runs": f"{job['stats']['success_count']}/{job['stats']['error_count']}",
@@ -209,7 +214,7 @@ def preview_command(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         output.as_json(answer)
         return 0
-    output.write(f"{answer['description']} ({answer['timezone']})\n")
+    output.write(f"{answer['description']}\n")  # it names the time zone
     output.write("".join(f"  {moment}\n" for moment in answer["fire_times"]))
     return 0
 

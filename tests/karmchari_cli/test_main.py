@@ -15,7 +15,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import services
-from jobs.models import App, Execution, Job
+from jobs.models import App, Execution, Job, Schedule
 from jobs.runners import Outcome
 from karmchari_cli.main import main
 from tests.integration.conftest import ROOT, Processes, processes, queue  # noqa: F401
@@ -98,6 +98,7 @@ def test_it_previews_a_schedule(
     )
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("(Asia/Kolkata)")
+    assert out[0].count("Asia/Kolkata") == 1
     assert len(out) == 3
     assert out[1].strip().endswith("T09:30:00+05:30")
 
@@ -230,3 +231,19 @@ def test_it_exits_non_zero_when_a_run_fails(
         "karmchari_cli.main.time", types.SimpleNamespace(sleep=finish_it)
     )
     assert main(["run", "ops/nightly", "--wait"]) == expected
+
+
+def test_it_lists_the_next_run_of_enabled_schedules_only(
+    server: str,
+    ops_job: Job,
+    make_schedule: Callable[..., Schedule],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    make_schedule("0 9 1 1 *", job=ops_job, enabled=False)
+    assert main(["jobs", "list"]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if "ops" in line]
+    assert "-01-01T09:00" not in row
+    make_schedule("0 9 1 1 *", job=ops_job)
+    assert main(["jobs", "list"]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if "ops" in line]
+    assert "-01-01T09:00" in row
