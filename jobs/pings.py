@@ -165,7 +165,8 @@ def externals_close_overdue(*, now: datetime | None = None) -> int:
         timeout = execution.job.timeout
         assert timeout is not None
         started = execution.started_at or execution.created
-        if started + timedelta(seconds=timeout) < now:
+        paused = timedelta(seconds=execution.paused_seconds or 0)
+        if started + timedelta(seconds=timeout) + paused < now:
             reason = f"No end reported within its timeout ({timeout}s)."
             outcomes.append(
                 (execution, Outcome(status=Execution.Status.TIMED_OUT, reason=reason))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from jobs import control, logs
@@ -181,10 +182,31 @@ def execution_report(
             transaction.on_commit(lambda: logs.log_close(execution_id=execution.pk))
             return execution
         if status != execution.status:
+            resumed = execution.status == Execution.Status.PAUSED
             execution_runner_status(execution_id=execution.pk, status=status)
+            if resumed:
+                _add_paused_time(execution=execution)
             stats_forget(job_id=execution.job_id)
     execution.refresh_from_db()
     return execution
+
+
+def _add_paused_time(*, execution: Execution) -> None:
+    """An external run reported running again: the stretch since it reported paused
+    is paused time (not counted against its timeout, nor in its duration)."""
+    paused = (
+        execution.events.filter(
+            action=ExecutionEvent.Action.REPORT, detail="Reported paused."
+        )
+        .order_by("-created")
+        .values_list("created", flat=True)
+        .first()
+    )
+    if paused is not None:
+        stretch = (timezone.now() - paused).total_seconds()
+        Execution.objects.filter(pk=execution.pk).update(
+            paused_seconds=F("paused_seconds") + max(0.0, stretch)
+        )
 
 
 def execution_retry(*, execution: Execution, user: Any) -> Execution:
@@ -195,11 +217,19 @@ def execution_retry(*, execution: Execution, user: Any) -> Execution:
             f"Execution #{execution.pk} is still {execution.status}; "
             "kill it or wait for it to finish before retrying."
         )
+    disabled = Conflict(f"Job {execution.job.name!r} is disabled; enable it first.")
     if not execution.job.enabled:
-        raise Conflict(f"Job {execution.job.name!r} is disabled; enable it first.")
+        raise disabled
     with transaction.atomic():
-        # One retry of a run at a time: a double-clicked button or a client's
-        # repeated POST does not run the job twice.
+        # The job's row, then the run's, as the automatic retry takes them: one
+        # retry of a run at a time (a double-clicked button, a client's repeated
+        # POST, the automatic one), and none for a job disabled meanwhile.
+        if (
+            not Job.objects.select_for_update()
+            .filter(pk=execution.job_id, enabled=True)
+            .exists()
+        ):
+            raise disabled
         Execution.objects.select_for_update().filter(pk=execution.pk).exists()
         active = (
             execution.retries.filter(status__in=Execution.ACTIVE_STATUSES)

@@ -273,8 +273,13 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     listener.open(desired=execution.desired_state)
     job = execution.job
     if job.kind == Job.Kind.EXTERNAL:
-        # Fired by a schedule: now running; its own process reports the rest.
+        # Fired by a schedule (or a retry now due): now running; its own process
+        # reports the rest. Not this worker's: it must not be lost with it.
         listener.close()
+        Execution.objects.filter(pk=execution.pk).update(
+            worker=Execution.EXTERNAL_WORKERS[0], agent=None
+        )
+        execution.worker, execution.agent = Execution.EXTERNAL_WORKERS[0], None
         return execution
     runner = get_runner(job.kind)
     if runner is None:
@@ -426,21 +431,25 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
     if execution.status not in RETRYABLE_STATUSES:
         return None
     job = execution.job
-    # As the job is now, not as the run's claim loaded it: disabled or given fewer
-    # retries meanwhile, it gets no more attempts.
-    current = (
-        Job.objects.filter(pk=job.pk)
-        .values("enabled", "max_retries", "retry_backoff")
-        .first()
-    )
-    if current is None or not current["enabled"]:
-        return None
-    if execution.attempt > current["max_retries"]:
-        return None
-    if execution.retries.filter(trigger=Execution.Trigger.RETRY).exists():
-        return None
-    delay = retry_delay(backoff=current["retry_backoff"], attempt=execution.attempt)
     with transaction.atomic():
+        # As the job is now, not as the run's claim loaded it: disabled or given
+        # fewer retries meanwhile, it gets no more attempts. Both rows locked: a
+        # disable (which skips pending runs) or a retry by hand (which takes the
+        # run's lock too) waits for this one, or this one sees what they did.
+        current = (
+            Job.objects.select_for_update()
+            .filter(pk=job.pk)
+            .values("enabled", "max_retries", "retry_backoff")
+            .first()
+        )
+        if current is None or not current["enabled"]:
+            return None
+        if execution.attempt > current["max_retries"]:
+            return None
+        Execution.objects.select_for_update().filter(pk=execution.pk).exists()
+        if execution.retries.filter(trigger=Execution.Trigger.RETRY).exists():
+            return None  # retried already, automatically or by hand
+        delay = retry_delay(backoff=current["retry_backoff"], attempt=execution.attempt)
         retry = Execution.objects.create(
             job=job,
             trigger=Execution.Trigger.RETRY,
@@ -452,6 +461,7 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
         transaction.on_commit(
             lambda: execution_send_later(execution=retry, delay=delay)
         )
+        stats_forget(job_id=job.pk)  # its pending retry counts
     logger.info(
         "execution %s %s; attempt %s in %.1fs",
         execution.pk,
@@ -487,7 +497,18 @@ def _release_children(*, execution: Execution) -> None:
     made (FIFO); a disabled child is recorded as skipped."""
     parent = execution.job
     now = timezone.now()
+    # Once per child and parent run, even if this end's follow-ups run again (the
+    # worker re-records an end whose answer a dropped connection lost).
+    released = set(
+        Execution.objects.filter(
+            trigger=Execution.Trigger.DEPENDENCY,
+            job__in=parent.children.all(),
+            parameters__parent_execution=execution.pk,
+        ).values_list("job_id", flat=True)
+    )
     for child in parent.children.select_related("app").order_by("pk"):
+        if child.pk in released:
+            continue
         if not child.enabled:
             Execution.objects.create(
                 job=child,

@@ -216,3 +216,27 @@ def test_an_external_run_stays_external_when_its_job_changes_kind(
     assert report.status_code == 200, report.content
     assert externals_close_overdue(now=timezone.now() + timedelta(seconds=11)) == 1
     assert Execution.objects.get(pk=killed).status == Execution.Status.KILLED
+
+
+def test_it_does_not_count_an_external_run_s_paused_time_against_its_timeout(
+    make_job: Callable[..., Job], admin_user: object
+) -> None:
+    """Paused time is excluded from the timeout (issue 5, docs/api.md). An external
+    run paused for five minutes after 10 s, then resumed, has run 11 s of its 60."""
+    import time_machine
+
+    from jobs import services
+    from jobs.pings import externals_close_overdue
+
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={}, timeout=60)
+    t0 = timezone.now()
+    with time_machine.travel(t0, tick=False) as clock:
+        run = services.job_trigger(job=job)
+        clock.shift(timedelta(seconds=10))
+        services.execution_report(execution=run, status="paused", user=admin_user)
+        clock.shift(timedelta(seconds=300))
+        services.execution_report(execution=run, status="running", user=admin_user)
+        clock.shift(timedelta(seconds=1))
+        closed = externals_close_overdue()
+    run.refresh_from_db()
+    assert (closed, run.status) == (0, Execution.Status.RUNNING), run.reason

@@ -204,3 +204,21 @@ def test_a_lost_run_sends_its_failure_notifications(
     ):
         executions_recover_lost(agent=agent)
     assert NotificationDelivery.objects.filter(execution=lost, event="failure").exists()
+
+
+def test_it_keeps_an_external_run_a_worker_took_up_when_that_worker_stops(
+    make_job: Callable[..., Job],
+) -> None:
+    """A scheduled (or retried) external run is flipped to running by whichever
+    Celery worker claims it; its process runs elsewhere. That worker's clean
+    shutdown must not mark the external run lost (and start a second one)."""
+    agent = Agent.objects.create(name="w1@box", instance_id=uuid.uuid4(), queues=["q"])
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={}, max_retries=2, queue="q")
+    fired = Execution.objects.create(job=job, trigger=Execution.Trigger.SCHEDULE)
+    with mock.patch("jobs.tasks.run_execution.apply_async"):
+        run = services.execution_run(execution_id=fired.pk, worker="w1@box")
+        assert run is not None and run.status == Execution.Status.RUNNING
+        agent_services.agent_mark_offline(agent=agent, reason="warm shutdown")
+    fired.refresh_from_db()
+    assert fired.status == Execution.Status.RUNNING, (fired.worker, fired.reason)
+    assert not Execution.objects.filter(retry_of=fired).exists()

@@ -9,6 +9,7 @@ from unittest import mock
 
 import pytest
 import time_machine
+from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -778,3 +779,109 @@ def test_it_resends_a_lost_run_even_behind_500_older_runs_of_a_waiting_queue(
             backlog.close()
     resent = [call.args[0][0] for call in sent.call_args_list]
     assert lost.pk in resent
+
+
+@pytest.mark.parametrize("meanwhile", ["disable", "retry_by_hand"])
+def test_an_automatic_retry_waits_for_a_disable_or_a_retry_by_hand(
+    make_job: Callable[..., Job],
+    admin_user: Any,
+    transactional_db: None,
+    meanwhile: str,
+) -> None:
+    """The automatic retry holds its job's and its run's rows while it decides: a
+    disable (which skips pending runs) or a retry by hand made meanwhile waits for
+    it, then sees the retry: no pending run of a disabled job, never two retries."""
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL")
+    job = make_job(max_retries=3, retry_backoff=1)
+    failed = Execution.objects.create(
+        job=job, status=Execution.Status.RUNNING, started_at=timezone.now()
+    )
+    deciding, go_on = threading.Event(), threading.Event()
+    real_delay = executions.retry_delay
+    answers: list[object] = []
+
+    def slow_delay(**kwargs: Any) -> float:
+        deciding.set()
+        go_on.wait(10)
+        return real_delay(**kwargs)
+
+    def finish() -> None:
+        run = Execution.objects.select_related("job").get(pk=failed.pk)
+        services.execution_finish(
+            execution=run, outcome=Outcome(status=Execution.Status.FAILED)
+        )
+        connections.close_all()
+
+    def other() -> None:
+        try:
+            if meanwhile == "disable":
+                services.job_update(job=Job.objects.get(pk=job.pk), enabled=False)
+            else:
+                services.execution_retry(
+                    execution=Execution.objects.get(pk=failed.pk), user=admin_user
+                )
+            answers.append("done")
+        except services.Conflict as exc:
+            answers.append(exc)
+        connections.close_all()
+
+    def other_waits() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return bool(cursor.fetchone()[0])
+
+    with (
+        mock.patch("jobs.services.executions.retry_delay", slow_delay),
+        mock.patch("jobs.tasks.run_execution.apply_async"),
+    ):
+        first = threading.Thread(target=finish)
+        first.start()
+        assert deciding.wait(10)
+        second = threading.Thread(target=other)
+        second.start()
+        assert wait_for(lambda: other_waits() or not second.is_alive(), timeout=10)
+        go_on.set()
+        first.join(10)
+        second.join(10)
+    retries = Execution.objects.filter(retry_of=failed)
+    if meanwhile == "disable":
+        assert answers == ["done"]
+        assert not Execution.objects.filter(job=job, status="pending").exists()
+    else:
+        assert isinstance(answers[0], services.Conflict)  # "already being retried"
+        assert retries.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_releases_each_child_once_when_the_connection_drops_mid_release(
+    make_job: Callable[..., Job],
+) -> None:
+    """The parent's end commits; releasing its children, the connection dies on the
+    second child's INSERT. _with_reconnect runs execution_finish again, which sees
+    its own stamp and releases *every* child again: the first child runs twice."""
+    parent = make_job(name="parent")
+    first, second = make_job(name="first"), make_job(name="second")
+    services.job_set_parents(job=first, parents=[parent])
+    services.job_set_parents(job=second, parents=[parent])
+    execution = Execution.objects.create(job=parent)
+    real = executions.job_trigger
+    dropped = {"done": False}
+
+    def trigger(**kwargs: Any) -> Execution:
+        if kwargs["job"].pk == second.pk and not dropped["done"]:
+            dropped["done"] = True
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(**kwargs)
+
+    with (
+        mock.patch("jobs.services.executions.job_trigger", trigger),
+        mock.patch("jobs.services.executions.time.sleep"),
+        mock.patch("jobs.tasks.run_execution.apply_async"),
+    ):
+        services.execution_run(execution_id=execution.pk, worker="w")
+    assert dropped["done"]
+    assert Execution.objects.filter(job=second).count() == 1
+    assert Execution.objects.filter(job=first).count() == 1

@@ -9,9 +9,10 @@ import time_machine
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from jobs import services
+from jobs import services, stats
 from jobs.models import App, Execution, Job
 from jobs.runners import Outcome
+from jobs.services import executions
 
 pytestmark = pytest.mark.django_db
 
@@ -255,3 +256,34 @@ def test_it_drops_an_apps_stale_figures_within_the_cache_timeout(
         traveller.shift(1.3)  # ops' figures are now older than the cache timeout
         body = api.get("/api/apps/ops/stats/").json()
         assert (body["success_count"], body["active_executions"]) == (1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_forgets_the_job_s_cached_stats_once_its_retry_exists(
+    make_job: Callable[..., Job],
+) -> None:
+    """Outside a transaction the end's stats invalidation runs at its commit, before
+    the retry is inserted; nothing forgets the job's figures after that insert. A
+    stats read in between (a dashboard, an API poll) caches figures without the
+    pending retry for KARMCHARI_STATS_CACHE_SECONDS."""
+    job = make_job(max_retries=1, retry_backoff=1)
+    execution = Execution.objects.create(
+        job=job, status=Execution.Status.RUNNING, started_at=timezone.now()
+    )
+    real_delay = executions.retry_delay
+
+    def delay_with_a_reader(**kwargs: Any) -> float:
+        stats.stats_job(job=Job.objects.get(pk=job.pk))  # someone looks meanwhile
+        return real_delay(**kwargs)
+
+    with (
+        mock.patch("jobs.services.executions.retry_delay", delay_with_a_reader),
+        mock.patch("jobs.tasks.run_execution.apply_async"),
+    ):
+        services.execution_finish(
+            execution=execution, outcome=Outcome(status=Execution.Status.FAILED)
+        )
+    assert Execution.objects.filter(job=job, status="pending").count() == 1
+    figures = stats.stats_job(job=Job.objects.get(pk=job.pk))
+    assert figures["executions"]["pending"] == 1
+    assert figures["active_executions"] == 1
