@@ -24,20 +24,21 @@ def test_it_fires_every_second_on_real_processes(
     processes.worker(queue, concurrency=4)
     beat = processes.beat()
 
-    def five_done() -> list[Execution] | None:
+    def eight_done() -> list[Execution] | None:
         done = list(
             Execution.objects.filter(schedule=schedule, status="succeeded").order_by(
                 "scheduled_for"
             )
         )
-        return done if len(done) >= 5 else None
+        return done if len(done) >= 8 else None
 
-    done = wait_for(five_done, timeout=60)
+    done = wait_for(eight_done, timeout=60)
     slots = [e.scheduled_for for e in done]
     assert len(set(slots)) == len(slots)  # one execution per slot
     assert all(e.output == "tick\n" for e in done)
-    # Slot to start: beat lag + broker + worker pickup. Generous for a loaded CI box.
-    lags = [(e.started_at - e.scheduled_for).total_seconds() for e in done[1:]]
+    # Slot to start: beat lag + broker + worker pickup, once the worker is up (the
+    # first slots wait for its pool to start). Generous for a loaded CI box.
+    lags = [(e.started_at - e.scheduled_for).total_seconds() for e in done[-4:]]
     assert max(lags) < 2.0, lags
     assert not Execution.objects.filter(schedule=schedule, status="skipped").exists()
 
