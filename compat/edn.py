@@ -27,7 +27,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -109,6 +109,9 @@ def _text(value: str) -> str:
 def _from_edn(value: Any) -> Any:
     if isinstance(value, Keyword):
         return value.name
+    if isinstance(value, date) and not isinstance(value, datetime):
+        # `#inst "2016-07-01"` (or "2016"): Clojure reads midnight UTC.
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, Mapping):
         return {_key(key): _from_edn(item) for key, item in value.items()}
     if isinstance(value, str):

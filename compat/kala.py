@@ -272,10 +272,11 @@ def decode(body: bytes) -> dict[str, Any]:
 def _duration(text: str, what: str) -> timedelta:
     try:
         value = isodate.parse_duration(text)
-    except (isodate.ISO8601Error, ValueError, TypeError):
+        if isinstance(value, isodate.Duration):
+            value = value.totimedelta(start=timezone.now())
+    # Years past 9999 (P99999Y), or more days than a timedelta holds.
+    except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):
         raise KalaError(f"{INIT_ERROR}: bad {what} {text!r}") from None
-    if isinstance(value, isodate.Duration):
-        value = value.totimedelta(start=timezone.now())
     if not isinstance(value, timedelta):
         raise KalaError(f"{INIT_ERROR}: bad {what} {text!r}")
     if value < timedelta(0):

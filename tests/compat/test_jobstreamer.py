@@ -481,3 +481,18 @@ def test_it_leaves_reserved_paths_to_django(curl: Client) -> None:
     response = curl.get("/api/jobs")
     assert response.status_code == 200 and "results" in response.json()
     assert curl.get("/admin/stats").status_code in (301, 302, 404)
+
+
+@pytest.mark.parametrize("inst", ['#inst "2016-07-01"', '#inst "2016"'])
+def test_it_reads_a_date_only_inst_as_midnight_utc(
+    curl: Client, app: str, inst: str
+) -> None:
+    """Clojure's #inst reader takes a date or a bare year, as midnight UTC."""
+    body = f'{{:job/name "dated" :job/command "true" :job/since {inst}}}'
+    assert send(curl, "post", f"/{app}/jobs", body).status_code == 201
+    response = send(
+        curl, "post", f"/{app}/job/dated/executions", f"{{:business-date {inst}}}"
+    )
+    assert response.status_code == 201, response.content
+    [run] = Execution.objects.filter(job__name="dated")
+    assert run.parameters["business-date"].startswith(inst.split('"')[1][:4])

@@ -415,3 +415,15 @@ def test_it_lists_only_shell_jobs_of_the_compat_app(
     make_job(app=make_app("elsewhere"))
     make_job(app=make_app("default"), kind=Job.Kind.EXTERNAL, spec={})
     assert curl.get("/api/v1/job/").content == b'{"jobs":{}}\n'
+
+
+@pytest.mark.parametrize("epsilon", ["P99999Y", "P999999999999D"])
+def test_it_refuses_an_epsilon_too_large_to_count(curl: Client, epsilon: str) -> None:
+    response = post(
+        curl,
+        "/api/v1/job/",
+        {"name": "x", "command": "true", "schedule": SCHEDULE, "epsilon": epsilon},
+    )
+    assert response.status_code == 400, response.content
+    assert f"bad epsilon {epsilon!r}".encode() in response.content
+    assert not Job.objects.exists()
