@@ -112,12 +112,18 @@ def plan(
 
     exhausted = False
     if repetitions_left is not None and len(run) >= repetitions_left:
-        cut = len(run) - repetitions_left
-        # The latest slots run; the earlier ones are recorded, not lost.
+        # The runs left go first to slots on time (or fired ahead), earliest first:
+        # what the preview shows; then to missed ones, latest first. Missed slots
+        # left out are recorded, not lost; timely ones after the last run are past
+        # the schedule's end, as any later slot.
+        timely = [s for s in run if now - s <= epsilon]
+        missed = [s for s in run if now - s > epsilon]
+        keep = set((timely + missed[::-1])[:repetitions_left])
         skipped += _skip_range(
-            run[:cut], f"repetitions: only {repetitions_left} left for these slots"
+            [s for s in missed if s not in keep],
+            f"repetitions: only {repetitions_left} left for these slots",
         )
-        run = run[cut:]
+        run = [s for s in run if s in keep]
         exhausted = True
 
     next_run_at = None

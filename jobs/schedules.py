@@ -115,6 +115,11 @@ def parse(kind: str, expression: str, tz: str = "UTC") -> Parsed:
         ) from None
     text = expression.strip()
     if k in (Kind.CRON, Kind.QUARTZ):
+        if not text.isascii():
+            # "²" or "٣" pass str.isdigit(); cron's fields are ASCII.
+            raise ScheduleError(
+                "cron expressions hold ASCII digits, names and * , - / ? L W # only"
+            )
         return CronSchedule(text, tz, zone, force_quartz=k is Kind.QUARTZ)
     if k is Kind.INTERVAL:
         return IntervalSchedule(text, tz, zone)
@@ -678,6 +683,12 @@ class CronSchedule(Parsed):
         return None
 
     def next_after(self, after: datetime) -> datetime | None:
+        try:
+            return self._next_after(after)
+        except OverflowError:  # a wall time whose UTC is past year 9999
+            return None
+
+    def _next_after(self, after: datetime) -> datetime | None:
         moment = _utc_floor(after)
         local = moment.astimezone(self.zone)
         wall = local.replace(tzinfo=None, fold=0)

@@ -126,7 +126,12 @@ def schedule_check(*, schedule: Schedule | None, fields: Mapping[str, Any]) -> N
     if errors:
         raise ScheduleInvalid(errors)
     timing = {"kind", "expression", "timezone", "start_at", "end_at"}
-    if base.pk is not None and not timing & set(fields):
+    # Only a new schedule or a change of its timing (a PUT sends unchanged values
+    # too: disabling a finished schedule is no re-timing).
+    retimed = {
+        name for name in timing & set(fields) if fields[name] != getattr(base, name)
+    }
+    if base.pk is not None and not retimed:
         return
     probe = Schedule(**{name: values[name] for name in timing})
     now = timezone.now()
@@ -141,7 +146,11 @@ def schedule_upcoming(schedule: Schedule, *, after: datetime, n: int) -> list[da
     """A saved schedule's next `n` slots after `after`: inside its start/end window
     and no more than its repetitions left (what it will really fire)."""
     if schedule.start_at is not None and schedule.start_at > after:
-        after = schedule.start_at - timedelta(seconds=1)
+        # Fire times are whole seconds: the first one at or after start_at.
+        start = schedule.start_at
+        if start.microsecond:
+            start = start.replace(microsecond=0) + timedelta(seconds=1)
+        after = start - timedelta(seconds=1)
     if schedule.repetitions_left is not None:
         n = min(n, schedule.repetitions_left)
     parsed = schedule_parse(
@@ -197,11 +206,21 @@ def schedule_save(
     """
     now = timezone.now()
     with transaction.atomic():
-        if changed is None or _TIMING_FIELDS & changed:
-            schedule.next_run_at = schedule_next_run(schedule, after=now)
-        schedule.save()
         reenabled = changed is not None and schedule.enabled and not was_enabled
         missed = schedule.next_run_at is not None and schedule.next_run_at <= now
+        if changed is None or _TIMING_FIELDS & changed:
+            if reenabled and missed:
+                # Re-enabled and re-timed at once: the slots of the disabled time
+                # (as the new timing has them) are settled below, not dropped.
+                assert schedule.next_run_at is not None
+                first = schedule.next_run_at - timedelta(seconds=1)
+                schedule.next_run_at = schedule_next_run(schedule, after=first)
+                missed = (
+                    schedule.next_run_at is not None and schedule.next_run_at <= now
+                )
+            if not (reenabled and missed):
+                schedule.next_run_at = schedule_next_run(schedule, after=now)
+        schedule.save()
         if reenabled and missed and schedule.job.enabled:
             # No epsilon: every slot of the disabled time is missed, so the policy
             # settles them all (run_once: the latest), not each one "still on time".
