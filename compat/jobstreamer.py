@@ -34,7 +34,6 @@ from compat.security import (
     CHANGE_SCHEDULE,
     DELETE_SCHEDULE,
     REALM,
-    SHELL_DENIED,
     authorize,
     may,
     may_manage_shell,
@@ -43,6 +42,7 @@ from compat.security import (
 )
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, slug_validator, validate_not_reserved
+from jobs.permissions import SHELL_DENIED
 from jobs.runners import SpecError
 from jobs.runners.batch import NOT_RUNNABLE
 from karmchari_site.text import unstorable_path

@@ -31,7 +31,6 @@ from compat.security import (
     ADD_SCHEDULE,
     DENIED,
     REALM,
-    SHELL_DENIED,
     authorize,
     may,
     may_manage_shell,
@@ -40,6 +39,7 @@ from compat.security import (
 )
 from jobs import schedules, services
 from jobs.models import App, Execution, Job, Schedule, slug_validator
+from jobs.permissions import SHELL_DENIED, may_change_jobs
 from jobs.runners import SpecError
 from karmchari_site.text import unstorable_path
 
@@ -454,20 +454,22 @@ def _start(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
     return _empty(204)
 
 
-def _enable(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+def _set_enabled(user: Any, job_id: str, enabled: bool) -> HttpResponse:
     job = _find(job_id, user)
     if job is None:
         return _empty(404)
-    services.job_update(job=job, enabled=True)
+    if user is not None and not may_change_jobs(user, [job]):
+        return _plain(f"{SHELL_DENIED}\n", 403)
+    services.job_update(job=job, enabled=enabled)
     return _empty(204)
+
+
+def _enable(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
+    return _set_enabled(user, job_id, True)
 
 
 def _disable(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
-    job = _find(job_id, user)
-    if job is None:
-        return _empty(404)
-    services.job_update(job=job, enabled=False)
-    return _empty(204)
+    return _set_enabled(user, job_id, False)
 
 
 def _app_stats(request: HttpRequest, user: Any) -> HttpResponse:

@@ -38,7 +38,9 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     path = scope.get("path") or "/"
     clean = clean_path(path)
-    if clean != path:
+    # Not to "/\\host/": browsers read a backslash as a slash, so that Location
+    # would send the client to another site (Go's redirect did).
+    if clean != path and "\\" not in clean:
         query = scope.get("query_string") or b""
         location = clean.encode() + (b"?" + query if query else b"")
         await send(

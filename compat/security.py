@@ -115,11 +115,6 @@ def restrict(queryset: QuerySet[M], user: Any, path: str) -> QuerySet[M]:
     return queryset if user is None else access.restrict(queryset, user, path)
 
 
-SHELL_DENIED = (
-    "Creating or editing shell jobs needs the 'jobs.manage_shell_job' permission."
-)
-
-
 def may_manage_shell(user: Any) -> bool:
     """Shell jobs run any command on the workers: the native API's rule, for the
     compat routes that create them (anonymous on an open API is trusted)."""

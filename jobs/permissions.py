@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from rest_framework.permissions import DjangoModelPermissions
@@ -32,6 +33,17 @@ class ModelPermissions(DjangoModelPermissions):
 SHELL_PERMISSION = "jobs.manage_shell_job"
 
 
+SHELL_DENIED = (
+    "Creating or editing shell jobs needs the 'jobs.manage_shell_job' permission."
+)
+
+
 def can_manage_shell_jobs(user: Any) -> bool:
     """Creating or editing a shell job (which runs any command on the workers)."""
     return bool(user and user.is_authenticated and user.has_perm(SHELL_PERMISSION))
+
+
+def may_change_jobs(user: Any, jobs: Iterable[Any]) -> bool:
+    """Whether `user` may change these jobs at all (enable, disable, link them as
+    children): not a shell job among them without jobs.manage_shell_job."""
+    return can_manage_shell_jobs(user) or all(job.kind != "shell" for job in jobs)

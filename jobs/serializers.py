@@ -13,7 +13,7 @@ from rest_framework.exceptions import PermissionDenied
 from agents import services as agents_services
 from jobs import access, schedules, services
 from jobs.models import App, Execution, ExecutionEvent, Job, Schedule
-from jobs.permissions import can_manage_shell_jobs
+from jobs.permissions import SHELL_DENIED, can_manage_shell_jobs, may_change_jobs
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.runners.http import placeholder_names
 from jobs.secrets import SecretError, clean_secrets
@@ -261,16 +261,20 @@ class JobSerializer(serializers.ModelSerializer[Job]):
 
     def _check_shell_permission(self, attrs: dict[str, Any]) -> None:
         """Shell jobs run any command on the workers: creating one, or changing one
-        at all, takes jobs.manage_shell_job on top of the model permission."""
+        at all, takes jobs.manage_shell_job on top of the model permission. Linking
+        one as a child (or unlinking it) changes when it runs: that too."""
         current = self.instance
         kind = attrs.get("kind", current.kind if current else Job.Kind.SHELL)
         shell = kind == Job.Kind.SHELL or (current and current.kind == Job.Kind.SHELL)
         request = self.context.get("request")
-        if shell and request is not None and not can_manage_shell_jobs(request.user):
-            raise PermissionDenied(
-                "Creating or editing shell jobs needs the "
-                "'jobs.manage_shell_job' permission."
-            )
+        if request is None or can_manage_shell_jobs(request.user):
+            return
+        if "children" in attrs:
+            before = set(current.children.all()) if current is not None else set()
+            if not may_change_jobs(request.user, before ^ set(attrs["children"])):
+                shell = True
+        if shell:
+            raise PermissionDenied(SHELL_DENIED)
 
     def get_warnings(self, job: Job) -> list[str]:
         # One query per response, shared by every job of a list (the root's context).

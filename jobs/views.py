@@ -18,7 +18,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -33,6 +33,7 @@ from jobs.authentication import password_login_limited
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
 from jobs.filters import ExecutionFilter, JobFilter, ScheduleFilter
 from jobs.models import App, Execution, Job, JobSecret, Schedule
+from jobs.permissions import SHELL_DENIED, may_change_jobs
 from jobs.secrets import SecretError
 from jobs.serializers import (
     AppSerializer,
@@ -212,14 +213,22 @@ class JobViewSet(JobEngineActions, AppScopedMixin, viewsets.ModelViewSet[Job]):
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])
     def enable(self, request: Request, pk: str | None = None) -> Response:
-        job = services.job_update(job=self.get_object(), enabled=True)
+        job = services.job_update(job=self._changeable(request), enabled=True)
         return Response(self.get_serializer(job).data)
 
     @extend_schema(request=None, responses=JobSerializer)
     @action(detail=True, methods=["post"])
     def disable(self, request: Request, pk: str | None = None) -> Response:
-        job = services.job_update(job=self.get_object(), enabled=False)
+        job = services.job_update(job=self._changeable(request), enabled=False)
         return Response(self.get_serializer(job).data)
+
+    def _changeable(self, request: Request) -> Job:
+        """The job, if this user may change it (a shell job needs the permission
+        for enabling or disabling too, as for any other change)."""
+        job: Job = self.get_object()
+        if not may_change_jobs(request.user, [job]):
+            raise PermissionDenied(SHELL_DENIED)
+        return job
 
 
 class PlainTextRenderer(BaseRenderer):

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from django.contrib import admin
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
+from django.core.exceptions import ValidationError
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -66,6 +68,13 @@ class AppScopedAdmin(admin.ModelAdmin[M]):
         self, db_field: Any, request: HttpRequest, **kwargs: Any
     ) -> Any:
         _offer_visible(db_field, request, kwargs)
+        if db_field.name in self.raw_id_fields and "queryset" in kwargs:
+            kwargs.setdefault(
+                "widget",
+                VisibleRawIdWidget(
+                    db_field.remote_field, self.admin_site, visible=kwargs["queryset"]
+                ),
+            )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def formfield_for_manytomany(
@@ -73,6 +82,25 @@ class AppScopedAdmin(admin.ModelAdmin[M]):
     ) -> Any:
         _offer_visible(db_field, request, kwargs)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
+class VisibleRawIdWidget(ForeignKeyRawIdWidget):
+    """A raw-id field that names only what the user may see: Django's looks the id
+    up unrestricted, so `?job=<id>` on an add page would name a hidden job."""
+
+    def __init__(self, *args: Any, visible: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.visible = visible
+
+    def label_and_url_for_value(self, value: Any) -> tuple[str, str]:
+        key = self.rel.get_related_field().name
+        try:
+            if not self.visible.filter(**{key: value}).exists():
+                return "", ""
+        except (ValueError, TypeError, ValidationError):
+            return "", ""
+        label, url = super().label_and_url_for_value(value)
+        return str(label), str(url)
 
 
 def _offer_visible(db_field: Any, request: HttpRequest, kwargs: dict[str, Any]) -> None:

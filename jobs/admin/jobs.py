@@ -23,7 +23,7 @@ from jobs import access, charts, services, stats
 from jobs.admin.base import AppListFilter, AppScopedAdmin, _change_link, _seconds, _when
 from jobs.admin.schedules import ScheduleInline, _save_schedule_form, schedule_meaning
 from jobs.models import Execution, Job, JobSecret, Schedule
-from jobs.permissions import can_manage_shell_jobs
+from jobs.permissions import SHELL_DENIED, can_manage_shell_jobs, may_change_jobs
 from jobs.runners import SECRET_MASK, SpecError
 from jobs.secrets import MAX_VALUE_BYTES, SecretError, clean_secrets, spec_split_secrets
 from karmchari_site.admin_ui import badge
@@ -696,12 +696,23 @@ class JobAdmin(AppScopedAdmin[Job]):
 
     @admin.action(description="Enable selected jobs", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        for job in queryset:
-            services.job_update(job=job, enabled=True)
-        self.message_user(request, f"Enabled {len(queryset)} job(s).")
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description="Disable selected jobs", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(
+        self, request: HttpRequest, queryset: QuerySet[Job], enabled: bool
+    ) -> None:
+        done = 0
         for job in queryset:
-            services.job_update(job=job, enabled=False)
-        self.message_user(request, f"Disabled {len(queryset)} job(s).")
+            if not may_change_jobs(request.user, [job]):
+                self.message_user(
+                    request, f"{job}: {SHELL_DENIED} Left as it was.", messages.WARNING
+                )
+                continue
+            services.job_update(job=job, enabled=enabled)
+            done += 1
+        verb = "Enabled" if enabled else "Disabled"
+        self.message_user(request, f"{verb} {done} job(s).")

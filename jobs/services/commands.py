@@ -4,6 +4,7 @@ external job's reports."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import transaction
@@ -13,6 +14,7 @@ from django.utils import timezone
 from jobs import control, logs
 from jobs.models import Execution, ExecutionEvent, Job
 from jobs.runners import PAUSABLE_KINDS, Outcome
+from jobs.secrets import SecretError, job_secrets_reveal, mask_text
 from jobs.services.base import Conflict, ServiceError, actor_name, event_actor
 from jobs.services.executions import (
     execution_finish,
@@ -21,6 +23,8 @@ from jobs.services.executions import (
     external_start,
 )
 from jobs.stats import stats_forget, stats_invalidate
+
+logger = logging.getLogger(__name__)
 
 _CONTROL_STATES = {
     "pause": Execution.DesiredState.PAUSE,
@@ -142,6 +146,11 @@ def execution_report(
         raise Conflict("Only executions of external jobs report their own progress.")
     if status not in REPORTABLE_STATUSES:
         raise ServiceError(f"Cannot report status {status!r}.")
+    # Masked as a worker masks what its runs print (the process may know a secret).
+    hidden = _secret_values(job_id=execution.job_id)
+    output, error, reason = (
+        mask_text(text, hidden) for text in (output, error, reason)
+    )
     # All of a report or none of it, one report of a run at a time (the row lock):
     # concurrent progress reports append in turn, and of two final reports the
     # second sees the first one's end and is refused.
@@ -189,6 +198,16 @@ def execution_report(
             stats_forget(job_id=execution.job_id)
     execution.refresh_from_db()
     return execution
+
+
+def _secret_values(*, job_id: int) -> list[str]:
+    """The job's secret values, to mask; none when some cannot be decrypted (those
+    stay unknown here: the report is still taken)."""
+    try:
+        return list(job_secrets_reveal(job_id=job_id).values())
+    except SecretError:
+        logger.warning("job %s: a secret cannot be decrypted to mask it", job_id)
+        return []
 
 
 def _add_paused_time(*, execution: Execution) -> None:

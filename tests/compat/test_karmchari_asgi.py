@@ -56,3 +56,13 @@ def test_it_redirects_an_unclean_path_as_gorilla_mux_does() -> None:
     assert dict(start["headers"])[b"location"] == b"/registerJob"
     start, body = async_to_sync(call)("/registerJob/")  # clean: Go's 404
     assert (start["status"], body["body"]) == (404, b"404 page not found\n")
+
+
+def test_it_does_not_redirect_an_unclean_path_to_another_host() -> None:
+    """`/x/../\\evil.example` cleans to `/\\evil.example`; browsers read a Location
+    of `/\\host` as `//host`, another origin: an open redirect off the server."""
+    start, _ = async_to_sync(call)("/x/../\\evil.example/")
+    location = dict(start["headers"]).get(b"location", b"")
+    assert start["status"] != 301 or not location.replace(b"\\", b"/").startswith(
+        b"//"
+    ), location

@@ -412,3 +412,34 @@ def test_it_refuses_a_token_for_a_user_who_sees_apps_the_maker_cannot(
     response = client.post("/admin/jobs/apitoken/add/", {"user": peer.pk, "name": "ok"})
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert ApiToken.objects.get().user == peer
+
+
+on = override_settings(KARMCHARI_PER_APP_ACCESS=True)
+
+PERMS = [
+    f"jobs.{verb}_{model}"
+    for model in ("app", "job", "schedule", "execution", "notificationrule")
+    for verb in ("view", "add", "change")
+]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    cache.clear()
+
+
+@on
+@pytest.mark.parametrize(
+    "url", ["/admin/jobs/schedule/add/", "/admin/jobs/notificationrule/add/"]
+)
+def test_it_does_not_name_a_hidden_job_in_a_raw_id_field(
+    operator: Client, theirs: App, make_job: Callable[..., Job], url: str
+) -> None:
+    """The raw-id widget labels the id it holds with the object's name, read from the
+    unrestricted manager: typing (or passing ?job=) a hidden job's id names it."""
+    hidden = make_job(app=theirs, name="payroll-secret-export")
+    response = operator.get(f"{url}?job={hidden.pk}")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "payroll-secret-export" not in body
+    assert f"/admin/jobs/job/{hidden.pk}/change/" not in body

@@ -7,9 +7,11 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.test import Client
 from rest_framework.test import APIClient
 
 from jobs.models import App, Job
+from tests.compat.conftest import basic
 from tests.tokens import make_token
 
 pytestmark = pytest.mark.django_db
@@ -102,3 +104,64 @@ def test_the_admin_keeps_shell_jobs_from_editors(
     )
     assert b"jobs.manage_shell_job" in response.content
     assert not Job.objects.filter(name="sneaky").exists()
+
+
+@pytest.fixture
+def editor(make_user: Callable[..., User]) -> User:
+    return make_user("ed", groups=["editor"], is_staff=True)
+
+
+def test_it_refuses_an_editor_disabling_or_enabling_a_shell_job_through_the_verbs(
+    editor: User, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(editor).key}")
+    response = client.post(f"/api/jobs/{job.pk}/disable/")
+    job.refresh_from_db()
+    assert (response.status_code, job.enabled) == (403, True)
+
+
+def test_it_refuses_an_editor_disabling_a_shell_job_with_the_console_action(
+    editor: User, make_job: Callable[..., Job]
+) -> None:
+    """The shell job's page is read-only to an editor; the changelist's bulk action
+    still changes it."""
+    job = make_job()
+    browser = Client()
+    browser.force_login(editor)
+    browser.post(
+        "/admin/jobs/job/", {"action": "disable", "_selected_action": [job.pk]}
+    )
+    job.refresh_from_db()
+    assert job.enabled
+
+
+def test_it_refuses_a_kala_client_without_the_shell_permission_disabling_a_job(
+    make_user: Callable[..., User], make_app: Callable[..., App]
+) -> None:
+    """Every Kala job is a shell job; docs/compat.md: creating or changing one needs
+    jobs.manage_shell_job, as in /api/."""
+    from compat.security import READ_PERMISSIONS, WRITE_PERMISSIONS
+
+    make_user("op", perms=[*READ_PERMISSIONS, *WRITE_PERMISSIONS])
+    job = Job.objects.create(
+        app=make_app("default"), name="kala-job", kind="shell", spec={"command": "id"}
+    )
+    curl = Client(HTTP_AUTHORIZATION=basic("op", "pw"))
+    response = curl.post(f"/api/v1/job/disable/{job.uid}/")
+    job.refresh_from_db()
+    assert job.enabled, response.status_code
+
+
+def test_it_refuses_an_editor_linking_a_shell_job_as_a_child(
+    editor: User, make_job: Callable[..., Job]
+) -> None:
+    """`children` of an http job are the shell job's `parents`: writing them changes
+    the shell job (it then runs after each success of the http job)."""
+    shell = make_job(name="shell-child")
+    http = make_job(name="http-parent", kind="http", spec={"url": "http://127.0.0.1/"})
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(editor).key}")
+    response = client.patch(f"/api/jobs/{http.pk}/", {"children": [shell.pk]})
+    assert list(shell.parents.all()) == [], response.status_code

@@ -18,6 +18,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import override_settings
 from django_redis import get_redis_connection
+from rest_framework.test import APIClient
 
 from jobs import logs, services
 from jobs.checks import check_secrets_keys
@@ -433,3 +434,44 @@ def test_the_migration_moves_stored_secrets_out_of_specs_and_back() -> None:
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+SECRET = "s3cr3t-v4lue-0042"
+
+
+@pytest.fixture(autouse=True)
+def no_broker() -> Iterator[mock.MagicMock]:
+    with mock.patch("jobs.tasks.run_execution.apply_async") as apply_async:
+        yield apply_async
+
+
+def test_it_masks_a_secret_in_what_an_external_run_reports(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    """docs/api.md: every occurrence of a secret value in a run's output, error,
+    reason and live log is replaced by ***. A report's text is stored as sent."""
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    services.job_update(job=job, secrets={"API_KEY": SECRET})
+    run = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(
+            f"/api/executions/{run}/report/",
+            {"status": "running", "output": f"using {SECRET}\n"},
+        )
+    live = api.get(f"/api/executions/{run}/log/").json()["text"]
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(
+            f"/api/executions/{run}/report/",
+            {
+                "status": "failed",
+                "error": f"bad key {SECRET}",
+                "reason": f"refused {SECRET}",
+            },
+        )
+    detail = api.get(f"/api/executions/{run}/").json()
+    assert SECRET not in live
+    assert SECRET not in detail["output"]
+    assert SECRET not in detail["error"]
+    assert SECRET not in detail["reason"]
