@@ -28,6 +28,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from audit.middleware import client_address
 from jobs import access, logs, schedules, services, stats, tokens
 from jobs.authentication import password_login_limited
 from jobs.engine_views import ExecutionEngineActions, JobEngineActions
@@ -92,6 +93,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return drf_exception_handler(exc, context)
 
 
+class LoginRateThrottle(ScopedRateThrottle):
+    """DRF's scoped throttle, keyed by the client's address as the rest of the
+    project reads it (audit.middleware.client_address): DRF's own reading takes the
+    whole X-Forwarded-For header, which a client can vary to dodge the limit."""
+
+    def get_ident(self, request: Request) -> str:
+        return client_address(request) or super().get_ident(request)
+
+
 class ObtainTokenView(APIView):
     """POST username and password (and optionally a token `name`) for a new API
     token; the key is in the answer, once. Throttled per client address
@@ -99,7 +109,7 @@ class ObtainTokenView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [LoginRateThrottle]
     throttle_scope = "login"
 
     @extend_schema(request=TokenRequestSerializer, responses=TokenAnswerSerializer)

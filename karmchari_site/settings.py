@@ -278,7 +278,6 @@ KARMCHARI_KILL_GRACE = env_float("KARMCHARI_KILL_GRACE", 10.0)
 KARMCHARI_RETRY_BACKOFF_MAX = env_float(
     "KARMCHARI_RETRY_BACKOFF_MAX", 600.0, minimum=1.0
 )
-KARMCHARI_DEFAULT_QUEUE = env_str("KARMCHARI_DEFAULT_QUEUE", "celery")
 # Environment variables a shell job inherits from the worker; the rest (database
 # passwords, SECRET_KEY...) stay out of the job's reach.
 KARMCHARI_SHELL_INHERIT_ENV = env_list(

@@ -19,7 +19,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -68,7 +70,18 @@ class RefuseUnstorableMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        found = self._found(request)
+        try:
+            found = self._found(request)
+        except RequestDataTooBig:
+            # Reading the form here is the first read of the body: answer as the
+            # API does for a JSON body (jobs.views), not with Django's HTML 400.
+            why = (
+                "The request body is too large: at most "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+            )
+            if request.path_info.startswith("/api/"):
+                return JsonResponse({"detail": why}, status=413)
+            return HttpResponse(why, status=413, content_type="text/plain")
         if found:
             why, where = found
             return HttpResponseBadRequest(

@@ -250,3 +250,21 @@ def test_the_admin_login_counts_guesses_from_a_signed_in_user(
         assert response.status_code == 200
     response = client.post("/admin/login/", {"username": "other", "password": "secret"})
     assert response.status_code == 429
+
+
+def test_the_token_endpoint_limit_ignores_a_forged_forwarded_for(
+    anon: APIClient, settings: Any
+) -> None:
+    """Keyed by the client's address, not by the header a client can vary."""
+    # Only the endpoint's rate limit (10/minute) here, not the failure counts.
+    settings.KARMCHARI_AUTH_FAILURE_LIMIT = 100
+    settings.KARMCHARI_AUTH_FAILURE_ADDRESS_LIMIT = 100
+    codes = [
+        anon.post(
+            "/api/token/",
+            {"username": f"u{n}", "password": "guess"},
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{n}",
+        ).status_code
+        for n in range(11)
+    ]
+    assert codes == [400] * 10 + [429], codes

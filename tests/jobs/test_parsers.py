@@ -36,6 +36,20 @@ def test_it_refuses_an_oversized_body(api: APIClient) -> None:
     )
 
 
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024)
+def test_it_refuses_an_oversized_form_body_as_it_does_a_json_one(
+    anon: APIClient,
+) -> None:
+    body = "username=admin&password=" + "a" * 4096
+    response = anon.generic(
+        "POST", "/api/token/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        "The request body is too large: at most 1024 bytes."
+    )
+
+
 def test_the_kala_api_refuses_deep_json_too(api: APIClient) -> None:
     response = api.generic(
         "POST", "/api/v1/job/", DEEP, content_type="application/json"
