@@ -171,6 +171,10 @@ def busy_fraction(before: Any, after: Any) -> float | None:
     went backwards, as they can after a suspend).
     """
     total = sum(after) - sum(before)
+    # On Linux `user` already holds `guest`, and `nice` holds `guest_nice`, as
+    # psutil.cpu_percent accounts for: counted once.
+    for name in ("guest", "guest_nice"):
+        total -= getattr(after, name, 0.0) - getattr(before, name, 0.0)
     if total <= 0:
         return None
     idle = (after.idle - before.idle) + (

@@ -17,7 +17,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -177,12 +177,22 @@ def _iso(value: Any) -> str | None:
 def notifications_queue(
     *, job: Job, execution: Execution | None, events: list[str]
 ) -> list[NotificationDelivery]:
-    """Record a delivery per matching rule and event; send each after commit."""
+    """Record a delivery per matching rule and event; send each after commit. `slow`
+    goes only to the rules by whose own slow_factor the run was slow."""
     made: list[NotificationDelivery] = []
     for rule in notification_rules(job=job):
         wanted = set(rule.events)
         for event in events:
             if event not in wanted:
+                continue
+            if event == Event.SLOW and not (
+                execution is not None
+                and _is_slow(
+                    execution,
+                    job,
+                    rule.slow_factor or settings.KARMCHARI_NOTIFY_SLOW_FACTOR,
+                )
+            ):
                 continue
             try:
                 with transaction.atomic():
@@ -222,12 +232,7 @@ def execution_changed(*, execution: Execution) -> None:
         if not rules:
             return
         if execution.is_finished and any(Event.SLOW in rule.events for rule in rules):
-            factor = min(
-                rule.slow_factor or settings.KARMCHARI_NOTIFY_SLOW_FACTOR
-                for rule in rules
-            )
-            if _is_slow(execution, job, factor):
-                events.append(Event.SLOW)
+            events.append(Event.SLOW)  # each rule judges by its own factor
         if events:
             notifications_queue(job=job, execution=execution, events=events)
     except Exception:
@@ -334,7 +339,12 @@ def webhook_verify(
     return hmac.compare_digest(expected, header.strip())
 
 
-def _text(payload: dict[str, Any]) -> str:
+def _slack_escape(text: str) -> str:
+    """Slack's own escaping: its <...> are links and mentions (<!channel>)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _text(payload: dict[str, Any], escape: Callable[[str], str] = str) -> str:
     execution = payload.get("execution") or {}
     what = {
         Event.FAILURE: f"failed ({execution.get('status')}, exit code "
@@ -346,9 +356,9 @@ def _text(payload: dict[str, Any]) -> str:
         Event.SLOW: f"is slow: took {execution.get('duration') or 0:.1f}s, much "
         "longer than its average",
     }.get(payload["event"], payload["event"])
-    line = f"[Karmchari] {payload['app']}/{payload['job']} {what}"
+    line = f"[Karmchari] {escape(payload['app'])}/{escape(payload['job'])} {what}"
     if execution.get("reason"):
-        line += f"\n{execution['reason']}"
+        line += f"\n{escape(execution['reason'])}"
     if execution.get("url"):
         line += f"\n{execution['url']}"
     return line
@@ -386,7 +396,7 @@ def _send(delivery: NotificationDelivery) -> int | None:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
         return None
     if channel.kind == NotificationChannel.Kind.SLACK:
-        body = json.dumps({"text": _text(payload)}).encode()
+        body = json.dumps({"text": _text(payload, _slack_escape)}).encode()
         return _post(channel.target, body, {})
     body = json.dumps(payload, sort_keys=True).encode()
     timestamp = int(time.time())
@@ -411,6 +421,13 @@ def notification_deliver(*, delivery_id: int, final: bool) -> NotificationDelive
     )
     if delivery.status == NotificationDelivery.Status.SENT:
         return delivery  # delivered twice by the broker: send once
+    if not delivery.channel.enabled:
+        # Disabling a channel is how an operator stops it: queued deliveries and
+        # their retries too. Recorded, and not retried.
+        delivery.status = NotificationDelivery.Status.FAILED
+        delivery.error = "Not sent: the channel was disabled."
+        delivery.save(update_fields=["status", "error"])
+        return delivery
     delivery.attempts += 1
     try:
         delivery.response_code = _send(delivery)

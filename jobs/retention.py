@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.models import Execution, Job
+from jobs.models import Execution, Job, NotificationDelivery
 from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,30 @@ def executions_prune(*, now: datetime | None = None, batch: int = 1000) -> int:
         removed += execution_prune_job(job=job, now=now, batch=batch)
     if removed:
         logger.info("retention: removed %d finished execution(s)", removed)
+    deliveries_prune(now=now, batch=batch)
     return removed
+
+
+def deliveries_prune(*, now: datetime, batch: int = 1000) -> int:
+    """Drop the delivery log's sent and failed entries older than
+    KARMCHARI_KEEP_DELIVERY_DAYS (0: keep them all), ten batches at most per run."""
+    days = settings.KARMCHARI_KEEP_DELIVERY_DAYS
+    if not days:
+        return 0
+    old = (
+        NotificationDelivery.objects.filter(created__lt=now - timedelta(days=days))
+        .exclude(status=NotificationDelivery.Status.PENDING)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    doomed = list(old[: 10 * batch])
+    for start in range(0, len(doomed), batch):
+        NotificationDelivery.objects.filter(
+            pk__in=doomed[start : start + batch]
+        ).delete()
+    if doomed:
+        logger.info("retention: removed %d old notification deliveries", len(doomed))
+    return len(doomed)
 
 
 def execution_prune_job(*, job: Job, now: datetime, batch: int = 1000) -> int:

@@ -320,6 +320,8 @@ KARMCHARI_AUTH_FAILURE_WINDOW = env_int("KARMCHARI_AUTH_FAILURE_WINDOW", 300, mi
 KARMCHARI_KEEP_SUCCEEDED = env_int("KARMCHARI_KEEP_SUCCEEDED", 100)
 KARMCHARI_KEEP_FAILED = env_int("KARMCHARI_KEEP_FAILED", 100)
 KARMCHARI_KEEP_DAYS = env_int("KARMCHARI_KEEP_DAYS", 0)
+# Days the notification delivery log keeps sent and failed entries; 0 keeps them all.
+KARMCHARI_KEEP_DELIVERY_DAYS = env_int("KARMCHARI_KEEP_DELIVERY_DAYS", 30)
 KARMCHARI_PRUNE_SECONDS = env_float("KARMCHARI_PRUNE_SECONDS", 3600.0, minimum=1.0)
 # Seconds an execution may stay pending before beat's outbox sweep sends it again.
 KARMCHARI_OUTBOX_SECONDS = env_float("KARMCHARI_OUTBOX_SECONDS", 60.0, minimum=1.0)

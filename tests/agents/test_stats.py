@@ -74,3 +74,12 @@ def test_it_measures_load_between_samples() -> None:
     assert second.cpu_time >= first.cpu_time > 0
     assert second.memory_total == psutil.virtual_memory().total
     assert len(second.load_average) == 3
+
+
+def test_it_counts_guest_time_once_in_the_system_load() -> None:
+    """Linux counts `guest` inside `user` (and `guest_nice` inside `nice`): a host
+    running VMs, 10 s user of which 8 s guest, and 10 s idle, is 50% busy."""
+    host = namedtuple("host", "user nice system idle iowait guest guest_nice")
+    before = host(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    after = host(10.0, 0.0, 0.0, 10.0, 0.0, 8.0, 0.0)
+    assert busy_fraction(before, after) == pytest.approx(0.5)

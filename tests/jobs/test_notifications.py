@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from unittest import mock
 
 import pytest
 import time_machine
@@ -17,7 +18,7 @@ from django.core import mail
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from jobs import notifications, services
+from jobs import notifications, retention, services
 from jobs.models import (
     App,
     Execution,
@@ -354,3 +355,164 @@ def test_it_verifies_a_timed_webhook_signature_only_fresh_and_untouched() -> Non
     assert not verify(header=header.replace("t=1000000", "t=1000050"))
     assert not verify(header="t=abc,v1=00")
     assert not verify(header="garbage")
+
+
+def channel_rule(
+    name: str,
+    *,
+    job: Job,
+    events: list[str],
+    slow_factor: float | None = None,
+    kind: str = "email",
+    target: str = "ops@example.com",
+) -> NotificationRule:
+    channel = NotificationChannel.objects.create(name=name, kind=kind, target=target)
+    return NotificationRule.objects.create(
+        channel=channel, job=job, events=events, slow_factor=slow_factor
+    )
+
+
+def finished_run(
+    job: Job,
+    status: str,
+    capture: Callable[..., Any],
+    seconds: float = 1.0,
+    reason: str = "",
+) -> Execution:
+    execution = Execution.objects.create(
+        job=job,
+        status=Execution.Status.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=seconds),
+    )
+    with capture(execute=True):
+        services.execution_finish(
+            execution=execution,
+            outcome=Outcome(
+                status=status,
+                exit_code=0 if status == "succeeded" else 2,
+                reason=reason,
+            ),
+        )
+    return execution
+
+
+def test_it_uses_each_rules_own_slow_factor(
+    job: Job,
+    mailoutbox: list[mail.EmailMessage],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """Two rules want `slow`: one at 3x the average, one only at 10x. A run 5x the
+    average is news for the first only, but the smallest factor of all rules is
+    applied to every rule, so the 10x channel hears of it too."""
+    channel_rule(
+        "eager", job=job, events=["slow"], slow_factor=3, target="eager@example.com"
+    )
+    channel_rule(
+        "patient",
+        job=job,
+        events=["slow"],
+        slow_factor=10,
+        target="patient@example.com",
+    )
+    for _ in range(3):
+        finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=10)
+    assert mailoutbox == []
+
+    finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=50)
+
+    slow = NotificationDelivery.objects.filter(event="slow")
+    assert sorted(d.channel.name for d in slow) == ["eager"]
+
+
+def test_it_ignores_the_slow_factor_of_a_rule_without_slow(
+    job: Job,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """A rule for failures carries a slow_factor (meaningless for it); it still
+    lowers the threshold of the one rule that asks for `slow`."""
+    channel_rule(
+        "failures", job=job, events=["failure"], slow_factor=1.5, target="f@example.com"
+    )
+    channel_rule("slow", job=job, events=["slow"], target="s@example.com")  # 3x
+    for _ in range(3):
+        finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=10)
+
+    finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=20)  # 2x
+
+    assert not NotificationDelivery.objects.filter(event="slow").exists()
+
+
+def test_it_sends_nothing_through_a_channel_disabled_before_the_attempt(
+    job: Job, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    """A delivery waiting for its (next) attempt; the operator disables the channel
+    (it spams, or points somewhere wrong). The attempt still goes out."""
+    rule = channel_rule("ops", job=job, events=["failure"])
+    execution = Execution.objects.create(
+        job=job, status="failed", finished_at=timezone.now()
+    )
+    with mock.patch("jobs.tasks.deliver_notification.delay"):
+        [delivery] = notifications.notifications_queue(
+            job=job, execution=execution, events=["failure"]
+        )
+    NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
+
+    notifications.notification_deliver(delivery_id=delivery.pk, final=False)
+
+    assert mailoutbox == []
+
+
+def test_it_escapes_slack_control_characters(
+    job: Job, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """Slack reads `<...>` as links and mentions and `&` as an entity: a run whose
+    reason says `<!channel>` pings the whole channel. Slack asks senders to escape
+    &, < and > in text."""
+    channel_rule(
+        "slack",
+        job=job,
+        events=["failure"],
+        kind="slack",
+        target="https://hooks.slack.example/x",
+    )
+    with mock.patch("jobs.notifications._post", return_value=200) as post:
+        finished_run(
+            job,
+            "failed",
+            django_capture_on_commit_callbacks,
+            reason="if a < b && c > d then <!channel>",
+        )
+
+    text = json.loads(post.call_args.args[1])["text"]
+    assert "<!channel>" not in text
+    assert "if a &lt; b &amp;&amp; c &gt; d then &lt;!channel&gt;" in text
+
+
+def test_it_prunes_the_delivery_log_with_the_executions_it_was_about(
+    make_job: Callable[..., Job], make_app: Callable[..., App]
+) -> None:
+    """Nothing ever deletes a NotificationDelivery: retention removes a job's old
+    runs, but their deliveries (payload JSON of each) stay forever with a NULL
+    execution, so the delivery log grows without bound."""
+    job = make_job(app=make_app("ops"), name="chatty", keep_days=1)
+    channel = NotificationChannel.objects.create(
+        name="ops", kind="email", target="ops@example.com"
+    )
+    long_ago = timezone.now() - timedelta(days=30)
+    with time_machine.travel(long_ago, tick=False):
+        execution = Execution.objects.create(
+            job=job, status="failed", finished_at=long_ago
+        )
+        NotificationDelivery.objects.create(
+            channel=channel,
+            job=job,
+            execution=execution,
+            event="failure",
+            payload={"event": "failure"},
+            status="sent",
+            sent_at=long_ago,
+        )
+
+    assert retention.executions_prune() == 1
+    assert not Execution.objects.filter(pk=execution.pk).exists()
+    assert NotificationDelivery.objects.count() == 0
