@@ -450,7 +450,8 @@ def test_it_downloads_the_output_as_a_text_file(
         f'attachment; filename="{execution.job.name}-{execution.pk}.log"'
     )
     assert response.content == b"hello\n\n--- stderr ---\noops\n"
-    assert api.get("/api/executions/999/output/").status_code == 404
+    missing = execution.pk + 1  # never a fixed id: ids grow across a PostgreSQL run
+    assert api.get(f"/api/executions/{missing}/output/").status_code == 404
 
 
 def test_it_deletes_a_parent_with_the_children_left_without_one(
