@@ -591,6 +591,9 @@ def _job_name(data: dict[str, Any], fallback: str | None = None) -> str:
         raise Problem(400, "job/name is required.")
     if not _JOB_NAME.match(name):
         raise Problem(400, "job/name must be letters, digits, '_' or '-'.")
+    longest = Job._meta.get_field("name").max_length or 0
+    if len(name) > longest:
+        raise Problem(400, f"job/name is longer than {longest} characters.")
     try:
         slug_validator(name)
     except ValidationError as exc:

@@ -103,6 +103,10 @@ class ScheduleError(ValueError):
 # --------------------------------------------------------------------------- API
 
 
+# As Schedule.expression holds (every path that stores one parses it first).
+MAX_EXPRESSION_LENGTH = 200
+
+
 @functools.lru_cache(maxsize=4096)
 def parse(kind: str, expression: str, tz: str = "UTC") -> Parsed:
     """Validate and compile a schedule. Cached: the result is shared, immutable."""
@@ -114,6 +118,10 @@ def parse(kind: str, expression: str, tz: str = "UTC") -> Parsed:
             f"unknown schedule kind {kind!r} (expected cron, quartz, interval or once)"
         ) from None
     text = expression.strip()
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise ScheduleError(
+            f"expression longer than {MAX_EXPRESSION_LENGTH} characters"
+        )
     if k in (Kind.CRON, Kind.QUARTZ):
         if not text.isascii():
             # "²" or "٣" pass str.isdigit(); cron's fields are ASCII.

@@ -496,3 +496,14 @@ def test_it_reads_a_date_only_inst_as_midnight_utc(
     assert response.status_code == 201, response.content
     [run] = Execution.objects.filter(job__name="dated")
     assert run.parameters["business-date"].startswith(inst.split('"')[1][:4])
+
+
+def test_it_refuses_a_job_name_longer_than_the_database_holds(
+    curl: Client, app: str
+) -> None:
+    name = "j" * 201
+    body = f'{{:job/name "{name}" :job/command "true"}}'
+    response = send(curl, "post", f"/{app}/jobs", body)
+    assert response.status_code == 400
+    assert b"longer than 200 characters" in response.content
+    assert not Job.objects.filter(name=name).exists()

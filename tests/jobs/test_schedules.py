@@ -905,3 +905,11 @@ def test_it_raises_only_schedule_errors_on_garbage(
         return
     parsed.next_after(utc(2026, 1, 1))
     assert parsed.describe().startswith(parsed.kind)
+
+
+def test_it_refuses_an_expression_longer_than_a_schedule_holds() -> None:
+    minutes = ",".join(str(m) for m in range(60))
+    long = f"{minutes} {','.join(str(h) for h in range(24))} * * *"
+    assert len(long) > 200
+    with pytest.raises(schedules.ScheduleError, match="longer than 200"):
+        schedules.parse("cron", long)
