@@ -37,6 +37,9 @@ from karmchari_site.text import storable
 
 logger = logging.getLogger(__name__)
 
+# The `worker` of an external run: its process lives elsewhere.
+EXTERNAL_WORKER = Execution.EXTERNAL_WORKERS[0]
+
 T = TypeVar("T")
 
 
@@ -58,7 +61,7 @@ def job_trigger(
             parameters=parameters or {},
             status=Execution.Status.RUNNING,
             started_at=now,
-            worker="external",
+            worker=EXTERNAL_WORKER,
         )
         Job.objects.filter(pk=job.pk).update(last_attempted_at=now)
         stats_invalidate(job_id=job.pk)
@@ -277,9 +280,9 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
         # reports the rest. Not this worker's: it must not be lost with it.
         listener.close()
         Execution.objects.filter(pk=execution.pk).update(
-            worker=Execution.EXTERNAL_WORKERS[0], agent=None
+            worker=EXTERNAL_WORKER, agent=None
         )
-        execution.worker, execution.agent = Execution.EXTERNAL_WORKERS[0], None
+        execution.worker, execution.agent = EXTERNAL_WORKER, None
         return execution
     runner = get_runner(job.kind)
     if runner is None:
@@ -487,7 +490,7 @@ def external_start(*, execution: Execution) -> None:
     now = timezone.now()
     if Execution.objects.filter(
         pk=execution.pk, status=Execution.Status.PENDING
-    ).update(status=Execution.Status.RUNNING, started_at=now, worker="external"):
+    ).update(status=Execution.Status.RUNNING, started_at=now, worker=EXTERNAL_WORKER):
         Job.objects.filter(pk=execution.job_id).update(last_attempted_at=now)
         stats_forget(job_id=execution.job_id)
 
