@@ -7,8 +7,11 @@ so a Redis outage degrades pages but never stops a worker.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -44,14 +47,23 @@ def _redis() -> Any:
     return get_redis_connection("default")
 
 
+def live_ttl() -> int:
+    """Seconds a live value is kept.
+
+    It outlives the window, so a reader that finds no key can be sure the agent is
+    silent, not that the key expired a moment early.
+    """
+    return math.ceil(settings.KARMCHARI_AGENT_WINDOW_SECONDS * 2)
+
+
 def publish(*, instance_id: uuid.UUID | str, sample: Sample) -> bool:
     """Store the sample as the agent's live value and append it to its history."""
-    # The live value outlives the window a little, so a reader that finds no key can
-    # be sure the agent is silent, not that the key expired a moment early.
-    ttl = math.ceil(settings.KARMCHARI_AGENT_WINDOW_SECONDS * 2)
+    ttl = live_ttl()
+    # The TTL goes along: readers, whose settings may differ, age the key by it.
+    value = json.dumps({**json.loads(sample.to_json()), "ttl": ttl})
     try:
         pipe = _redis().pipeline(transaction=False)
-        pipe.set(live_key(instance_id), sample.to_json(), ex=ttl)
+        pipe.set(live_key(instance_id), value, ex=ttl)
         pipe.rpush(history_key(instance_id), sample.to_point())
         pipe.ltrim(history_key(instance_id), -history_length(), -1)
         pipe.expire(history_key(instance_id), HISTORY_SECONDS)
@@ -62,29 +74,57 @@ def publish(*, instance_id: uuid.UUID | str, sample: Sample) -> bool:
     return True
 
 
-def read_many(instance_ids: Iterable[uuid.UUID | str]) -> dict[str, Sample]:
+def read_many(
+    instance_ids: Iterable[uuid.UUID | str], *, now: float | None = None
+) -> dict[str, Sample]:
     """Live samples by instance id (as a string); silent or unknown agents are absent.
 
-    One MGET whatever the number of agents.
+    A sample's `at` is when Redis received it, on the reader's clock (`now`, default
+    this process's): the key's age by its remaining TTL, which Redis counts on its own
+    clock. The worker's clock may be minutes off (a host without NTP); judged by its
+    own stamp, a live worker would look dead, or a dead one alive.
+
+    One round trip whatever the number of agents.
     """
     ids = [str(i) for i in instance_ids]
     if not ids:
         return {}
+    keys = [live_key(i) for i in ids]
     try:
-        values = _redis().mget([live_key(i) for i in ids])
+        pipe = _redis().pipeline(transaction=False)
+        pipe.mget(keys)
+        for key in keys:
+            pipe.pttl(key)
+        values, *remaining = pipe.execute()
     except (RedisError, OSError):
         logger.warning("cannot read live agent stats from Redis")
         return {}
+    now = time.time() if now is None else now
     samples = {}
-    for instance_id, raw in zip(ids, values, strict=True):
+    for instance_id, raw, left in zip(ids, values, remaining, strict=True):
         sample = Sample.from_json(raw)
-        if sample is not None:
-            samples[instance_id] = sample
+        if sample is None or left is None or left < 0:
+            continue  # Gone meanwhile, or a key without a TTL: not ours.
+        age = max(0.0, _ttl_of(raw) - left / 1000)
+        samples[instance_id] = dataclasses.replace(sample, at=now - age)
     return samples
 
 
-def read_one(instance_id: uuid.UUID | str) -> Sample | None:
-    return read_many([instance_id]).get(str(instance_id))
+def _ttl_of(raw: str | bytes) -> float:
+    """The TTL the writer gave the value (this process's setting if it did not say)."""
+    try:
+        ttl = json.loads(raw).get("ttl")
+    except (ValueError, AttributeError):
+        ttl = None
+    if isinstance(ttl, int | float) and math.isfinite(ttl) and ttl > 0:
+        return float(ttl)
+    return float(live_ttl())
+
+
+def read_one(
+    instance_id: uuid.UUID | str, *, now: float | None = None
+) -> Sample | None:
+    return read_many([instance_id], now=now).get(str(instance_id))
 
 
 def read_history(instance_id: uuid.UUID | str) -> list[Point]:

@@ -13,8 +13,11 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psutil
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Func
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from agents import live
@@ -39,8 +42,22 @@ class AgentUnreachable(AgentError):
     """The worker did not answer a remote-control command (answered as 503)."""
 
 
+class AgentNameTaken(AgentConflict):
+    """Another live worker holds the name: taking its row would flap between them."""
+
+
 class AgentGone(AgentError):
     """The agent's row was deleted or taken over by another instance."""
+
+
+def _database_now() -> datetime | Func:
+    """Now on the database's clock, for the heartbeat stamps every judge reads.
+
+    Workers' clocks may be minutes off (a host without NTP): a stamp from one an hour
+    ahead would keep a dead worker "alive" for an hour. SQLite is a file on this
+    host, so there the database's clock is this process's.
+    """
+    return timezone.now() if connection.vendor == "sqlite" else Now()
 
 
 def agent_register(
@@ -72,7 +89,7 @@ def agent_register(
         "queues": sorted(set(queues)),
         "status": Agent.Status.ONLINE,
         "started_at": started_at or now,
-        "last_heartbeat": now,
+        "last_heartbeat": _database_now(),
         # Load figures of a previous instance would be lies about this one.
         "memory_free": None,
         "swap_free": None,
@@ -90,11 +107,20 @@ def agent_register(
                     agent = Agent.objects.create(name=name, **fields)
             except IntegrityError:
                 continue  # Another process registered this name meanwhile.
+            if not isinstance(agent.last_heartbeat, datetime):
+                agent.refresh_from_db(fields=["last_heartbeat"])
             logger.info("agent %s registered (%s)", name, instance_id)
             return agent
         if previous.instance_id != instance_id and previous.status != (
             Agent.Status.OFFLINE
         ):
+            if _still_running(previous, facts=facts):
+                raise AgentNameTaken(
+                    f"Agent name {name!r} is in use by a live worker on host "
+                    f"{previous.host!r} (pid {previous.pid}). Give each worker its "
+                    "own name (celery worker -n); this one consumes nothing until "
+                    "the name is free."
+                )
             logger.warning(
                 "agent %s: instance %s replaces %s, which never said goodbye",
                 name,
@@ -112,6 +138,8 @@ def agent_register(
         for field, value in fields.items():
             setattr(previous, field, value)
         previous.save(update_fields=list(fields))
+        if not isinstance(previous.last_heartbeat, datetime):
+            previous.refresh_from_db(fields=["last_heartbeat"])
         logger.info("agent %s registered again (%s)", name, instance_id)
         return previous
     raise AgentConflict(f"Agent {name!r} is being registered by another process.")
@@ -126,8 +154,8 @@ def agent_heartbeat(*, agent: Agent, sample: Sample, persist: bool) -> Agent:
     published = live.publish(instance_id=agent.instance_id, sample=sample)
     if not (persist or not published):
         return agent
-    stats = {
-        "last_heartbeat": datetime.fromtimestamp(sample.at, tz=UTC),
+    stats: dict[str, Any] = {
+        "last_heartbeat": _database_now(),
         "memory_free": sample.memory_free,
         "swap_free": sample.swap_free,
         "process_cpu_load": sample.process_cpu_load,
@@ -141,6 +169,8 @@ def agent_heartbeat(*, agent: Agent, sample: Sample, persist: bool) -> Agent:
         raise AgentGone(f"Agent {agent.name!r} ({agent.instance_id}) has no row.")
     for field, value in stats.items():
         setattr(agent, field, value)
+    if not isinstance(agent.last_heartbeat, datetime):
+        agent.refresh_from_db(fields=["last_heartbeat"])
     offline = mine.filter(status=Agent.Status.OFFLINE)
     # Back as it was: a drained worker still consumes nothing.
     revived = None
@@ -182,6 +212,45 @@ def _go_offline(*, agent: Agent, reason: str) -> bool:
     return bool(changed)
 
 
+def _heard_from(agent: Agent, *, sample: Sample | None, now: datetime) -> bool:
+    """Within the window by its live stamp, or by its saved row if Redis has none.
+
+    No live stamp at all: Redis may have lost it (a restart), and the saved row is
+    only written every KARMCHARI_AGENT_DB_SECONDS. Declaring a live worker dead would
+    run its jobs twice, so the row gets its own delay on top of the window.
+    """
+    seen_at = datetime.fromtimestamp(sample.at, tz=UTC) if sample else None
+    if agent.is_fresh(now=now, seen_at=seen_at):
+        return True
+    db_allowance = timedelta(
+        seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS
+        + settings.KARMCHARI_AGENT_DB_SECONDS
+    )
+    return (
+        sample is None
+        and agent.last_heartbeat is not None
+        and agent.last_heartbeat >= now - db_allowance
+    )
+
+
+def _still_running(previous: Agent, *, facts: HostFacts) -> bool:
+    """Whether the row's instance is alive: a second worker under the same name.
+
+    On this host its process tells (a restart after kill -9 finds it gone, or its pid
+    taken by this very worker in a new container); elsewhere only its heartbeats do,
+    so a worker moved to another host waits out the window before taking over.
+    """
+    if previous.host == facts.host and (
+        previous.pid is None
+        or previous.pid == facts.pid
+        or not psutil.pid_exists(previous.pid)
+    ):
+        return False
+    return _heard_from(
+        previous, sample=live.read_one(previous.instance_id), now=timezone.now()
+    )
+
+
 def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
     """Mark offline the agents not heard from within the window; return those.
 
@@ -191,10 +260,6 @@ def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS)
-    db_allowance = timedelta(
-        seconds=settings.KARMCHARI_AGENT_WINDOW_SECONDS
-        + settings.KARMCHARI_AGENT_DB_SECONDS
-    )
     candidates = list(
         Agent.objects.exclude(status=Agent.Status.OFFLINE).filter(
             last_heartbeat__lt=cutoff
@@ -202,22 +267,15 @@ def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
     )
     if not candidates:
         return []
-    samples = live.read_many(agent.instance_id for agent in candidates)
+    samples = live.read_many(
+        (agent.instance_id for agent in candidates), now=now.timestamp()
+    )
     went_offline = []
     for agent in candidates:
         sample = samples.get(str(agent.instance_id))
+        if _heard_from(agent, sample=sample, now=now):
+            continue
         seen_at = datetime.fromtimestamp(sample.at, tz=UTC) if sample else None
-        if agent.is_fresh(now=now, seen_at=seen_at):
-            continue
-        if (
-            sample is None
-            and agent.last_heartbeat is not None
-            and (agent.last_heartbeat >= now - db_allowance)
-        ):
-            # No live stamp at all: Redis may have lost it (a restart), and the saved
-            # row is only written every KARMCHARI_AGENT_DB_SECONDS. Declaring a live
-            # worker dead would run its jobs twice, so allow the row its own delay.
-            continue
         last = seen_at or agent.last_heartbeat
         reason = f"No heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC." if last else ""
         try:

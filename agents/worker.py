@@ -84,6 +84,9 @@ class WorkerAgent:
         self.thread: threading.Thread | None = None
         self._saved_at = 0.0
         self._saved_running: list[int] | None = None
+        # The worker's consumer, once it is ready; consuming only while registered.
+        self.consumer: Any = None
+        self.consuming = True
 
     def register(self) -> Agent | None:
         try:
@@ -95,16 +98,54 @@ class WorkerAgent:
                 started_at=self.started_at,
             )
             self._saved_at = time.monotonic()
+        except services.AgentNameTaken as error:
+            logger.error("agent %s: %s", self.name, error)
         except (DatabaseError, InterfaceError):
             logger.exception("agent %s: registration failed; retrying", self.name)
         return self.agent
+
+    def ready(self, consumer: Any) -> None:
+        """The worker is about to consume: take work only as a registered agent.
+
+        Unregistered (the database was away at start, or another live worker holds
+        the name), it cannot know whether an operator drained it, nor can the runs it
+        takes be recovered if it dies; it consumes once it is registered and not
+        drained.
+        """
+        self.consumer = consumer
+        if self.agent is None:
+            logger.warning("agent %s is not registered; consuming nothing", self.name)
+        elif self.agent.drained:
+            logger.warning("agent %s is drained; consuming nothing", self.name)
+        else:
+            return
+        for queue in self.queues:
+            consumer.cancel_task_queue(queue)
+        self.consuming = False
+
+    def _consume(self, on: bool) -> None:
+        """Start or stop consuming, from the heartbeat thread (the consumer's loop
+        runs the change, as Celery's own add_consumer/cancel_consumer do)."""
+        if self.consumer is None or self.consuming == on:
+            return
+        change = self.consumer.add_task_queue if on else self.consumer.cancel_task_queue
+        for queue in self.queues:
+            self.consumer.call_soon(change, queue)
+        self.consuming = on
+        logger.warning(
+            "agent %s: %s its queues", self.name, "consuming" if on else "left"
+        )
 
     def beat(self) -> None:
         """One heartbeat. Never raises: a bad beat is logged and the next one tries."""
         close_old_connections()
         try:
-            if self.agent is None and self.register() is None:
-                return
+            if self.agent is None:
+                if self.register() is None:
+                    return
+                assert self.agent is not None
+                if not self.agent.drained:
+                    self._consume(True)
             assert self.agent is not None
             running = sorted(set(self.running()))
             sample = self.sampler.sample(running=running)
@@ -119,6 +160,7 @@ class WorkerAgent:
             except services.AgentGone:
                 logger.warning("agent %s lost its row; registering again", self.name)
                 self.agent = None
+                self._consume(False)
                 return
             if persist:
                 self._saved_at = time.monotonic()
@@ -180,12 +222,8 @@ def on_ready(sender: Any, **kwargs: Any) -> None:
         # Workers started without the CLI (e.g. celery.contrib.testing) skip
         # celeryd_after_setup.
         _current = WorkerAgent(name=sender.hostname, queues=_queues(sender.app))
-    agent = _current.agent
-    if agent is not None and agent.drained:
-        # Drained before this restart: take nothing until an operator resumes it.
-        logger.warning("agent %s is drained; consuming nothing", agent.name)
-        for queue in _current.queues:
-            sender.cancel_task_queue(queue)
+        _current.register()
+    _current.ready(sender)
     _current.start()
 
 

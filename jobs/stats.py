@@ -363,7 +363,9 @@ def _agents(now: datetime) -> list[dict[str, Any]]:
             :DASHBOARD_AGENTS
         ]
     )
-    samples = live.read_many(agent.instance_id for agent in agents)
+    samples = live.read_many(
+        (agent.instance_id for agent in agents), now=now.timestamp()
+    )
     listed = []
     for agent in agents:
         sample = samples.get(str(agent.instance_id))

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from django_redis import get_redis_connection
 
+from agents import live
 from agents.models import Agent
 from agents.stats import HostFacts, Sample
 
@@ -25,6 +27,12 @@ def facts() -> HostFacts:
         pid=4242,
         version="0.1.0",
     )
+
+
+def age_live_stamp(instance_id: uuid.UUID | str, seconds: float) -> None:
+    """Make Redis hold the agent's live value as if received `seconds` ago."""
+    left = round((live.live_ttl() - seconds) * 1000)
+    get_redis_connection("default").pexpire(live.live_key(instance_id), left)
 
 
 def make_sample(**fields: Any) -> Sample:

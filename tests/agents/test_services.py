@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,12 +12,13 @@ from unittest import mock
 import pytest
 import time_machine
 from django.test import override_settings
+from django.utils import timezone
 
 from agents import live, services
 from agents.models import Agent
 from agents.signals import agent_went_offline
 from agents.stats import HostFacts
-from tests.agents.conftest import make_sample
+from tests.agents.conftest import age_live_stamp, make_sample
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +57,8 @@ def test_it_registers_a_worker_with_its_host_facts(facts: HostFacts) -> None:
     assert agent.pid == 4242
     assert agent.version == "0.1.0"
     assert agent.status == Agent.Status.ONLINE
-    assert agent.started_at == agent.last_heartbeat == T0
+    assert agent.started_at == T0
+    assert agent.last_heartbeat is not None  # On the database's clock: see below.
 
 
 def test_it_reuses_the_row_of_a_restarted_worker(
@@ -81,17 +86,63 @@ def test_it_takes_offline_a_previous_instance_that_never_said_goodbye(
     assert Agent.objects.get().instance_id == second.instance_id
 
 
+def test_it_refuses_a_name_a_live_worker_on_another_host_holds(
+    facts: HostFacts, offline_events: list[dict[str, Any]]
+) -> None:
+    """Two workers under one name would take the row from each other at every beat,
+    each time giving up the other's running executions as lost."""
+    first = register(facts, name="w@shared")
+    services.agent_heartbeat(agent=first, sample=make_sample(), persist=False)
+    elsewhere = dataclasses.replace(facts, host="box2", pid=99)
+    with pytest.raises(services.AgentNameTaken, match="in use by a live worker"):
+        register(elsewhere, name="w@shared")
+    assert Agent.objects.get().instance_id == first.instance_id
+    assert offline_events == []
+
+    # Once the holder is silent for the window, the name is free.
+    age_live_stamp(first.instance_id, 16)
+    with time_machine.travel(timezone.now() + timedelta(seconds=16)):
+        second = register(elsewhere, name="w@shared")
+    assert second.host == "box2"
+    assert [e["agent"].instance_id for e in offline_events] == [first.instance_id]
+
+
+def test_it_refuses_a_name_a_running_process_on_this_host_holds(
+    facts: HostFacts,
+) -> None:
+    first = register(dataclasses.replace(facts, pid=os.getppid()), name="w@here")
+    services.agent_heartbeat(agent=first, sample=make_sample(), persist=False)
+    with pytest.raises(services.AgentNameTaken):
+        register(facts, name="w@here")
+
+
+def test_it_takes_over_at_once_from_a_dead_process_on_this_host(
+    facts: HostFacts,
+) -> None:
+    """kill -9, and systemd starts the worker again before the window passes."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    first = register(dataclasses.replace(facts, pid=dead.pid), name="w@here")
+    services.agent_heartbeat(agent=first, sample=make_sample(), persist=False)
+    second = register(facts, name="w@here")
+    assert second.instance_id != first.instance_id
+    assert second.pid == facts.pid
+
+
 def test_it_publishes_heartbeats_to_redis_and_saves_when_asked(
     make_agent: Callable[..., Agent],
 ) -> None:
     agent = make_agent(last_heartbeat=T0)
     sample = make_sample(running=[5])
     services.agent_heartbeat(agent=agent, sample=sample, persist=False)
-    assert live.read_one(agent.instance_id) == sample
+    read = live.read_one(agent.instance_id, now=1000.0)
+    assert read is not None
+    assert read.at == pytest.approx(1000.0, abs=1)  # Received just now.
+    assert dataclasses.replace(read, at=sample.at) == sample
     assert Agent.objects.get(pk=agent.pk).last_heartbeat == T0
     services.agent_heartbeat(agent=agent, sample=sample, persist=True)
     saved = Agent.objects.get(pk=agent.pk)
-    assert saved.last_heartbeat == datetime.fromtimestamp(sample.at, tz=UTC)
+    assert saved.last_heartbeat is not None and saved.last_heartbeat > T0
     assert (saved.memory_free, saved.running) == (sample.memory_free, [5])
     assert saved.load_average == [1.5, 1.0, 0.5]
 
@@ -172,11 +223,40 @@ def test_it_keeps_online_an_agent_whose_live_heartbeat_is_fresh(
 ) -> None:
     agent = make_agent(last_heartbeat=T0)
     now = T0 + timedelta(seconds=60)
-    beat = make_sample(at=(now - timedelta(seconds=5)).timestamp())
-    services.agent_heartbeat(agent=agent, sample=beat, persist=False)
+    services.agent_heartbeat(agent=agent, sample=make_sample(), persist=False)
+    age_live_stamp(agent.instance_id, 5)
     with time_machine.travel(now, tick=False):
         assert services.agents_sweep_stale() == []
-        assert services.agents_sweep_stale(now=now + timedelta(seconds=11)) == [agent]
+        age_live_stamp(agent.instance_id, 16)
+        assert services.agents_sweep_stale() == [agent]
+
+
+@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15, KARMCHARI_AGENT_DB_SECONDS=30)
+def test_it_judges_liveness_by_the_servers_clocks_not_the_workers(
+    make_agent: Callable[..., Agent],
+) -> None:
+    """A worker host without NTP: an hour behind, its beats must not look an hour
+    old; an hour ahead, its last beats must not keep it alive for an hour."""
+    now = timezone.now()
+    behind = make_agent(last_heartbeat=now - timedelta(hours=1))
+    ahead = make_agent(last_heartbeat=now)
+    hour = 3600
+    services.agent_heartbeat(
+        agent=behind, sample=make_sample(at=now.timestamp() - hour), persist=False
+    )
+    services.agent_heartbeat(
+        agent=ahead, sample=make_sample(at=now.timestamp() + hour), persist=True
+    )
+    # The saved stamp is the database's "now", not the worker's hour ahead.
+    saved = Agent.objects.get(pk=ahead.pk).last_heartbeat
+    assert saved is not None and abs((saved - now).total_seconds()) < 5
+
+    later = now + timedelta(seconds=20)
+    age_live_stamp(behind.instance_id, 10)
+    age_live_stamp(ahead.instance_id, 20)
+    assert services.agents_sweep_stale(now=later) == [ahead]
+    live.forget(behind.instance_id)  # Its key expired: silent since then.
+    assert services.agents_sweep_stale(now=later) == [behind]
 
 
 def test_it_leaves_the_agent_online_when_a_receiver_fails(

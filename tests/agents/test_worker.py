@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import uuid
 from types import SimpleNamespace
 from unittest import mock
 
 import pytest
+from django.db import DatabaseError
 from django.test import override_settings
 
 from agents import live
 from agents.models import Agent
 from agents.worker import WorkerAgent, running_executions
+from tests.agents.conftest import make_sample
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +97,77 @@ def test_it_goes_offline_on_stop() -> None:
     assert worker.thread is not None and not worker.thread.is_alive()
     assert Agent.objects.get(name="w5@box").status == Agent.Status.OFFLINE
     assert live.read_one(worker.instance_id) is None
+
+
+class FakeConsumer:
+    """What WorkerAgent uses of Celery's consumer: queue changes, run by its loop."""
+
+    def __init__(self) -> None:
+        self.consuming = {"a", "b"}
+        self.pending: list[tuple[object, str]] = []
+
+    def cancel_task_queue(self, queue: str) -> None:
+        self.consuming.discard(queue)
+
+    def add_task_queue(self, queue: str) -> None:
+        self.consuming.add(queue)
+
+    def call_soon(self, change: object, queue: str) -> None:
+        self.pending.append((change, queue))
+
+    def run_loop(self) -> None:
+        while self.pending:
+            change, queue = self.pending.pop(0)
+            change(queue)  # type: ignore[operator]
+
+
+def test_it_consumes_nothing_until_a_late_registration_succeeds() -> None:
+    """The database was away at start: it cannot know whether it was drained."""
+    worker = WorkerAgent(name="w6@box", queues=["a", "b"], running=list)
+    consumer = FakeConsumer()
+    with mock.patch(
+        "agents.services.agent_register", side_effect=DatabaseError("away")
+    ):
+        worker.register()
+    worker.ready(consumer)
+    assert consumer.consuming == set()
+    worker.beat()  # The database is back.
+    consumer.run_loop()
+    assert consumer.consuming == {"a", "b"}
+
+
+def test_it_stays_drained_when_a_late_registration_finds_it_drained() -> None:
+    Agent.objects.create(name="w7@box", status=Agent.Status.OFFLINE, drained=True)
+    worker = WorkerAgent(name="w7@box", queues=["a", "b"], running=list)
+    consumer = FakeConsumer()
+    worker.ready(consumer)  # Not registered yet.
+    worker.beat()
+    consumer.run_loop()
+    assert consumer.consuming == set()
+    assert Agent.objects.get(name="w7@box").status == Agent.Status.DRAINING
+
+
+@override_settings(KARMCHARI_AGENT_DB_SECONDS=0)
+def test_it_stops_consuming_while_another_live_worker_holds_its_name() -> None:
+    worker = WorkerAgent(name="w8@box", queues=["a", "b"], running=list)
+    worker.register()
+    consumer = FakeConsumer()
+    worker.ready(consumer)
+    assert consumer.consuming == {"a", "b"}
+    # Another host's worker took the row over (this one was silent too long).
+    other = Agent.objects.get(name="w8@box")
+    other.instance_id, other.host, other.pid = uuid.uuid4(), "elsewhere", 1
+    other.save()
+    live.publish(instance_id=other.instance_id, sample=make_sample())
+    worker.beat()  # AgentGone: stop taking work.
+    worker.beat()  # The name is held by a live worker: stay stopped.
+    consumer.run_loop()
+    assert consumer.consuming == set()
+    assert Agent.objects.get(name="w8@box").instance_id == other.instance_id
+
+    live.forget(other.instance_id)
+    Agent.objects.filter(pk=other.pk).update(status=Agent.Status.OFFLINE)
+    worker.beat()
+    consumer.run_loop()
+    assert consumer.consuming == {"a", "b"}
+    assert Agent.objects.get(name="w8@box").instance_id == worker.instance_id

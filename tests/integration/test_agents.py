@@ -8,14 +8,17 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
+from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from agents import live, services
 from agents.models import Agent
+from agents.stats import Sample
 from jobs import services as job_services
 from jobs.models import App, Execution, Job
 from tests.integration.conftest import Processes
@@ -195,3 +198,38 @@ def test_it_recovers_the_work_of_a_killed_worker_on_another(
     wait_for(lambda: status_of(retry) == "succeeded", timeout=20)
     assert retry.worker == f"rescuer@{socket.gethostname()}"
     assert retry.output == "retried\n"
+
+
+def test_it_waits_for_a_name_held_by_a_live_worker_elsewhere(
+    processes: Processes, queue: str, settings: Settings
+) -> None:
+    """Two workers under one name would take the row from each other, each time
+    giving up the other's running work as lost: the newcomer takes nothing until
+    the holder falls silent."""
+    settings.KARMCHARI_AGENT_WINDOW_SECONDS = 0.9  # The worker's: 3 heartbeats.
+    holder = Agent.objects.create(
+        name=f"{queue}@{socket.gethostname()}",
+        host="elsewhere",
+        pid=1,
+        queues=[queue],
+        last_heartbeat=timezone.now(),
+    )
+    stamp = Sample(
+        at=0, memory_total=1, memory_free=1, swap_total=0, swap_free=0,
+        process_cpu_load=None, cpu_time=0, system_cpu_load=None,
+    )  # fmt: skip
+    live.publish(instance_id=holder.instance_id, sample=stamp)
+    start_worker(processes, queue, name=queue)
+    waiting = job_services.job_trigger(job=make_job(queue, "echo waited"))
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # The holder beats on.
+        Agent.objects.filter(pk=holder.pk).update(last_heartbeat=timezone.now())
+        live.publish(instance_id=holder.instance_id, sample=stamp)
+        assert status_of(waiting) == "pending"
+        time.sleep(0.2)
+    assert Agent.objects.get(pk=holder.pk).instance_id == holder.instance_id
+
+    # Silent now: within the window the newcomer takes the name and the work.
+    wait_for(lambda: status_of(waiting) == "succeeded", timeout=15)
+    taken = Agent.objects.get(pk=holder.pk)
+    assert taken.host == socket.gethostname() and taken.status == "online"
