@@ -107,7 +107,7 @@ def _has_rules(job: Job) -> bool:
     return job.pk in jobs or job.app_id in apps
 
 
-def _events_of(execution: Execution) -> list[str]:
+def _events_of(execution: Execution, job: Job) -> list[str]:
     """What an execution that was just claimed or finished is news of."""
     events: list[str] = []
     if execution.status == Execution.Status.RUNNING:
@@ -125,10 +125,18 @@ def _events_of(execution: Execution) -> list[str]:
         )
         .exclude(pk=execution.pk)
         .order_by("-finished_at", "-id")
-        .values_list("status", flat=True)
+        .values_list("status", "finished_at")
         .first()
     )
-    if previous is not None and previous != Execution.Status.SUCCEEDED:
+    if previous is None:
+        return events
+    status, finished_at = previous
+    # Retention may have dropped the failures since (keep_failed 0): the job's own
+    # last error, which it does not touch, still tells.
+    last_error = job.last_error_at
+    if status != Execution.Status.SUCCEEDED or (
+        last_error is not None and last_error > finished_at
+    ):
         events.append(Event.RECOVERY)
     return events
 
@@ -224,10 +232,10 @@ def execution_changed(*, execution: Execution) -> None:
         # the hot path of every run.
         if not _has_rules(execution.job):
             return
-        events = _events_of(execution)
+        job = Job.objects.select_related("app").get(pk=execution.job_id)
+        events = _events_of(execution, job)
         if not events:
             return
-        job = Job.objects.select_related("app").get(pk=execution.job_id)
         rules = notification_rules(job=job)
         if not rules:
             return

@@ -37,6 +37,7 @@ from django.views.decorators.csrf import csrf_exempt
 from jobs import notifications, services
 from jobs.models import Execution, ExecutionEvent, Job
 from jobs.runners import Outcome
+from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,20 @@ BODY_LIMIT = 10_000
 VERBS = {"": "succeeded", "start": "running", "fail": "failed"}
 # The `worker` of a run that a /start began (the late check times it from then).
 STARTED_BY_PING = "ping"  # one of Execution.EXTERNAL_WORKERS
+
+
+def _open_run(*, job: Job, now: datetime) -> Execution:
+    """A run the ping itself began: an attempt, and an active run, in the stats."""
+    execution = Execution.objects.create(
+        job=job,
+        trigger=Execution.Trigger.PING,
+        status=Execution.Status.RUNNING,
+        started_at=now,
+        worker=STARTED_BY_PING,
+    )
+    Job.objects.filter(pk=job.pk).update(last_attempted_at=now)
+    stats_forget(job_id=job.pk)
+    return execution
 
 
 def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
@@ -65,21 +80,9 @@ def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
                 )
                 current.started_at, current.worker = now, STARTED_BY_PING
                 return current
-            return Execution.objects.create(
-                job=job,
-                trigger=Execution.Trigger.PING,
-                status=Execution.Status.RUNNING,
-                started_at=now,
-                worker=STARTED_BY_PING,
-            )
+            return _open_run(job=job, now=now)
         if current is None:
-            current = Execution.objects.create(
-                job=job,
-                trigger=Execution.Trigger.PING,
-                status=Execution.Status.RUNNING,
-                started_at=now,
-                worker=STARTED_BY_PING,
-            )
+            current = _open_run(job=job, now=now)
     status = VERBS[verb]
     reason = "" if status == "succeeded" else "The job pinged /fail."
     outcome = Outcome(status=status, output=body, reason=reason)
@@ -153,6 +156,10 @@ def externals_close_overdue(*, now: datetime | None = None) -> int:
                 status=Execution.Status.KILLED,
                 reason="Killed on request; its process did not report its end "
                 f"within {settings.KARMCHARI_KILL_GRACE:g}s.",
+                # Killed while paused: the pause is not run time.
+                paused_seconds=services.external_paused_seconds(
+                    execution=execution, now=now
+                ),
             ),
         )
         for execution in killed
@@ -172,7 +179,7 @@ def externals_close_overdue(*, now: datetime | None = None) -> int:
                 (execution, Outcome(status=Execution.Status.TIMED_OUT, reason=reason))
             )
     for execution, outcome in outcomes:
-        services.execution_finish(execution=execution, outcome=outcome)
+        services.execution_finish(execution=execution, outcome=outcome, now=now)
         logger.warning("external execution %s: %s", execution.pk, outcome.reason)
     return len(outcomes)
 

@@ -3,7 +3,8 @@
 Runs as the `jobs.prune_executions` task, which beat sends every
 KARMCHARI_PRUNE_SECONDS. Deletes go by primary key in batches, so PostgreSQL only
 locks the rows it removes and the table stays writable; active executions (pending,
-running, paused) are never touched. An execution's events and log chunks go with it.
+running, paused) are never touched, nor an attempt an active retry answers. Age is
+counted from a run's end. An execution's events and log chunks go with it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.models import Execution, Job, NotificationDelivery
@@ -84,10 +86,19 @@ def execution_prune_job(*, job: Job, now: datetime, batch: int = 1000) -> int:
             newest_first = rows.order_by("-id").values_list("id", flat=True)
             doomed += list(newest_first[keep : keep + cap])
     if keep_days is not None:
+        # Days since it ended: a run that took two days is not old when it ends.
         cutoff = now - timedelta(days=keep_days)
-        old = finished.filter(created__lt=cutoff).order_by("id")
+        old = finished.filter(
+            Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, created__lt=cutoff)
+        ).order_by("id")
         doomed += list(old.values_list("id", flat=True)[:cap])
-    doomed = sorted(set(doomed))
+    if doomed:
+        # A retry still to run (or running) keeps the attempt it retries: its
+        # chain, and the failure it answers, stay readable until it ends.
+        retried = Execution.objects.filter(
+            job=job, status__in=Execution.ACTIVE_STATUSES, retry_of__isnull=False
+        ).values_list("retry_of_id", flat=True)
+        doomed = sorted(set(doomed) - set(retried))
     for start in range(0, len(doomed), batch):
         with transaction.atomic():
             Execution.objects.filter(pk__in=doomed[start : start + batch]).delete()

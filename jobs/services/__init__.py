@@ -21,6 +21,7 @@ from jobs.services.commands import (
     execution_control,
     execution_report,
     execution_retry,
+    external_paused_seconds,
 )
 from jobs.services.compat import (
     app_get_or_create,
@@ -106,6 +107,7 @@ __all__ = [
     "execution_schedule_retry",
     "execution_send",
     "executions_send",
+    "external_paused_seconds",
     "job_children_cycle",
     "job_clean_spec",
     "job_create",

@@ -5,6 +5,7 @@ external job's reports."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -176,14 +177,16 @@ def execution_report(
                 detail=f"Reported {status}.",
             )
         if status in Execution.FINAL_STATUSES:
+            now = timezone.now()
             outcome = Outcome(
                 status=status,
                 exit_code=exit_code,
                 output=logs.log_tail_text(execution_id=execution.pk),
                 error=error,
                 reason=reason,
+                paused_seconds=external_paused_seconds(execution=execution, now=now),
             )
-            execution = execution_finish(execution=execution, outcome=outcome)
+            execution = execution_finish(execution=execution, outcome=outcome, now=now)
             if execution.status != status:
                 raise Conflict(
                     f"Execution #{execution.pk} already finished ({execution.status})."
@@ -210,9 +213,8 @@ def _secret_values(*, job_id: int) -> list[str]:
         return []
 
 
-def _add_paused_time(*, execution: Execution) -> None:
-    """An external run reported running again: the stretch since it reported paused
-    is paused time (not counted against its timeout, nor in its duration)."""
+def _paused_stretch(*, execution: Execution, now: datetime) -> float:
+    """Seconds since an external run reported paused (its latest such report)."""
     paused = (
         execution.events.filter(
             action=ExecutionEvent.Action.REPORT, detail="Reported paused."
@@ -221,11 +223,26 @@ def _add_paused_time(*, execution: Execution) -> None:
         .values_list("created", flat=True)
         .first()
     )
-    if paused is not None:
-        stretch = (timezone.now() - paused).total_seconds()
+    return 0.0 if paused is None else max(0.0, (now - paused).total_seconds())
+
+
+def _add_paused_time(*, execution: Execution) -> None:
+    """An external run reported running again: the stretch since it reported paused
+    is paused time (not counted against its timeout, nor in its duration)."""
+    stretch = _paused_stretch(execution=execution, now=timezone.now())
+    if stretch:
         Execution.objects.filter(pk=execution.pk).update(
-            paused_seconds=F("paused_seconds") + max(0.0, stretch)
+            paused_seconds=F("paused_seconds") + stretch
         )
+
+
+def external_paused_seconds(*, execution: Execution, now: datetime) -> float:
+    """An external run's paused time at its end, `now`: what it had, plus the
+    stretch it is still paused for (it may end, or be killed, without resuming)."""
+    paused = execution.paused_seconds or 0.0
+    if execution.status == Execution.Status.PAUSED:
+        paused += _paused_stretch(execution=execution, now=now)
+    return paused
 
 
 def execution_retry(*, execution: Execution, user: Any) -> Execution:

@@ -220,6 +220,13 @@ def schedule_save(
                 )
             if not (reenabled and missed):
                 schedule.next_run_at = schedule_next_run(schedule, after=now)
+        moved_from = None
+        if changed and "job" in changed:
+            moved_from = (
+                Schedule.objects.filter(pk=schedule.pk)
+                .values_list("job_id", flat=True)
+                .first()
+            )
         schedule.save()
         if reenabled and missed and schedule.job.enabled:
             # No epsilon: every slot of the disabled time is missed, so the policy
@@ -231,6 +238,8 @@ def schedule_save(
                 epsilon=timedelta(0),
             )
     stats_forget(job_id=schedule.job_id)  # its next run
+    if moved_from not in (None, schedule.job_id):
+        stats_forget(job_id=moved_from)  # its next run was this schedule's
     schedules_announce_change()
     return schedule
 

@@ -221,6 +221,24 @@ def test_it_notifies_recovery_after_failures_only(
     assert [json.loads(r["body"])["event"] for r in receiver.requests] == ["recovery"]
 
 
+def test_it_notifies_recovery_after_retention_dropped_the_failures(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+) -> None:
+    """keep_failed=0 keeps no failure: the job's own last error still tells."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["recovery"])
+    Job.objects.filter(pk=job.pk).update(keep_failed=0)
+    capture = django_capture_on_commit_callbacks
+
+    run(job, "succeeded", capture=capture)
+    run(job, "failed", capture=capture)
+    retention.executions_prune()
+    assert not job.executions.filter(status="failed").exists()
+    run(job, "succeeded", capture=capture)
+    run(job, "succeeded", capture=capture)
+
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == ["recovery"]
+
+
 def test_it_uses_the_apps_rules_unless_the_job_has_its_own(
     job: Job,
     make_job: Callable[..., Job],

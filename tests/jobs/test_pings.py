@@ -240,3 +240,63 @@ def test_it_does_not_count_an_external_run_s_paused_time_against_its_timeout(
         closed = externals_close_overdue()
     run.refresh_from_db()
     assert (closed, run.status) == (0, Execution.Status.RUNNING), run.reason
+
+
+def test_it_leaves_out_of_the_duration_the_pause_an_external_run_ends_in(
+    make_job: Callable[..., Job], admin_user: object, settings: object
+) -> None:
+    """Ended straight from paused (reported, or killed and never answering): the
+    pause is not run time, in its duration nor the job's average."""
+    import time_machine
+
+    from jobs import services
+    from jobs.pings import externals_close_overdue
+
+    settings.KARMCHARI_KILL_GRACE = 10  # type: ignore[attr-defined]
+    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
+    t0 = timezone.now()
+    with time_machine.travel(t0, tick=False) as clock:
+        reported = services.job_trigger(job=job)
+        killed = services.job_trigger(job=job)
+        clock.shift(timedelta(seconds=10))
+        for run in (reported, killed):
+            services.execution_report(execution=run, status="paused", user=admin_user)
+        clock.shift(timedelta(seconds=990))
+        services.execution_report(
+            execution=reported, status="succeeded", user=admin_user
+        )
+        services.execution_control(execution=killed, action="kill", user=admin_user)
+        clock.shift(timedelta(seconds=11))
+        assert externals_close_overdue() == 1
+    reported.refresh_from_db()
+    killed.refresh_from_db()
+    assert reported.duration == pytest.approx(10)
+    assert killed.status == Execution.Status.KILLED
+    assert killed.duration == pytest.approx(10)
+    job.refresh_from_db()
+    assert job.average_duration == pytest.approx(10)
+
+
+def test_it_counts_a_run_a_ping_began_as_an_attempt_and_active(
+    client: Client,
+    api: Any,
+    make_job: Callable[..., Job],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    monitor = make_job(kind="external", spec={}, ping_grace=timedelta(minutes=5))
+    assert api.get(f"/api/jobs/{monitor.pk}/stats/").json()["active_executions"] == 0
+    assert api.get("/api/stats/").json()["active_executions"] == 0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
+    figures = api.get(f"/api/jobs/{monitor.pk}/stats/").json()
+    assert figures["active_executions"] == 1
+    assert figures["last_attempted_at"] is not None
+    assert api.get("/api/stats/").json()["active_executions"] == 1
+
+    other = make_job(kind="external", spec={}, ping_grace=timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.get(f"/ping/{other.uid}").status_code == 200  # No /start.
+    figures = api.get(f"/api/jobs/{other.pk}/stats/").json()
+    assert (figures["success_count"], figures["active_executions"]) == (1, 0)
+    assert figures["last_attempted_at"] is not None

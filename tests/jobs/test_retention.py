@@ -115,3 +115,33 @@ def test_a_prune_refreshes_the_job_s_cached_stats(
     with django_capture_on_commit_callbacks(execute=True):
         executions_prune()
     assert api.get(url).json()["executions"]["failed"] == 0  # type: ignore[attr-defined]
+
+
+def test_it_keeps_an_attempt_whose_retry_is_still_to_run(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    job = make_job(keep_failed=1)
+    first = make_execution(job=job, status="failed")
+    retry = make_execution(job=job, status="pending", retry_of=first, attempt=2)
+    newer = make_execution(job=job, status="failed")
+    assert executions_prune() == 0
+    retry.refresh_from_db()
+    assert retry.retry_of_id == first.pk
+
+    Execution.objects.filter(pk=retry.pk).update(status="failed")
+    executions_prune()
+    assert list(job.executions.values_list("pk", flat=True)) == [newer.pk]
+
+
+def test_it_counts_days_from_a_run_s_end(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    """A run that took two days is not old the moment it ends (keep_days=1)."""
+    job = make_job(keep_days=1)
+    with time_machine.travel(timezone.now() - timedelta(days=2)):
+        long_run = make_execution(job=job, status="running", started_at=timezone.now())
+    Execution.objects.filter(pk=long_run.pk).update(
+        status="succeeded", finished_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert executions_prune() == 0
+    assert executions_prune(now=timezone.now() + timedelta(days=1)) == 1

@@ -108,6 +108,24 @@ def test_it_shows_a_new_schedule_and_no_next_run_once_disabled(
     assert api.get(f"/api/jobs/{job.pk}/stats/").json()["next_run_at"] is None
 
 
+def test_it_forgets_the_next_run_of_a_job_a_schedule_moved_away_from(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Any],
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    old, new = make_job(), make_job()
+    schedule = make_schedule(job=old)
+    assert api.get(f"/api/jobs/{old.pk}/stats/").json()["next_run_at"] is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.patch(
+            f"/api/schedules/{schedule.pk}/", {"job": new.pk}, format="json"
+        )
+    assert response.status_code == 200, response.content
+    assert api.get(f"/api/jobs/{new.pk}/stats/").json()["next_run_at"] is not None
+    assert api.get(f"/api/jobs/{old.pk}/stats/").json()["next_run_at"] is None
+
+
 def test_it_counts_a_skipped_child_and_a_lost_run_at_once(
     api: APIClient,
     make_job: Callable[..., Job],
