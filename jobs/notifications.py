@@ -135,7 +135,7 @@ def _events_of(execution: Execution, job: Job) -> list[str]:
     # last error, which it does not touch, still tells.
     last_error = job.last_error_at
     if status != Execution.Status.SUCCEEDED or (
-        last_error is not None and last_error > finished_at
+        last_error is not None and finished_at is not None and last_error > finished_at
     ):
         events.append(Event.RECOVERY)
     return events

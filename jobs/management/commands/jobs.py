@@ -122,6 +122,8 @@ class Command(BaseCommand):
                     ) from None
                 for skipped in found.skipped:
                     self.stderr.write(f"skipped {skipped}")
+                for note in found.notes:
+                    self.stderr.write(f"note {note}")
                 output = options["output"]
                 if output:
                     text = yaml.safe_dump(found.document, sort_keys=False)
