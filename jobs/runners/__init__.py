@@ -52,7 +52,7 @@ def _always_run() -> str:
     return "run"
 
 
-def _no_status(status: str) -> None:
+def _no_status(status: str, paused_seconds: float) -> None:
     pass
 
 
@@ -68,8 +68,9 @@ class RunContext:
     # Called every ~0.1 s while the job runs: housekeeping (log flushes) plus the
     # operator's desired state, "run", "pause" or "kill". Must be cheap.
     poll: Callable[[], str] = _always_run
-    # The runner acted on a desired state: "paused" or "running" again.
-    on_status: Callable[[str], None] = _no_status
+    # The runner acted on a desired state: "paused" or "running" again, with the
+    # seconds the run has been paused so far (before this pause, when pausing).
+    on_status: Callable[[str, float], None] = _no_status
     # The job's secrets by name, decrypted by the worker just before the run: shell
     # jobs get them in their environment, http jobs where the spec says ${NAME}.
     secrets: Mapping[str, str] = field(default_factory=dict)

@@ -298,14 +298,14 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
                 if paused_since is not None:
                     paused_total += now - paused_since
                     paused_since = None
-                    context.on_status("running")
+                    context.on_status("running", paused_total)
             elif killed or timed_out:
                 pass
             elif desired == "pause" and paused_since is None:
                 logger.info("job session %s: pausing (SIGSTOP)", session)
                 _signal_group(session, signal.SIGSTOP)
                 paused_since = now
-                context.on_status("paused")
+                context.on_status("paused", paused_total)
             elif desired == "run" and paused_since is not None:
                 logger.info("job session %s: resuming (SIGCONT)", session)
                 _signal_group(session, signal.SIGCONT)
@@ -313,7 +313,7 @@ def _supervise(process: subprocess.Popen[bytes], context: RunContext) -> Outcome
                 if deadline is not None:
                     deadline += now - paused_since
                 paused_since = None
-                context.on_status("running")
+                context.on_status("running", paused_total)
             if (
                 deadline is not None
                 and paused_since is None

@@ -326,9 +326,11 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
         writer.flush_if_due()
         return listener.poll()
 
-    def on_status(status: str) -> None:
+    def on_status(status: str, paused_seconds: float) -> None:
         try:
-            execution_runner_status(execution_id=execution_id, status=status)
+            execution_runner_status(
+                execution_id=execution_id, status=status, paused_seconds=paused_seconds
+            )
         except DatabaseError:
             logger.exception("execution %s: could not record %s", execution_id, status)
 
@@ -402,15 +404,23 @@ RETRYABLE_STATUSES = (
 )
 
 
-def execution_runner_status(*, execution_id: int, status: str) -> bool:
-    """The worker acted on a desired state: running → paused or paused → running."""
+def execution_runner_status(
+    *, execution_id: int, status: str, paused_seconds: float | None = None
+) -> bool:
+    """The worker acted on a desired state: running → paused or paused → running.
+
+    `paused_seconds`: the run's paused time so far, kept on the row as it goes, so a
+    running run's time so far leaves out the pauses it came back from."""
     source, target = (
         (Execution.Status.RUNNING, Execution.Status.PAUSED)
         if status == Execution.Status.PAUSED
         else (Execution.Status.PAUSED, Execution.Status.RUNNING)
     )
+    paused = {} if paused_seconds is None else {"paused_seconds": paused_seconds}
     return bool(
-        Execution.objects.filter(pk=execution_id, status=source).update(status=target)
+        Execution.objects.filter(pk=execution_id, status=source).update(
+            status=target, **paused
+        )
     )
 
 

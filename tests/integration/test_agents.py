@@ -96,12 +96,14 @@ def test_it_registers_heartbeats_and_says_goodbye(
     assert agent.version == "0.1.0"
     assert agent.started_at is not None
 
-    first = wait_for(lambda: live.read_one(agent.instance_id), timeout=10)
+    wait_for(lambda: live.read_one(agent.instance_id), timeout=10)
+    # A later beat: the first has no load yet (a load is measured between two).
     later = wait_for(
-        lambda: (s := live.read_one(agent.instance_id)) and s.at > first.at and s,
+        lambda: (s := live.read_one(agent.instance_id)) and s.process_cpu_load,
         timeout=10,
     )
-    assert later.process_cpu_load is not None
+    later = live.read_one(agent.instance_id)
+    assert later is not None and later.process_cpu_load is not None
     assert later.memory_total == psutil.virtual_memory().total
     assert len(live.read_history(agent.instance_id)) >= 2
     assert queue in services.queues_online()

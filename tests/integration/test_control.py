@@ -74,6 +74,12 @@ def test_it_pauses_and_resumes_a_running_shell_job(
 
     assert api.post(f"/api/executions/{execution_id}/resume/").status_code == 202
     wait_for(lambda: process_state(pid) != "T", timeout=5)
+    # The pause is on the row once it resumed, not only at the end.
+    going = wait_for(
+        lambda: (b := api.execution(execution_id))["status"] != "paused" and b,
+        timeout=5,
+    )
+    assert going["paused_seconds"] >= 2.5
     body = wait_for(lambda: api.status_is(execution_id, "succeeded"), timeout=15)
     assert body["output"] == "started\ndone\n"
     assert body["paused_seconds"] >= 2.5

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib import admin
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
 from django.test.utils import override_settings
 from django.utils import timezone
@@ -28,6 +30,14 @@ def beat_schema(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]
     yield
     with django_db_blocker.unblock(), override_settings(INSTALLED_APPS=BEAT_INSTALLED):
         call_command("migrate", "django_celery_beat", "zero", verbosity=0)
+        # Its migration made content types and permissions, which the admin of a
+        # later test would look its models up by.
+        ContentType.objects.filter(app_label="django_celery_beat").delete()
+        ContentType.objects.clear_cache()
+    # Installing the app ran the admin's autodiscovery, which registered its models.
+    for model in list(admin.site._registry):
+        if model._meta.app_label == "django_celery_beat":
+            admin.site.unregister(model)
 
 
 @pytest.fixture

@@ -156,6 +156,7 @@ class Controlled:
     def __init__(self, command: str, timeout: float | None = None) -> None:
         self.desired = "run"
         self.statuses: list[str] = []
+        self.paused: list[float] = []  # Paused time so far, with each status.
         self.pids: list[int] = []
         self.output = bytearray()
         context = RunContext(
@@ -166,10 +167,14 @@ class Controlled:
             on_start=self.pids.append,
             on_output=self.output.extend,
             poll=lambda: self.desired,
-            on_status=self.statuses.append,
+            on_status=self.on_status,
         )
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.future = self.pool.submit(runner.run, {"command": command}, context)
+
+    def on_status(self, status: str, paused_seconds: float) -> None:
+        self.statuses.append(status)
+        self.paused.append(paused_seconds)
 
     def pid(self) -> int:
         return wait_for(lambda: self.pids and self.pids[0], timeout=10)
@@ -198,6 +203,8 @@ def test_it_pauses_and_resumes_the_group_and_excludes_paused_time() -> None:
     assert outcome.output == "start\ndone\n"
     assert job.statuses == ["paused", "running"]
     assert outcome.paused_seconds >= 1.6
+    # Told when it resumed, so the row has it while the run goes on.
+    assert job.paused[0] == 0 and 1.6 <= job.paused[1] <= outcome.paused_seconds
 
 
 @override_settings(KARMCHARI_KILL_GRACE=0.3)
