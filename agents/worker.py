@@ -210,7 +210,11 @@ def _queues(app: Any) -> list[str]:
 def on_after_setup(sender: str, instance: Any, **kwargs: Any) -> None:
     global _current
     _current = WorkerAgent(name=sender, queues=_queues(instance.app))
-    _current.register()
+    agent = _current.register()
+    if agent is None or agent.drained:
+        # Not even at start: a task the consumer received before worker_ready (and
+        # ready() cancels the queues) would run. Started later by add_task_queue.
+        instance.app.amqp.queues.deselect(_current.queues)
     # The pool forks next: children must not share this process's connections.
     connections.close_all()
 
