@@ -9,9 +9,11 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from django.core.cache import cache
+from django_redis import get_redis_connection
 from rest_framework.test import APIClient
 
 from jobs import control
+from jobs.logs import log_key
 from jobs.models import App, Execution, Job, Schedule
 from karmchari_site import embedded
 from tests.tokens import make_token
@@ -53,6 +55,12 @@ def fresh_redis_state() -> None:
     cache.delete_pattern("*throttle_*")  # type: ignore[attr-defined]
     cache.delete_pattern("*authfail:*")  # type: ignore[attr-defined]
     cache.delete_pattern("*stats:*")  # type: ignore[attr-defined]
+    # Live log streams, under their raw keys: an earlier test's run of the same id
+    # must not show up in this one's log.
+    redis = get_redis_connection("default")
+    stale = list(redis.scan_iter(match=log_key(0).removesuffix("0") + "*", count=1000))
+    if stale:
+        redis.delete(*stale)
 
 
 @pytest.fixture

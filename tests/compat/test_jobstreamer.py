@@ -1,4 +1,4 @@
-"""compat/jobstreamer.py: the JobStreamer control bus API, in EDN and JSON."""
+"""compat/jobstreamer/: the JobStreamer control bus API, in EDN and JSON."""
 
 from __future__ import annotations
 
