@@ -154,14 +154,9 @@ def _compact(text: str, high: int, low: int) -> str:
     steps = {b - a for a, b in itertools.pairwise(values)}
     if len(values) > 2 and len(steps) == 1 and (step := steps.pop()) > 1:
         return f"{values[0]}-{values[-1]}/{step}"
-    runs: list[list[int]] = []
-    for value in values:
-        if runs and value == runs[-1][-1] + 1:
-            runs[-1].append(value)
-        else:
-            runs.append([value])
     return ",".join(
-        str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs
+        str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+        for run in schedules.consecutive_runs(values)
     )
 
 

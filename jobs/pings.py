@@ -37,7 +37,6 @@ from django.views.decorators.csrf import csrf_exempt
 from jobs import notifications, services
 from jobs.models import Execution, ExecutionEvent, Job
 from jobs.runners import Outcome
-from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +44,6 @@ BODY_LIMIT = 10_000
 VERBS = {"": "succeeded", "start": "running", "fail": "failed"}
 # The `worker` of a run that a /start began (the late check times it from then).
 STARTED_BY_PING = "ping"  # one of Execution.EXTERNAL_WORKERS
-
-
-def _open_run(*, job: Job, now: datetime) -> Execution:
-    """A run the ping itself began: an attempt, and an active run, in the stats."""
-    execution = Execution.objects.create(
-        job=job,
-        trigger=Execution.Trigger.PING,
-        status=Execution.Status.RUNNING,
-        started_at=now,
-        worker=STARTED_BY_PING,
-    )
-    Job.objects.filter(pk=job.pk).update(last_attempted_at=now)
-    stats_forget(job_id=job.pk)
-    return execution
 
 
 def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
@@ -80,9 +65,13 @@ def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
                 )
                 current.started_at, current.worker = now, STARTED_BY_PING
                 return current
-            return _open_run(job=job, now=now)
+            return services.external_open(
+                job=job, trigger=Execution.Trigger.PING, worker=STARTED_BY_PING
+            )
         if current is None:
-            current = _open_run(job=job, now=now)
+            current = services.external_open(
+                job=job, trigger=Execution.Trigger.PING, worker=STARTED_BY_PING
+            )
     status = VERBS[verb]
     reason = "" if status == "succeeded" else "The job pinged /fail."
     outcome = Outcome(status=status, output=body, reason=reason)

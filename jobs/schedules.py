@@ -799,16 +799,21 @@ def _unit(text: str, unit: str) -> str:
     return f"{unit}s {text}"
 
 
-def _names(values: list[int], names: list[str], first: int) -> str:
-    """Runs of consecutive values as NAME-NAME, e.g. [1, 2, 3, 4, 5] -> MON-FRI."""
+def consecutive_runs(values: list[int]) -> list[list[int]]:
+    """Sorted values in runs of consecutive ones: [1, 2, 3, 7] -> [[1, 2, 3], [7]]."""
     runs: list[list[int]] = []
     for value in values:
         if runs and value == runs[-1][-1] + 1:
             runs[-1].append(value)
         else:
             runs.append([value])
+    return runs
+
+
+def _names(values: list[int], names: list[str], first: int) -> str:
+    """Runs of consecutive values as NAME-NAME, e.g. [1, 2, 3, 4, 5] -> MON-FRI."""
     texts = []
-    for run in runs:
+    for run in consecutive_runs(values):
         low, high = names[run[0] - first], names[run[-1] - first]
         texts.append(
             low if len(run) == 1 else f"{low}{'-' if len(run) > 2 else ','}{high}"

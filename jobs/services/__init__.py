@@ -38,6 +38,7 @@ from jobs.services.executions import (
     execution_run,
     execution_runner_status,
     execution_schedule_retry,
+    external_open,
     job_trigger,
     retry_delay,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "execution_schedule_retry",
     "execution_send",
     "executions_send",
+    "external_open",
     "external_paused_seconds",
     "job_children_cycle",
     "job_clean_spec",

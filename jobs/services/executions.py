@@ -43,6 +43,29 @@ EXTERNAL_WORKER = Execution.EXTERNAL_WORKERS[0]
 T = TypeVar("T")
 
 
+def external_open(
+    *,
+    job: Job,
+    trigger: str,
+    worker: str = EXTERNAL_WORKER,
+    parameters: dict[str, Any] | None = None,
+) -> Execution:
+    """An external job's run, running from now (its process lives elsewhere): an
+    attempt, and an active run, in the job's stats."""
+    now = timezone.now()
+    execution = Execution.objects.create(
+        job=job,
+        trigger=trigger,
+        parameters=parameters or {},
+        status=Execution.Status.RUNNING,
+        started_at=now,
+        worker=worker,
+    )
+    Job.objects.filter(pk=job.pk).update(last_attempted_at=now)
+    stats_forget(job_id=job.pk)
+    return execution
+
+
 def job_trigger(
     *,
     job: Job,
@@ -54,18 +77,7 @@ def job_trigger(
         raise Conflict(f"Job {job.name!r} is disabled; enable it before running it.")
     if job.kind == Job.Kind.EXTERNAL:
         # Nothing to send: its process lives elsewhere and reports through the API.
-        now = timezone.now()
-        execution = Execution.objects.create(
-            job=job,
-            trigger=trigger,
-            parameters=parameters or {},
-            status=Execution.Status.RUNNING,
-            started_at=now,
-            worker=EXTERNAL_WORKER,
-        )
-        Job.objects.filter(pk=job.pk).update(last_attempted_at=now)
-        stats_invalidate(job_id=job.pk)
-        return execution
+        return external_open(job=job, trigger=trigger, parameters=parameters)
     # One INSERT, atomic by itself: no BEGIN/COMMIT round trips (on PostgreSQL a
     # prepared one). Sent once it is committed (at once, or when a caller's own
     # transaction commits).
