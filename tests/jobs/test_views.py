@@ -593,7 +593,7 @@ def test_it_refuses_a_schedule_start_whose_local_time_is_past_year_9999(
     api: APIClient, make_job: Callable[..., Job]
 ) -> None:
     # 9999-12-31T20:00Z is 10000-01-01T10:00 in Kiritimati (+14): computing the
-    # next fire time overflows (jobs/schedules.py next_after: astimezone).
+    # next fire time overflows (jobs/schedules next_after: astimezone).
     job = make_job()
     response = api.post(
         "/api/schedules/",
