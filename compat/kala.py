@@ -191,7 +191,9 @@ def job_json(job: Job, history: list[Execution]) -> dict[str, Any]:
         "disabled": not job.enabled,
         "dependent_jobs": [str(c.uid) for c in children] or None,
         "parent_jobs": [str(p.uid) for p in parents] or None,
-        "schedule": schedule.expression if schedule is not None else "",
+        "schedule": schedule.expression
+        if schedule is not None
+        else str(job.legacy.get("kala", {}).get("schedule", "")),
         "retries": job.max_retries,
         "epsilon": _epsilon_text(job, schedule),
         # Flat, as the seed README shows them; nested below, as Kala sends them.
@@ -353,6 +355,9 @@ def create(fields: dict[str, Any], user: Any) -> Job:
     if not may_see(user, app):
         raise KalaDenied
     legacy = {"kala": {"name": name, "epsilon": epsilon_text}}
+    if parents and expression:
+        # Kala keeps a child's schedule as sent (never parsed) and shows it back.
+        legacy["kala"]["schedule"] = expression
     retries = fields.get("retries") or 0
     if retries > 32767:
         raise KalaError(f"{INIT_ERROR}: retries must be at most 32767")

@@ -315,6 +315,10 @@ def test_it_links_dependent_jobs_by_the_seed_rules(curl: Client) -> None:
     child_job = Job.objects.get(uid=only_child)
     # A child runs after its parents only: no schedule, no run of its own.
     assert not child_job.schedules.exists() and not child_job.executions.exists()
+    # Yet Kala shows the schedule it was sent (kept, never parsed).
+    child_detail = go(curl.get(f"/api/v1/job/{only_child}/"))["job"]
+    assert child_detail["schedule"] == "R/2099-01-01T00:00:00Z/PT1S"
+    assert go(curl.get(f"/api/v1/job/{shared}/"))["job"]["schedule"] == ""
     detail = go(curl.get(f"/api/v1/job/{parent}/"))["job"]
     assert detail["dependent_jobs"] == [only_child, shared]
     assert go(curl.get(f"/api/v1/job/{shared}/"))["job"]["parent_jobs"] == [
