@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 class Batch:
-    """The commands a pipeline would take (DEL, HINCRBY, HINCRBYFLOAT), gathered."""
+    """The commands a pipeline would take (INCR, DEL, HINCRBY, HINCRBYFLOAT),
+    gathered; sent in that order."""
 
     def __init__(self) -> None:
         self._reset()
@@ -42,6 +43,7 @@ class Batch:
         self._lock = threading.Lock()
         self._due = threading.Event()
         self._thread: threading.Thread | None = None
+        self._incrs: Counter[str] = Counter()
         self._deletes: set[str] = set()
         self._counts: Counter[tuple[str, str]] = Counter()
         self._sums: defaultdict[tuple[str, str], float] = defaultdict(float)
@@ -50,6 +52,10 @@ class Batch:
         if self._pid != os.getpid():
             self._reset()
         return self._lock
+
+    def incr(self, key: str) -> None:
+        with self._own():
+            self._incrs[key] += 1
 
     def delete(self, *keys: str) -> None:
         with self._own():
@@ -88,14 +94,17 @@ class Batch:
         """Send everything gathered in one pipeline; answers how many commands.
         Never raises: Redis is for speed, and these writes are allowed to be lost."""
         with self._own():
+            incrs, self._incrs = self._incrs, Counter()
             deletes, self._deletes = self._deletes, set()
             counts, self._counts = self._counts, Counter()
             sums, self._sums = self._sums, defaultdict(float)
-        commands = bool(deletes) + len(counts) + len(sums)
+        commands = len(incrs) + bool(deletes) + len(counts) + len(sums)
         if not commands:
             return 0
         try:
             pipe = get_redis_connection("default").pipeline(transaction=False)
+            for key, amount in incrs.items():
+                pipe.incrby(key, amount)
             if deletes:
                 pipe.delete(*deletes)
             for (key, field), amount in counts.items():

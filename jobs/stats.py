@@ -29,6 +29,7 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import TruncHour
+from django.http import Http404
 from django.utils import timezone
 from django_redis import get_redis_connection
 
@@ -51,15 +52,73 @@ def _job_key(job_id: int) -> str:
 
 def stats_invalidate(*, job_id: int | None, pipe: Any = None) -> None:
     """Forget the global figures and, given a job, that job's: at once, or queued in
-    `pipe` (a Redis pipeline the caller sends with its other commands)."""
+    `pipe` (a Redis pipeline the caller sends with its other commands). The
+    generation moves on, so figures being computed meanwhile are not stored."""
     keys = [_GLOBAL_KEY, _APPS_KEY, DASHBOARD_KEY]
     if job_id is not None:
         keys += [_job_key(job_id), _hourly_key(job_id)]
+    backend = caches["default"]  # once: each read through `cache` is a lookup
+    # The generation first: a store after it is refused, one before it is deleted.
     if pipe is not None:
-        backend = caches["default"]  # once: each read through `cache` is a lookup
+        pipe.incr(backend.make_key(_GENERATION_KEY))
         pipe.delete(*(backend.make_key(key) for key in keys))
     else:
+        with contextlib.suppress(Exception):  # Redis down: nothing cached either
+            get_redis_connection("default").incr(backend.make_key(_GENERATION_KEY))
         cache.delete_many(keys)
+
+
+# Moved on by every stats_invalidate. A reader notes it before computing, and its
+# figures are stored only if it has not moved since: a change that lands while they
+# are computed (a run ending) would otherwise be hidden behind figures from before
+# it, for a whole KARMCHARI_STATS_CACHE_SECONDS.
+_GENERATION_KEY = "stats:generation"
+_STORE_IF_CURRENT = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4])
+else
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+return 1
+"""
+
+
+def _generation() -> str | None:
+    """The generation now, or None when Redis cannot tell (then nothing is stored)."""
+    try:
+        key = caches["default"].make_key(_GENERATION_KEY)
+        value = get_redis_connection("default").get(key)
+    except Exception:
+        return None
+    return (value or b"0").decode()
+
+
+def _store(
+    key: str, value: bytes, *, seconds: float, generation: str | None, field: str = ""
+) -> None:
+    """Cache `value` (encoded) under `key` (or in the hash `key`, under `field`) if
+    the generation is still `generation`."""
+    if generation is None:
+        return
+    backend = caches["default"]
+    with contextlib.suppress(Exception):
+        get_redis_connection("default").eval(
+            _STORE_IF_CURRENT,
+            2,
+            backend.make_key(_GENERATION_KEY),
+            backend.make_key(key),
+            generation,
+            value,
+            field,
+            max(1, int(seconds)),
+        )
+
+
+def _cache_set(key: str, value: Any, *, seconds: float, generation: str | None) -> None:
+    encoded = caches["default"].client.encode(value)  # type: ignore[attr-defined]
+    _store(key, encoded, seconds=seconds, generation=generation)
 
 
 def stats_forget(*, job_id: int | None) -> None:
@@ -95,10 +154,12 @@ def _within(
 
 def stats_global(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
     """Totals over the jobs of `apps` (access.scope(); None: every app, cached)."""
+    generation = None
     if apps is None:
         cached = cache.get(_GLOBAL_KEY)
         if cached is not None:
             return dict(cached)
+        generation = _generation()
     job_rows, execution_rows, schedule_rows = _within(apps)
     jobs = job_rows.aggregate(
         jobs=Count("id"),
@@ -131,7 +192,12 @@ def stats_global(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
         "generated_at": timezone.now(),
     }
     if apps is None:
-        cache.set(_GLOBAL_KEY, figures, settings.KARMCHARI_STATS_CACHE_SECONDS)
+        _cache_set(
+            _GLOBAL_KEY,
+            figures,
+            seconds=settings.KARMCHARI_STATS_CACHE_SECONDS,
+            generation=generation,
+        )
     return figures
 
 
@@ -148,17 +214,32 @@ def stats_app(*, app: App) -> dict[str, Any]:
             age = timezone.now() - figures["generated_at"]
             if age.total_seconds() < settings.KARMCHARI_STATS_CACHE_SECONDS:
                 return figures
+    generation = _generation()
     figures = {
         **stats_global(apps=App.objects.filter(pk=app.pk)),
         "app": app.name,
         "created": app.created,
     }
-    with contextlib.suppress(Exception):
-        pipe = get_redis_connection("default").pipeline(transaction=False)
-        pipe.hset(key, str(app.pk), pickle.dumps(figures))
-        pipe.expire(key, int(settings.KARMCHARI_STATS_CACHE_SECONDS))
-        pipe.execute()
+    _store(
+        _APPS_KEY,
+        pickle.dumps(figures),
+        seconds=settings.KARMCHARI_STATS_CACHE_SECONDS,
+        generation=generation,
+        field=str(app.pk),
+    )
     return figures
+
+
+_COUNTER_FIELDS = [
+    "enabled",
+    "success_count",
+    "error_count",
+    "last_success_at",
+    "last_error_at",
+    "last_attempted_at",
+    "duration_total",
+    "untimed_count",
+]
 
 
 def stats_job(*, job: Job) -> dict[str, Any]:
@@ -166,6 +247,13 @@ def stats_job(*, job: Job) -> dict[str, Any]:
     cached = cache.get(key)
     if cached is not None:
         return dict(cached)
+    generation = _generation()
+    # Read after the generation: a run that ended since the caller loaded the job
+    # is in its counters.
+    try:
+        job.refresh_from_db(fields=_COUNTER_FIELDS)
+    except Job.DoesNotExist:
+        raise Http404("The job was deleted meanwhile.") from None
     executions = _by_status(job.executions.all())
     figures = {
         "job": job.pk,
@@ -206,7 +294,12 @@ def stats_job(*, job: Job) -> dict[str, Any]:
         ],
         "generated_at": timezone.now(),
     }
-    cache.set(key, figures, settings.KARMCHARI_STATS_CACHE_SECONDS)
+    _cache_set(
+        key,
+        figures,
+        seconds=settings.KARMCHARI_STATS_CACHE_SECONDS,
+        generation=generation,
+    )
     return figures
 
 
@@ -256,6 +349,7 @@ def stats_hourly(
     cached = cache.get(key) if apps is None else None
     if cached is not None and now is None:
         return list(cached)
+    generation = _generation() if apps is None else None
     now = now or timezone.now()
     end = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=HOURS - 1)
@@ -276,8 +370,7 @@ def stats_hourly(
         if bucket is not None:
             bucket[_OUTCOME_OF[row["status"]]] += row["n"]
     series = [{"hour": hour, **buckets[hour]} for hour in hours]
-    if apps is None:
-        cache.set(key, series, DASHBOARD_SECONDS)
+    _cache_set(key, series, seconds=DASHBOARD_SECONDS, generation=generation)
     return series
 
 
@@ -402,10 +495,12 @@ def stats_dashboard(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
     """Everything the admin index shows, in a fixed number of queries, over the jobs
     of `apps` (access.scope(); None: every app, cached). Agents are shared by all
     apps: always all of them."""
+    generation = None
     if apps is None:
         cached = cache.get(DASHBOARD_KEY)
         if cached is not None:
             return dict(cached)
+        generation = _generation()
     now = timezone.now()
     job_rows, execution_rows, _ = _within(apps)
     jobs = job_rows.aggregate(
@@ -446,6 +541,5 @@ def stats_dashboard(*, apps: QuerySet[App] | None = None) -> dict[str, Any]:
         "generated_at": now,
         "cached": apps is None,
     }
-    if apps is None:
-        cache.set(DASHBOARD_KEY, figures, DASHBOARD_SECONDS)
+    _cache_set(DASHBOARD_KEY, figures, seconds=DASHBOARD_SECONDS, generation=generation)
     return figures

@@ -59,6 +59,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """DRF's handler, plus 409 for state conflicts and protected deletes."""
     if isinstance(exc, services.Conflict):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, services.Gone):
+        return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, SecretError):
         # A mask sent back for a secret that is not stored (checked by the service).
         return Response({"secrets": exc.errors}, status=status.HTTP_400_BAD_REQUEST)

@@ -15,6 +15,7 @@ from jobs.services.apps import (
 from jobs.services.base import (
     Conflict,
     DependencyCycle,
+    Gone,
     ServiceError,
 )
 from jobs.services.commands import (
@@ -88,6 +89,7 @@ __all__ = [
     "SCHEDULE_CHANNEL",
     "Conflict",
     "DependencyCycle",
+    "Gone",
     "ScheduleInvalid",
     "ServiceError",
     "app_create",

@@ -13,6 +13,10 @@ class Conflict(ServiceError):
     """The object's state forbids the action (answered as 409)."""
 
 
+class Gone(ServiceError):
+    """The object was deleted by another request meanwhile (answered as 404)."""
+
+
 def event_actor(user: Any) -> Any:
     return (
         user if user is not None and getattr(user, "is_authenticated", False) else None

@@ -88,9 +88,16 @@ def job_trigger(
         dispatched_at=timezone.now(),
     )
     if connection.vendor == "postgresql":
-        pgsql.insert(execution)
+        inserted = pgsql.insert_run(execution)
     else:
-        execution.save(force_insert=True)
+        # SQLite takes its write lock at BEGIN (IMMEDIATE): no disable between the
+        # look at `enabled` and the INSERT.
+        with transaction.atomic():
+            inserted = Job.objects.filter(pk=job.pk, enabled=True).exists()
+            if inserted:
+                execution.save(force_insert=True)
+    if not inserted:
+        raise Conflict(f"Job {job.name!r} was disabled or deleted meanwhile.")
     transaction.on_commit(lambda: _execution_created(execution=execution))
     return execution
 

@@ -14,7 +14,7 @@ from jobs.metrics import metrics_forget_jobs
 from jobs.models import App, Execution, Job
 from jobs.runners import SpecError, get_runner
 from jobs.secrets import job_secrets_set, spec_split_secrets
-from jobs.services.base import DependencyCycle
+from jobs.services.base import DependencyCycle, Gone
 from jobs.services.overlap import (
     BUFFERING_POLICIES,
     execution_kill_active,
@@ -93,6 +93,10 @@ def job_update(
     for field, value in fields.items():
         setattr(job, field, value)
     with transaction.atomic():
+        # Its row, locked: a trigger running meanwhile waits for the new
+        # `enabled` (jobs/pgsql.py), and a job deleted meanwhile is a 404.
+        if not Job.objects.select_for_update().filter(pk=job.pk).exists():
+            raise Gone(f"Job {job.name!r} was deleted meanwhile.")
         if parents is not None:
             job_set_parents(job=job, parents=parents)
         if children is not None:
@@ -203,9 +207,10 @@ def job_set_children(*, job: Job, children: list[Job]) -> Job:
     from the parent's side)."""
     with transaction.atomic():
         _lock_dependencies()
-        why = job_children_cycle(
-            job=job, parents=list(job.parents.all()), children=children
-        )
+        # From the database, not a prefetch made before the lock: another edit
+        # may have given it parents meanwhile.
+        parents = list(Job.objects.filter(children=job))
+        why = job_children_cycle(job=job, parents=parents, children=children)
         if why:
             raise DependencyCycle(why, field="children")
         job.children.set(children)

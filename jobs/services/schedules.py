@@ -19,6 +19,7 @@ from django_redis import get_redis_connection
 
 from jobs import firing, schedules
 from jobs.models import Execution, Job, Schedule
+from jobs.services.base import Gone
 from jobs.services.outbox import executions_send
 from jobs.services.overlap import (
     execution_kill_active,
@@ -206,6 +207,11 @@ def schedule_save(
     """
     now = timezone.now()
     with transaction.atomic():
+        if changed is not None and not (
+            Schedule.objects.select_for_update().filter(pk=schedule.pk).exists()
+        ):
+            # Deleted by another request meanwhile: a save would insert it again.
+            raise Gone(f"Schedule #{schedule.pk} was deleted meanwhile.")
         reenabled = changed is not None and schedule.enabled and not was_enabled
         missed = schedule.next_run_at is not None and schedule.next_run_at <= now
         if changed is None or _TIMING_FIELDS & changed:
