@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 from unittest import mock
 
@@ -144,6 +145,32 @@ def test_it_does_not_leave_a_pending_run_of_a_job_disabled_while_triggered(
     # Disabling skips the job's runs not started yet; a run answered 202 meanwhile
     # must not start afterwards (or the run should have answered 409).
     assert not pending, (out[0].status_code, [e.pk for e in pending], sent.call_count)
+
+
+def test_it_does_not_start_a_scheduled_run_of_a_job_disabled_during_the_tick(
+    client: APIClient,
+    make_job: Callable[..., Job],
+    make_schedule: Any,
+    sent: mock.MagicMock,
+) -> None:
+    """Beat read the job as enabled, then the disable committed, then beat inserted
+    the slot's run: it must come out skipped, and not be sent."""
+    job = make_job()
+    make_schedule("* * * * *", job=job)
+    entered, go = threading.Event(), threading.Event()
+    later = timezone.now() + timedelta(minutes=2)
+    with (
+        held("jobs.services.schedules._insert_executions", entered=entered, go=go),
+        mock.patch("jobs.services.schedules.executions_send") as send,
+    ):
+        t, out = in_thread(lambda: services.schedules_fire_due(now=later))
+        assert entered.wait(10)
+        assert client.post(f"/api/jobs/{job.pk}/disable/").status_code == 200
+        go.set()
+        t.join(10)
+    assert out == [1]
+    assert set(job.executions.values_list("status", flat=True)) == {"skipped"}
+    assert send.call_count == 0
 
 
 def test_it_refuses_two_children_patches_that_make_a_cycle(
