@@ -64,7 +64,7 @@ def hourly_svg(
         x = left + i * slot + (slot - bar) / 2
         base = top + plot_h
         local = hour["hour"].astimezone(zone)
-        when = f"{local:%Y-%m-%d %H:00}"
+        when = f"{local:%Y-%m-%d %H:%M}"  # a half-hour zone starts at :30
         for name in OUTCOMES:
             count = hour[name]
             if not count:
@@ -79,7 +79,7 @@ def hourly_svg(
         if i % 3 == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{height - 6}" '
-                f'text-anchor="middle">{local:%H}:00</text>'
+                f'text-anchor="middle">{local:%H:%M}</text>'
             )
     parts.append(
         f'<line class="k-axis" x1="{left}" x2="{width - right}" '

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -59,6 +60,8 @@ class ExecutionControlAdminMixin(admin.ModelAdmin[Execution]):
     ) -> HttpResponse:
         context["can_control"] = self.has_control_permission(request)
         context["can_retry"] = self.has_retry_permission(request)
+        # The live tail keeps about as much as a run's stored output.
+        context["log_keep"] = settings.KARMCHARI_OUTPUT_LIMIT
         return super().render_change_form(request, context, *args, **kw)
 
     def control_view(

@@ -654,8 +654,10 @@ class NotificationRule(models.Model):
     slow_factor = models.FloatField(
         null=True,
         blank=True,
+        # Below 1, most runs would be "slow" (below 0, every one).
+        validators=[MinValueValidator(1.0)],
         help_text="Slow means longer than this times the average "
-        "(default KARMCHARI_NOTIFY_SLOW_FACTOR).",
+        "(default KARMCHARI_NOTIFY_SLOW_FACTOR); at least 1.",
     )
 
     class Meta:
@@ -669,7 +671,7 @@ class NotificationRule(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{', '.join(self.events)} -> {self.channel_id}"
+        return f"{', '.join(self.events)} -> {self.channel}"
 
 
 class NotificationDelivery(models.Model):

@@ -177,7 +177,7 @@ class ExecutionAdmin(AppScopedAdmin[Execution], ExecutionControlAdminMixin):
         return format_html(
             '<span class="k-chain">{}</span>',
             format_html_join(
-                " &rarr; ",
+                " → ",  # the separator is escaped: a character, not an entity
                 '<a href="{}" class="{}">#{} {}</a>',
                 (
                     (

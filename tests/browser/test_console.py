@@ -108,3 +108,38 @@ def test_it_runs_a_job_from_the_admin_and_controls_it_live(
     expect(page.locator("svg.k-chart polyline").first).to_be_attached()
     expect(page.locator("#k-drain")).to_be_visible()
     page.screenshot(path=str(screenshots / "agent.png"), full_page=True)
+
+
+def test_it_says_where_the_live_log_left_output_out(page: Page) -> None:
+    """The server keeps a capped tail: when it answers from later than asked, the
+    page says how much it did not get, instead of gluing the two sides together."""
+    from jobs import services
+    from jobs.models import App, Execution
+
+    job = services.job_create(
+        app=App.objects.create(name="ops"), name="big", spec={"command": "true"}
+    )
+    run = Execution.objects.create(job=job, status="running")
+    answers = iter(
+        [
+            {"offset": 0, "next_offset": 9, "text": "line 001\n", "finished": False},
+            {"offset": 5009, "next_offset": 5027, "text": "ine 501\nline 502\n",
+             "finished": True, "status": "succeeded"},
+        ]
+    )  # fmt: skip
+
+    def answer(route: object) -> None:
+        body = {"status": "running", **next(answers)}
+        route.fulfill(json=body)  # type: ignore[attr-defined]
+
+    page.route(f"**/api/executions/{run.pk}/log/*", answer)
+    page.goto("/admin/login/?next=/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.goto(f"/admin/jobs/execution/{run.pk}/change/")
+    log = page.locator("#karmchari-log")
+    expect(log).to_contain_text("line 502", timeout=10_000)
+    assert log.inner_text() == (
+        "line 001\n[... 5000 bytes not kept ...]\nine 501\nline 502\n"
+    )

@@ -120,6 +120,19 @@ def test_it_counts_executions_per_hour_by_outcome(
     assert sum(sum(v for k, v in h.items() if k != "hour") for h in series) == 4
 
 
+def test_it_labels_the_hours_with_the_console_s_own_clock() -> None:
+    """Buckets are UTC hours: in a half-hour zone each starts at :30 local time, and
+    says so (a run at 10:20 in India is in the bar from 09:30, not "09:00")."""
+    from jobs.charts import hourly_svg
+
+    hour = datetime(2026, 3, 1, 4, tzinfo=UTC)  # 09:30 in Asia/Kolkata
+    series = [{"hour": hour, **dict.fromkeys(stats.OUTCOMES, 0), "succeeded": 1}]
+    with timezone.override("Asia/Kolkata"):
+        svg = str(hourly_svg(series))
+    assert "2026-03-01 09:30: 1 succeeded" in svg
+    assert ">09:30</text>" in svg
+
+
 def test_it_lists_the_next_fire_times_over_all_schedules(
     make_job: Callable[..., Job], make_schedule: Callable[..., Schedule]
 ) -> None:

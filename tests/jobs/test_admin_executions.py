@@ -57,10 +57,11 @@ def test_the_execution_list_says_more_than_the_cap(
     job = make_execution().job
     for _ in range(4):
         make_execution(job=job)
-    assert (
-        "more than 3 executions"
-        in admin_client.get("/admin/jobs/execution/").content.decode()
-    )
+    html = admin_client.get("/admin/jobs/execution/").content.decode()
+    assert "more than 3 executions" in html
+    # Selecting "all" acts on every row the filters match: not "all 4".
+    assert "Select all 4" not in html and "All 4 selected" not in html
+    assert "(more than 3)" in html
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's plan format")
@@ -118,6 +119,7 @@ def test_the_execution_page_shows_status_duration_attempts_audit_and_log(
     chain = html.split('class="k-chain"')[1].split("</span></a></span>")[0]
     assert chain.index(f"#{first.pk}") < chain.index(f"#{second.pk}")
     assert 'class="k-current"' in chain
+    assert " \u2192 " in chain and "&amp;rarr;" not in chain
     assert "Control events" in html
     assert f'<a href="/admin/agents/agent/{agent.pk}/change/">ran-it@host</a>' in html
     assert f"/api/executions/{first.pk}/log/" in html

@@ -36,3 +36,30 @@ def test_it_configures_notifications_in_the_admin(
     assert response.status_code == 302, response.content[:2000]
     assert NotificationRule.objects.get().events == ["failure", "late"]
     assert admin_client.get("/admin/jobs/notificationdelivery/").status_code == 200
+
+
+def test_it_refuses_a_slow_factor_below_one(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    """Below 1 most runs would be "slow"; below 0, every one."""
+    from jobs.models import NotificationChannel, NotificationRule
+
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h"
+    )
+    app = make_app("ops")
+    for factor in ("-1", "0.5"):
+        response = admin_client.post(
+            "/admin/jobs/notificationrule/add/",
+            {"channel": channel.pk, "app": app.pk, "events": ["slow"],
+             "slow_factor": factor},
+        )  # fmt: skip
+        assert response.status_code == 200
+        assert "greater than or equal to 1" in response.content.decode()
+    assert not NotificationRule.objects.exists()
+    response = admin_client.post(
+        "/admin/jobs/notificationrule/add/",
+        {"channel": channel.pk, "app": app.pk, "events": ["slow"], "slow_factor": "2"},
+        follow=True,
+    )
+    assert "slow -&gt; hook" in response.content.decode()  # its channel, by name
