@@ -115,7 +115,10 @@ def _claim_sql() -> str:
                     SELECT id FROM {agents} WHERE name = %(worker)s LIMIT 1
                 )
             WHERE id = %(id)s AND (
-                status = %(pending)s
+                (status = %(pending)s AND EXISTS (
+                    SELECT 1 FROM {jobs} WHERE {jobs}.id = {executions}.job_id
+                    AND {jobs}.enabled
+                ))
                 OR (status = %(running)s AND worker = %(worker)s
                     AND started_at = %(now)s)
             )
@@ -222,43 +225,6 @@ def _insert_sql(model: type[Model]) -> str:
         f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) VALUES ({values}) "  # noqa: S608
         f"RETURNING {_quote(model._meta.pk.column)}"
     )
-
-
-@functools.cache
-def _run_insert_sql() -> str:
-    """The trigger's INSERT of an execution, made only while its job is enabled.
-
-    The job's row is read FOR KEY SHARE (the lock the foreign key's check takes
-    anyway): a disable that holds the row (job_update locks it FOR UPDATE) is waited
-    for, and its `enabled` is what counts. Without it, a run triggered while the job
-    was being disabled stayed pending, after the disable had skipped the others."""
-    fields = _insert_fields(Execution)
-    db = _db()
-    columns = ", ".join(_quote(field.column) for field in fields)
-    values = ", ".join(f"%s::{field.db_type(db)}" for field in fields)
-    return (
-        f"INSERT INTO {_quote(Execution._meta.db_table)} ({columns}) "  # noqa: S608
-        f"SELECT {values} WHERE EXISTS (SELECT 1 FROM {_quote(Job._meta.db_table)} "
-        "WHERE id = %s AND enabled FOR KEY SHARE) "
-        f"RETURNING {_quote(Execution._meta.pk.column)}"
-    )
-
-
-def insert_run(execution: Execution) -> bool:
-    """insert() of a triggered execution, as one prepared statement; False, and
-    nothing inserted, when its job is disabled (or deleted) by then."""
-    db = _db()
-    fields = _insert_fields(Execution)
-    values = [
-        field.get_db_prep_save(field.pre_save(execution, True), db) for field in fields
-    ]
-    row = _execute(_run_insert_sql(), [*values, execution.job_id], fetch=True)
-    if row is None:
-        return False
-    (execution.pk,) = row
-    execution._state.adding = False
-    execution._state.db = db.alias
-    return True
 
 
 def insert(instance: Model) -> None:

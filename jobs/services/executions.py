@@ -88,16 +88,9 @@ def job_trigger(
         dispatched_at=timezone.now(),
     )
     if connection.vendor == "postgresql":
-        inserted = pgsql.insert_run(execution)
+        pgsql.insert(execution)
     else:
-        # SQLite takes its write lock at BEGIN (IMMEDIATE): no disable between the
-        # look at `enabled` and the INSERT.
-        with transaction.atomic():
-            inserted = Job.objects.filter(pk=job.pk, enabled=True).exists()
-            if inserted:
-                execution.save(force_insert=True)
-    if not inserted:
-        raise Conflict(f"Job {job.name!r} was disabled or deleted meanwhile.")
+        execution.save(force_insert=True)
     transaction.on_commit(lambda: _execution_created(execution=execution))
     return execution
 
@@ -145,7 +138,7 @@ def _claim_orm(*, execution_id: int, worker: str, now: datetime) -> Execution | 
     agent = Agent.objects.filter(name=worker).values("pk")[:1]
     with transaction.atomic():
         claimed = Execution.objects.filter(
-            Q(status=Execution.Status.PENDING)
+            Q(status=Execution.Status.PENDING, job__enabled=True)
             | Q(status=Execution.Status.RUNNING, worker=worker, started_at=now),
             pk=execution_id,
         ).update(
@@ -277,6 +270,24 @@ def _job_stats_add(*, execution: Execution) -> None:
     Job.objects.filter(pk=execution.job_id).update(**stats)
 
 
+def _skip_if_job_disabled(*, execution_id: int) -> bool:
+    """A pending run the claim refused because its job is disabled ends skipped.
+
+    The claim is where "a disabled job's runs do not start" holds, whatever made
+    the run: a trigger or a beat tick that read the job as enabled just before a
+    disable committed, a retry, a child. (The disable itself skips the runs that
+    were pending when it committed.)"""
+    return bool(
+        Execution.objects.filter(
+            pk=execution_id, status=Execution.Status.PENDING, job__enabled=False
+        ).update(
+            status=Execution.Status.SKIPPED,
+            finished_at=timezone.now(),
+            reason="Its job was disabled before it started.",
+        )
+    )
+
+
 def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     """Claim, run and finish one execution. A no-op if it is not pending any more."""
     # Subscribed before the claim reads the desired state, so that a command sent
@@ -290,7 +301,10 @@ def execution_run(*, execution_id: int, worker: str) -> Execution | None:
     )
     if execution is None:
         listener.close()
-        logger.info("execution %s is not pending; nothing to run", execution_id)
+        if _skip_if_job_disabled(execution_id=execution_id):
+            logger.info("execution %s: its job is disabled; skipped", execution_id)
+        else:
+            logger.info("execution %s is not pending; nothing to run", execution_id)
         return None
     listener.open(desired=execution.desired_state)
     job = execution.job

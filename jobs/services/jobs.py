@@ -93,8 +93,8 @@ def job_update(
     for field, value in fields.items():
         setattr(job, field, value)
     with transaction.atomic():
-        # Its row, locked: a trigger running meanwhile waits for the new
-        # `enabled` (jobs/pgsql.py), and a job deleted meanwhile is a 404.
+        # Its row, locked until this commits: a job deleted meanwhile is a 404 (a
+        # save would find no row), and two edits of one job take turns.
         if not Job.objects.select_for_update().filter(pk=job.pk).exists():
             raise Gone(f"Job {job.name!r} was deleted meanwhile.")
         if parents is not None:

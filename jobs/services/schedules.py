@@ -418,34 +418,9 @@ def schedules_fire(
             why="Its job's overlap policy.",
             spare=made,
         )
-    pending = [e for e in executions if e.status == Execution.Status.PENDING]
-    dropped = _skip_runs_of_disabled_jobs(pending, now=now)
-    sends = [(e, delay) for e, delay in sends if e.pk not in dropped]
+    sends = [(e, delay) for e, delay in sends if e.pk is not None]
     if sends:
         transaction.on_commit(lambda: executions_send(sends))
-
-
-def _skip_runs_of_disabled_jobs(made: list[Execution], *, now: datetime) -> set[Any]:
-    """The runs just inserted whose job was disabled meanwhile, marked skipped.
-
-    The tick read each job as enabled; a disable that committed since (its lock on
-    the job's row made these INSERTs wait for it) has already skipped the job's
-    pending runs, but not these. A fresh read, in this transaction, sees it."""
-    ids = [e.pk for e in made if e.pk is not None]
-    if not ids:
-        return set()
-    dropped = set(
-        Execution.objects.filter(pk__in=ids, job__enabled=False).values_list(
-            "pk", flat=True
-        )
-    )
-    if dropped:
-        Execution.objects.filter(pk__in=dropped).update(
-            status=Execution.Status.SKIPPED,
-            finished_at=now,
-            reason="Its job was disabled before it started.",
-        )
-    return dropped
 
 
 def _save_fired(rows: list[Schedule]) -> None:

@@ -89,6 +89,20 @@ def test_it_counts_a_failure(make_job: Callable[..., Job]) -> None:
     assert job.last_error_at is not None
 
 
+def test_it_never_starts_a_pending_run_of_a_disabled_job(
+    make_execution: Callable[..., Execution],
+) -> None:
+    """Made just before the disable committed (a trigger, a beat tick): the claim
+    refuses it, and it ends skipped, its command not run."""
+    execution = make_execution()
+    Job.objects.filter(pk=execution.job_id).update(enabled=False)
+    assert services.execution_run(execution_id=execution.pk, worker="w") is None
+    execution.refresh_from_db()
+    assert (execution.status, execution.pid) == (Execution.Status.SKIPPED, None)
+    assert "disabled" in execution.reason
+    assert execution.started_at is None
+
+
 def test_it_ignores_an_execution_that_is_not_pending(
     make_execution: Callable[..., Execution],
 ) -> None:
