@@ -192,6 +192,18 @@ class Job(models.Model):
         help_text="Finished runs with no duration (lost), left out of the average.",
     )
 
+    # The figures above, written by the services as runs start and end (never by
+    # a form); the stats read them fresh.
+    COUNTER_FIELDS = (
+        "success_count",
+        "error_count",
+        "last_success_at",
+        "last_error_at",
+        "last_attempted_at",
+        "duration_total",
+        "untimed_count",
+    )
+
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

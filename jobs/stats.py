@@ -230,18 +230,6 @@ def stats_app(*, app: App) -> dict[str, Any]:
     return figures
 
 
-_COUNTER_FIELDS = [
-    "enabled",
-    "success_count",
-    "error_count",
-    "last_success_at",
-    "last_error_at",
-    "last_attempted_at",
-    "duration_total",
-    "untimed_count",
-]
-
-
 def stats_job(*, job: Job) -> dict[str, Any]:
     key = _job_key(job.pk)
     cached = cache.get(key)
@@ -251,7 +239,7 @@ def stats_job(*, job: Job) -> dict[str, Any]:
     # Read after the generation: a run that ended since the caller loaded the job
     # is in its counters.
     try:
-        job.refresh_from_db(fields=_COUNTER_FIELDS)
+        job.refresh_from_db(fields=["enabled", *Job.COUNTER_FIELDS])
     except Job.DoesNotExist:
         raise Http404("The job was deleted meanwhile.") from None
     executions = _by_status(job.executions.all())

@@ -375,15 +375,7 @@ JOB_FIELDSETS: list[tuple[str | None, list[str]]] = [
     ("Statistics", ["stats_panel", "created", "updated"]),
 ]
 # Shown inside the stats panel instead of one by one.
-JOB_STATS_FIELDS = [
-    "success_count",
-    "error_count",
-    "last_success_at",
-    "last_error_at",
-    "last_attempted_at",
-    "duration_total",
-    "untimed_count",
-]
+JOB_STATS_FIELDS = list(Job.COUNTER_FIELDS)
 
 
 @admin.register(Job)
