@@ -731,6 +731,8 @@ class NotificationDelivery(models.Model):
                 name="jobs_delivery_failed",
                 condition=Q(status="failed"),
             ),
+            # The delivery log, newest first (the admin's list and its pages).
+            models.Index(fields=["-created", "-id"], name="jobs_delivery_newest"),
         ]
 
     def __str__(self) -> str:

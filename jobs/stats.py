@@ -271,6 +271,7 @@ def stats_job(*, job: Job) -> dict[str, Any]:
             }
             for execution in job.executions.order_by("-id").only(
                 "id",
+                "job_id",  # else each row reloads it (job.executions sets it)
                 "status",
                 "trigger",
                 "attempt",

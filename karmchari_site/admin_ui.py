@@ -6,6 +6,11 @@ so badges follow the light and dark themes.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -22,3 +27,21 @@ def badge(state: str, label: str | None = None, *, element_id: str = "") -> Safe
             text,
         )
     return format_html('<span class="k-badge k-badge-{}">{}</span>', state, text)
+
+
+class CappedPaginator(Paginator):  # type: ignore[type-arg]
+    """Counts at most CAP + 1 rows (a LIMITed subquery), never the whole table: a
+    list of a table that grows without bound (executions, notification deliveries,
+    the audit log) shows "more than CAP" instead of an exact total
+    (templates/admin/pagination.html)."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        rows: QuerySet[Any] = self.object_list  # type: ignore[assignment]
+        return rows[: self.CAP + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.CAP

@@ -8,12 +8,11 @@ from django.contrib import admin
 
 # Importing a room registers its models (Django autodiscovers jobs.admin).
 from jobs.admin import apps, executions, jobs, notifications, schedules, tokens  # noqa: F401
-from jobs.admin.executions import CappedPaginator
 from jobs.admin.jobs import JobForm
 from jobs.admin.schedules import ScheduleForm
 from jobs.authentication import admin_login_limited
 
-__all__ = ["CappedPaginator", "JobForm", "ScheduleForm"]
+__all__ = ["JobForm", "ScheduleForm"]
 
 admin.site.site_header = "Karmchari"
 admin.site.site_title = "Karmchari"

@@ -305,3 +305,26 @@ def test_it_forgets_the_job_s_cached_stats_once_its_retry_exists(
     figures = stats.stats_job(job=Job.objects.get(pk=job.pk))
     assert figures["executions"]["pending"] == 1
     assert figures["active_executions"] == 1
+
+
+def test_it_reads_a_job_s_recent_runs_in_one_query(
+    api: APIClient,
+    make_job: Callable[..., Job],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not one more per run shown (an .only() without job_id reloaded it per row)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    job = make_job()
+    Execution.objects.bulk_create([Execution(job=job) for _ in range(8)])
+    api.get(f"/api/jobs/{job.pk}/stats/")  # the token's first use is written once
+    counts = []
+    for recent in (2, 8):
+        monkeypatch.setattr(stats, "RECENT", recent)
+        stats.stats_invalidate(job_id=job.pk)
+        with CaptureQueriesContext(connection) as queries:
+            body = api.get(f"/api/jobs/{job.pk}/stats/").json()
+        assert len(body["recent_executions"]) == recent
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
