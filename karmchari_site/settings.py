@@ -19,12 +19,16 @@ from django.core.exceptions import ImproperlyConfigured
 
 from karmchari_site import embedded
 from karmchari_site.env import (
+    LOG_LEVELS,
     env_bool,
+    env_choice,
     env_float,
     env_int,
     env_list,
     env_path,
+    env_rate,
     env_str,
+    env_timezone,
     env_url,
 )
 
@@ -108,13 +112,24 @@ DATABASE_URL = env_url(
     f"sqlite:///{DATA_DIR / 'karmchari.sqlite3'}",
     schemes=_DATABASE_SCHEMES,
 )
-_database: dict[str, Any] = dict(dj_database_url.parse(DATABASE_URL, conn_max_age=60))
+try:
+    _database: dict[str, Any] = dict(
+        dj_database_url.parse(DATABASE_URL, conn_max_age=60)
+    )
+except ValueError as exc:  # dj_database_url.ParseError among them
+    raise ImproperlyConfigured(f"DATABASE_URL cannot be read: {exc}") from None
 _database["CONN_HEALTH_CHECKS"] = True
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one SQLite file in standalone mode: WAL lets readers
     # run beside the writer, IMMEDIATE takes the write lock at BEGIN (no upgrade
     # deadlock), and the busy timeout waits instead of failing with "locked".
-    Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(_database["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"Cannot make the folder of the SQLite database {_database['NAME']!r} "
+            f"(KARMCHARI_DATA_DIR, DATABASE_URL): {exc.strerror or exc}."
+        ) from None
     _database["CONN_MAX_AGE"] = 0
     _database["OPTIONS"] = {
         "timeout": env_float("KARMCHARI_SQLITE_TIMEOUT", 20.0),
@@ -228,7 +243,7 @@ REST_FRAMEWORK = {
     ],
     # The password-for-token endpoint (per client address).
     "DEFAULT_THROTTLE_RATES": {
-        "login": env_str("KARMCHARI_LOGIN_RATE", "10/minute"),
+        "login": env_rate("KARMCHARI_LOGIN_RATE", "10/minute"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["jobs.permissions.ModelPermissions"],
     "DEFAULT_PARSER_CLASSES": [
@@ -459,7 +474,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "karmchari@localhost")
 # --- Internationalisation, static files ----------------------------------------------
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("TIME_ZONE", "UTC")
+TIME_ZONE = env_timezone("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -497,7 +512,10 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("LOG_LEVEL", "INFO", choices=LOG_LEVELS),
+    },
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # Its DEBUG lines quote request URLs, where an http job may carry a secret.

@@ -28,3 +28,18 @@ def test_it_points_notification_links_at_its_own_web_server(
     assert len(environments) == 3
     for env in environments:
         assert env["KARMCHARI_BASE_URL"] == (expected or given)
+
+
+def test_it_refuses_a_port_already_taken_before_starting_anything() -> None:
+    """Else it printed "Karmchari is up" (something answered there) while its own
+    web server had exited with "Address already in use"."""
+    import socket
+
+    from django.core.management import CommandError, call_command
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with pytest.raises(CommandError, match=f"Cannot listen on 127.0.0.1:{port}"):
+            call_command("standalone", port=port, host="127.0.0.1")

@@ -47,3 +47,21 @@ def test_it_checks_url_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
         env_url("DATABASE_URL", "", schemes={"postgres", "sqlite"})
     monkeypatch.setenv("DATABASE_URL", "postgres://u@h/db")
     assert env_url("DATABASE_URL", "", schemes={"postgres"}) == "postgres://u@h/db"
+
+
+def test_it_takes_an_empty_boolean_as_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the other readers do: `SESSION_COOKIE_SECURE=` keeps secure cookies."""
+    monkeypatch.setenv("FLAG", "  ")
+    assert env_bool("FLAG", True) is True
+    assert env_bool("FLAG", False) is False
+
+
+def test_it_refuses_a_number_that_is_not_finite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for raw in ("nan", "inf", "-inf"):
+        monkeypatch.setenv("SECONDS", raw)
+        with pytest.raises(ImproperlyConfigured, match="not a finite number"):
+            env_float("SECONDS", 1.0, minimum=-10.0)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = """
@@ -90,6 +92,42 @@ def test_it_fails_at_start_on_a_bad_database_url(tmp_path: Path) -> None:
     assert "DATABASE_URL='mysql://root@localhost/x' has an unsupported scheme" in (
         result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"DATABASE_URL": "postgres://k:k@db:54x2/k"}, "DATABASE_URL cannot be read"),
+        ({"TIME_ZONE": "Mars/Olympus"}, "TIME_ZONE='Mars/Olympus' is not a time zone"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL='verbose' is not one of"),
+        ({"KARMCHARI_LOGIN_RATE": "ten"}, "KARMCHARI_LOGIN_RATE='ten' is not a rate"),
+        ({"KARMCHARI_HEARTBEAT_SECONDS": "nan"}, "is not a finite number"),
+    ],
+)
+def test_it_names_the_variable_of_a_bad_value_at_start(
+    tmp_path: Path, env: dict[str, str], says: str
+) -> None:
+    result = load(tmp_path, **env)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("django.core.exceptions.ImproperlyConfigured:"), last
+    assert says in last
+
+
+def test_it_names_the_data_dir_it_cannot_make(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = load(blocker / "data")
+    assert result.returncode != 0
+    assert "KARMCHARI_DATA_DIR" in result.stderr.strip().splitlines()[-1]
+
+
+def test_it_takes_an_empty_value_as_the_default(tmp_path: Path) -> None:
+    """As an unset one: `TIME_ZONE=` and `SESSION_COOKIE_SECURE=` in a .env file."""
+    result = load(
+        tmp_path, TIME_ZONE="", LOG_LEVEL="", DEBUG="", SESSION_COOKIE_SECURE=""
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_it_fails_at_start_on_a_bad_boolean(tmp_path: Path) -> None:

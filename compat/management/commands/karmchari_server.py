@@ -9,11 +9,12 @@ whole installation.)
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+
+from karmchari_site.env import env_int, env_str
 
 
 class Command(BaseCommand):
@@ -24,12 +25,12 @@ class Command(BaseCommand):
             "--port",
             "-port",
             type=int,
-            default=int(os.environ.get("KARMCHARI_LEGACY_PORT", "51463")),
+            default=env_int("KARMCHARI_LEGACY_PORT", 51463, minimum=1),
             help="Port (default KARMCHARI_LEGACY_PORT or 51463, the original's).",
         )
         parser.add_argument(
             "--host",
-            default=os.environ.get("KARMCHARI_HOST", "127.0.0.1"),
+            default=env_str("KARMCHARI_HOST") or "127.0.0.1",
             help="Address to bind (default 127.0.0.1).",
         )
 

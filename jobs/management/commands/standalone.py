@@ -24,7 +24,21 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from karmchari_site import embedded
-from karmchari_site.env import env_int
+from karmchari_site.env import env_int, env_str
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Before starting anything: with the port taken, the web server would exit at
+    once while whatever listens there answered "Karmchari is up"."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"Cannot listen on {host}:{port} ({exc.strerror or exc}): is something "
+                "else using it? Choose another with --port or KARMCHARI_PORT."
+            ) from None
 
 
 class Command(BaseCommand):
@@ -39,7 +53,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--host",
-            default=os.environ.get("KARMCHARI_HOST", "127.0.0.1"),
+            default=env_str("KARMCHARI_HOST") or "127.0.0.1",
             help="Address the web server binds to (default 127.0.0.1).",
         )
         parser.add_argument(
@@ -51,6 +65,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         port = options["port"] or env_int("KARMCHARI_PORT", 8000, minimum=1)
+        _check_port_free(options["host"], port)
         data_dir: Path = settings.DATA_DIR
         data_dir.mkdir(parents=True, exist_ok=True)
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
