@@ -58,7 +58,8 @@ class ExecutionAdmin(AppScopedAdmin[Execution], ExecutionControlAdminMixin):
         if not term:
             return queryset, False
         # The jobs first, as a list: with a subquery in the OR, PostgreSQL scans.
-        jobs = list(Job.objects.filter(name__icontains=term).values_list("pk")[:1000])
+        names = Job.objects.filter(name__icontains=term).order_by()
+        jobs = list(names.values_list("pk")[:1000])
         found = Q(job_id__in=[pk for (pk,) in jobs]) | Q(external_id=term)
         if term.isdigit() and len(term) < 19:
             found |= Q(pk=int(term))

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Permission, User
 from rest_framework.test import APIClient
 
@@ -417,9 +418,14 @@ def test_it_refuses_a_bad_preview(api: APIClient) -> None:
 def test_it_recomputes_next_run_when_the_expression_changes(
     api: APIClient, make_schedule: Callable[..., Schedule]
 ) -> None:
-    schedule = make_schedule("0 9 * * *")
-    before = schedule.next_run_at
-    response = api.patch(f"/api/schedules/{schedule.pk}/", {"expression": "0 10 * * *"})
+    # At 06:00, both 09:00 and 10:00 are still to come today (between 09:00 and
+    # 10:00 the one would be tomorrow's and the other today's).
+    with time_machine.travel(datetime(2026, 3, 1, 6, 0, tzinfo=UTC), tick=False):
+        schedule = make_schedule("0 9 * * *")
+        before = schedule.next_run_at
+        response = api.patch(
+            f"/api/schedules/{schedule.pk}/", {"expression": "0 10 * * *"}
+        )
     assert response.status_code == 200
     schedule.refresh_from_db()
     assert schedule.next_run_at == before + timedelta(hours=1)
