@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, TypeVar
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.core.exceptions import ValidationError
 from django.db.models import Model, Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timeuntil
 from django_stubs_ext import StrOrPromise
 
-from jobs import access
+from jobs import access, services
 
 
 def _when(value: datetime | None) -> str:
@@ -60,6 +60,27 @@ class AppScopedAdmin(admin.ModelAdmin[M]):
 
     def app_condition(self, request: HttpRequest) -> Q:
         return access.condition(request.user, self.app_path)
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # Deleted by someone else between this page's load and its save: the
+        # services refuse to bring it back (their save would insert it again). Say
+        # so, as Django does for a page opened after the delete.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except services.Gone as exc:
+            self.message_user(
+                request, f"{exc} Your changes were not saved.", messages.WARNING
+            )
+            opts = self.opts
+            return HttpResponseRedirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist")
+            )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[M]:
         return super().get_queryset(request).filter(self.app_condition(request))

@@ -579,7 +579,10 @@ class JobAdmin(AppScopedAdmin[Job]):
             if name != "parents" and name in {f.name for f in Job._meta.concrete_fields}
         }
         if fields:
-            services.job_update(job=Job.objects.get(pk=obj.pk), **fields)
+            stored = Job.objects.filter(pk=obj.pk).first()
+            if stored is None:
+                raise services.Gone(f"Job {obj.name!r} was deleted meanwhile.")
+            services.job_update(job=stored, **fields)
 
     # Deletes go through the service (Kala's rule: children left with no other
     # parent go too, and running executions are stopped); the confirmation page

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from jobs import access
 from jobs.models import App
+from jobs.services.base import Gone
 from jobs.stats import stats_forget
 
 
@@ -44,6 +45,10 @@ def app_update(
     for name, value in fields.items():
         setattr(app, name, value)
     with transaction.atomic():
+        # Its row, locked until this commits: an app deleted meanwhile is a 404 (a
+        # save would find no row, and its grants no app).
+        if not App.objects.select_for_update().filter(pk=app.pk).exists():
+            raise Gone(f"App {app.name!r} was deleted meanwhile.")
         app.save(update_fields=list(fields))
         app_set_access(app=app, users=users, groups=groups)
         stats_forget(job_id=None)  # the apps' figures carry their names

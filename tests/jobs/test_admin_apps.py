@@ -9,6 +9,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from jobs.admin.apps import AppAdmin
 from jobs.models import App, Job, Schedule
 from tests.jobs.conftest import NumQueries
 
@@ -68,3 +69,30 @@ def test_it_adds_an_app_with_who_may_see_it(
     assert app.description == "d"
     assert list(app.users.all()) == [user]
     assert response["Location"].endswith("/admin/jobs/app/")
+
+
+def test_it_does_not_500_on_an_app_deleted_while_its_page_was_saved(
+    admin_client: Client,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = make_app("doomed")
+    real_save_form = AppAdmin.save_form
+
+    def deleted_meanwhile(self: AppAdmin, *args: Any, **kwargs: Any) -> Any:
+        App.objects.filter(pk=app.pk).delete()
+        return real_save_form(self, *args, **kwargs)
+
+    monkeypatch.setattr(AppAdmin, "save_form", deleted_meanwhile)
+    response = admin_client.post(
+        f"/admin/jobs/app/{app.pk}/change/",
+        {"name": "renamed", "description": "", "meta": "{}"},
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/app/"
+    assert [str(m) for m in response.context["messages"]] == [
+        "App 'renamed' was deleted meanwhile. Your changes were not saved."
+    ]
+    # The page's transaction was rolled back, the simulated delete with it.
+    assert App.objects.get().name == "doomed"

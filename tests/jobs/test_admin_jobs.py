@@ -13,6 +13,7 @@ from django.test import Client
 
 from jobs import services
 from jobs.admin import JobForm
+from jobs.admin.jobs import JobAdmin
 from jobs.models import App, Execution, Job, Schedule
 from jobs.runners import SECRET_MASK
 from jobs.secrets import job_secrets_reveal
@@ -559,3 +560,34 @@ def test_it_refuses_a_ping_grace_the_api_refuses(
     assert response.status_code == 200
     assert "ping_grace" in response.context["adminform"].form.errors
     assert not Job.objects.exists()
+
+
+def test_it_does_not_bring_back_a_job_deleted_while_its_page_was_saved(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another user deletes the job after this page was loaded and read back: the
+    save says so and restores nothing (it was a 500)."""
+    job = make_job(name="doomed")
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    real_save_form = JobAdmin.save_form
+
+    def deleted_meanwhile(self: JobAdmin, *args: object, **kwargs: object) -> object:
+        Job.objects.filter(pk=job.pk).delete()
+        return real_save_form(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JobAdmin, "save_form", deleted_meanwhile)
+    response = admin_client.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        _job_page_data(page, description="edited"),
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/job/"
+    assert [str(m) for m in response.context["messages"]] == [
+        "Job 'doomed' was deleted meanwhile. Your changes were not saved."
+    ]
+    # The page's transaction was rolled back, the simulated delete with it; the edit
+    # was never applied.
+    assert Job.objects.get(pk=job.pk).description == ""

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from jobs.admin.schedules import ScheduleAdmin
 from jobs.models import Job, Schedule
 from tests.jobs.conftest import NumQueries, staff
 
@@ -167,3 +168,30 @@ def test_it_refreshes_the_dashboard_when_schedules_are_deleted_in_bulk(
     assert response.status_code == 302
     assert not Schedule.objects.exists()
     assert listed not in admin_client.get("/admin/").content.decode()
+
+
+def test_it_does_not_500_on_a_schedule_deleted_while_its_page_was_saved(
+    admin_client: Client,
+    make_schedule: Callable[..., Schedule],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schedule = make_schedule("0 9 * * *")
+    real_save_form = ScheduleAdmin.save_form
+
+    def deleted_meanwhile(self: ScheduleAdmin, *args: Any, **kwargs: Any) -> Any:
+        Schedule.objects.filter(pk=schedule.pk).delete()
+        return real_save_form(self, *args, **kwargs)
+
+    monkeypatch.setattr(ScheduleAdmin, "save_form", deleted_meanwhile)
+    response = admin_client.post(
+        f"/admin/jobs/schedule/{schedule.pk}/change/",
+        _schedule_data(schedule.job, expression="0 10 * * *"),
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/schedule/"
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Schedule #{schedule.pk} was deleted meanwhile. Your changes were not saved."
+    ]
+    # The page's transaction was rolled back, the simulated delete with it.
+    assert Schedule.objects.get().expression == "0 9 * * *"
