@@ -30,6 +30,47 @@ logger = logging.getLogger(__name__)
 MAX_SLEEP = 1.0
 # Housekeeping (outbox sweep, agent liveness) runs at most this often.
 HOUSEKEEPING_SECONDS = 1.0
+# While the database or Redis stays down, a line this often (the first with its
+# traceback), not a traceback every tick.
+OUTAGE_REPEAT_SECONDS = 60.0
+
+
+class Outage:
+    """A run of failures of one thing, logged without flooding: the first with its
+    traceback, then a line every OUTAGE_REPEAT_SECONDS, and one when it works again."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._since: float | None = None
+        self._said = 0.0
+        self._failures = 0
+
+    def failed(self, level: int = logging.ERROR) -> None:
+        """Call from the `except` block (the first failure logs its traceback)."""
+        now = time.monotonic()
+        self._failures += 1
+        if self._since is None:
+            self._since = self._said = now
+            logger.log(level, "%s failed; trying again", self.what, exc_info=True)
+        elif now - self._said >= OUTAGE_REPEAT_SECONDS:
+            self._said = now
+            logger.log(
+                level,
+                "%s still failing: %d failures in %.0f s",
+                self.what,
+                self._failures,
+                now - self._since,
+            )
+
+    def ok(self) -> None:
+        if self._since is not None:
+            logger.warning(
+                "%s works again after %d failure(s) in %.0f s",
+                self.what,
+                self._failures,
+                time.monotonic() - self._since,
+            )
+            self._since, self._failures = None, 0
 
 
 class JobScheduler(Scheduler):
@@ -40,6 +81,8 @@ class JobScheduler(Scheduler):
         self._housekept = 0.0
         self._pruned = 0.0
         self._closed = False
+        self._tick_outage = Outage("beat tick")
+        self._announce_outage = Outage("schedule announcements (Redis)")
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         self._stop_if_closed()
@@ -78,9 +121,10 @@ class JobScheduler(Scheduler):
                 self._housekeeping()
         except Exception as exc:
             _reraise_shutdown(exc)
-            logger.exception("beat tick failed; trying again next tick")
+            self._tick_outage.failed()
             close_old_connections()
             return MAX_SLEEP
+        self._tick_outage.ok()
         if upcoming is None:
             return MAX_SLEEP
         wake = upcoming - ahead - timezone.now()
@@ -121,13 +165,15 @@ class JobScheduler(Scheduler):
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0 and not self._closed:
                 if self._pubsub.get_message(timeout=left) is not None:
-                    return
+                    break
         except Exception as exc:
             _reraise_shutdown(exc)
-            logger.warning("schedule announcements unavailable", exc_info=True)
+            self._announce_outage.failed(logging.WARNING)
             self._pubsub = None
             if not self._closed:
                 time.sleep(seconds)
+        else:
+            self._announce_outage.ok()
 
     def close(self) -> None:
         self._closed = True

@@ -450,6 +450,36 @@ def test_it_survives_a_database_error(
     assert query.called
 
 
+def test_it_logs_a_database_outage_once_not_every_tick(
+    clock: time_machine.Coordinates,
+    beat: Callable[[], float],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A traceback at the start, a line a minute while it lasts, a line at the end:
+    not a traceback a second for as long as the database is down."""
+    seconds = iter(range(1000))
+    with (
+        mock.patch("jobs.scheduler.time.monotonic", side_effect=lambda: next(seconds)),
+        mock.patch(
+            "jobs.services.schedule_next_due", side_effect=OperationalError("gone")
+        ),
+        caplog.at_level("WARNING", logger="jobs.scheduler"),
+    ):
+        for _ in range(75):  # a failing tick asks the clock twice: 150 s
+            beat()
+    failing = [r for r in caplog.records if "beat tick" in r.getMessage()]
+    assert [r.exc_info is not None for r in failing] == [True, False, False]
+    assert failing[1].getMessage() == "beat tick still failing: 31 failures in 60 s"
+
+    caplog.clear()
+    with mock.patch("jobs.scheduler.time.monotonic", side_effect=lambda: 999.0):
+        beat()
+        beat()
+    assert [r.getMessage() for r in caplog.records] == [
+        "beat tick works again after 75 failure(s) in 998 s"
+    ]
+
+
 def test_it_survives_a_broker_outage(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
