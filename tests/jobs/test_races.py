@@ -16,7 +16,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Execution, Job, Schedule
+from jobs.models import App, Execution, Job, Schedule
 from jobs.runners import Outcome
 from tests.tokens import make_token
 
@@ -58,6 +58,25 @@ def held(target: str, *, entered: threading.Event, go: threading.Event) -> Any:
     return mock.patch(target, wrapper)
 
 
+def race(target: str, first: Callable[[], Any], meanwhile: Callable[[], None]) -> Any:
+    """Run `first` in a thread, held inside `target` (a services name) until
+    `meanwhile` has run in this one; what `first` answered (or raised)."""
+    entered, go = threading.Event(), threading.Event()
+    with held(target, entered=entered, go=go):
+        t, out = in_thread(first)
+        try:
+            assert entered.wait(10)
+            meanwhile()
+        finally:
+            go.set()
+            t.join(10)
+    return out[0]
+
+
+def answers(response: Any, status: int) -> None:
+    assert response.status_code == status, (response.status_code, response.content)
+
+
 def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
     out: list[Any] = []
 
@@ -78,19 +97,13 @@ def test_it_does_not_bring_back_a_schedule_deleted_while_patched(
     client: APIClient, make_job: Callable[..., Job], make_schedule: Any
 ) -> None:
     schedule = make_schedule("0 3 * * *", job=make_job())
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.schedule_update", entered=entered, go=go):
-        t, out = in_thread(
-            lambda: client.patch(
-                f"/api/schedules/{schedule.pk}/", {"jitter": "00:00:05"}, format="json"
-            )
-        )
-        assert entered.wait(10)
-        deleted = client.delete(f"/api/schedules/{schedule.pk}/")
-        assert deleted.status_code == 204
-        go.set()
-        t.join(10)
-    answer = out[0]
+    answer = race(
+        "jobs.services.schedule_update",
+        lambda: client.patch(
+            f"/api/schedules/{schedule.pk}/", {"jitter": "00:00:05"}, format="json"
+        ),
+        meanwhile=lambda: answers(client.delete(f"/api/schedules/{schedule.pk}/"), 204),
+    )
     # The DELETE answered 204: the schedule must stay deleted (the PATCH may 404/409).
     assert not Schedule.objects.filter(pk=schedule.pk).exists(), answer.status_code
 
@@ -99,48 +112,40 @@ def test_it_answers_a_patch_of_a_job_deleted_meanwhile_without_500(
     client: APIClient, make_job: Callable[..., Job]
 ) -> None:
     job = make_job()
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.job_update", entered=entered, go=go):
-        t, out = in_thread(
-            lambda: client.patch(
-                f"/api/jobs/{job.pk}/", {"description": "x"}, format="json"
-            )
-        )
-        assert entered.wait(10)
-        assert client.delete(f"/api/jobs/{job.pk}/").status_code == 204
-        go.set()
-        t.join(10)
-    assert out[0].status_code in (404, 409), (out[0].status_code, out[0].content[:300])
+    answer = race(
+        "jobs.services.job_update",
+        lambda: client.patch(
+            f"/api/jobs/{job.pk}/", {"description": "x"}, format="json"
+        ),
+        meanwhile=lambda: answers(client.delete(f"/api/jobs/{job.pk}/"), 204),
+    )
+    assert answer.status_code in (404, 409), (answer.status_code, answer.content[:300])
 
 
 def test_it_answers_disable_of_a_job_deleted_meanwhile_without_500(
     client: APIClient, make_job: Callable[..., Job]
 ) -> None:
     job = make_job()
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.job_update", entered=entered, go=go):
-        t, out = in_thread(lambda: client.post(f"/api/jobs/{job.pk}/disable/"))
-        assert entered.wait(10)
-        assert client.delete(f"/api/jobs/{job.pk}/").status_code == 204
-        go.set()
-        t.join(10)
-    assert out[0].status_code in (404, 409), (out[0].status_code, out[0].content[:300])
+    answer = race(
+        "jobs.services.job_update",
+        lambda: client.post(f"/api/jobs/{job.pk}/disable/"),
+        meanwhile=lambda: answers(client.delete(f"/api/jobs/{job.pk}/"), 204),
+    )
+    assert answer.status_code in (404, 409), (answer.status_code, answer.content[:300])
 
 
 def test_it_does_not_leave_a_pending_run_of_a_job_disabled_while_triggered(
     client: APIClient, make_job: Callable[..., Job], sent: mock.MagicMock
 ) -> None:
     job = make_job()
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.job_trigger", entered=entered, go=go):
-        t, out = in_thread(lambda: client.post(f"/api/jobs/{job.pk}/run/"))
-        assert entered.wait(10)
-        assert client.post(f"/api/jobs/{job.pk}/disable/").status_code == 200
-        go.set()
-        t.join(10)
+    answer = race(
+        "jobs.services.job_trigger",
+        lambda: client.post(f"/api/jobs/{job.pk}/run/"),
+        meanwhile=lambda: answers(client.post(f"/api/jobs/{job.pk}/disable/"), 200),
+    )
     job.refresh_from_db()
     assert not job.enabled
-    assert out[0].status_code in (202, 409), out[0].content
+    assert answer.status_code in (202, 409), answer.content
     # Whatever made it, a pending run of a disabled job does not start: the worker's
     # claim refuses it, and it ends skipped.
     assert_none_starts(job)
@@ -164,18 +169,14 @@ def test_it_does_not_start_a_scheduled_run_of_a_job_disabled_during_the_tick(
     the slot's run: it must not start."""
     job = make_job()
     make_schedule("* * * * *", job=job)
-    entered, go = threading.Event(), threading.Event()
     later = timezone.now() + timedelta(minutes=2)
-    with (
-        held("jobs.services.schedules._insert_executions", entered=entered, go=go),
-        mock.patch("jobs.services.schedules.executions_send"),
-    ):
-        t, out = in_thread(lambda: services.schedules_fire_due(now=later))
-        assert entered.wait(10)
-        assert client.post(f"/api/jobs/{job.pk}/disable/").status_code == 200
-        go.set()
-        t.join(10)
-    assert out == [1]
+    with mock.patch("jobs.services.schedules.executions_send"):
+        fired = race(
+            "jobs.services.schedules._insert_executions",
+            lambda: services.schedules_fire_due(now=later),
+            meanwhile=lambda: answers(client.post(f"/api/jobs/{job.pk}/disable/"), 200),
+        )
+    assert fired == 1
     assert job.executions.exists()
     assert_none_starts(job)
 
@@ -184,22 +185,18 @@ def test_it_refuses_two_children_patches_that_make_a_cycle(
     client: APIClient, make_job: Callable[..., Job]
 ) -> None:
     a, b = make_job(name="a"), make_job(name="b")
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.job_update", entered=entered, go=go):
+    answer = race(
+        "jobs.services.job_update",
         # B's children := [A]  (A runs after B), held after its object was read.
-        t, out = in_thread(
-            lambda: client.patch(
-                f"/api/jobs/{b.pk}/", {"children": [a.pk]}, format="json"
-            )
-        )
-        assert entered.wait(10)
+        lambda: client.patch(f"/api/jobs/{b.pk}/", {"children": [a.pk]}, format="json"),
         # Meanwhile A's children := [B]  (B runs after A).
-        first = client.patch(f"/api/jobs/{a.pk}/", {"children": [b.pk]}, format="json")
-        assert first.status_code == 200, first.content
-        go.set()
-        t.join(10)
+        meanwhile=lambda: answers(
+            client.patch(f"/api/jobs/{a.pk}/", {"children": [b.pk]}, format="json"),
+            200,
+        ),
+    )
     cycle = a.parents.filter(pk=b.pk).exists() and b.parents.filter(pk=a.pk).exists()
-    assert not cycle, (out[0].status_code, out[0].content[:300])
+    assert not cycle, (answer.status_code, answer.content[:300])
 
 
 def test_it_does_not_cache_job_stats_from_before_a_concurrent_end(
@@ -292,41 +289,28 @@ def test_it_answers_two_renames_to_one_name_with_409(
     client: APIClient, make_job: Callable[..., Job]
 ) -> None:
     a, b = make_job(name="a"), make_job(name="b")
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.job_update", entered=entered, go=go):
-        t, out = in_thread(
-            lambda: client.patch(f"/api/jobs/{a.pk}/", {"name": "same"}, format="json")
-        )
-        assert entered.wait(10)
-        assert (
-            client.patch(
-                f"/api/jobs/{b.pk}/", {"name": "same"}, format="json"
-            ).status_code
-            == 200
-        )
-        go.set()
-        t.join(10)
-    assert out[0].status_code == 409, out[0].content
+    answer = race(
+        "jobs.services.job_update",
+        lambda: client.patch(f"/api/jobs/{a.pk}/", {"name": "same"}, format="json"),
+        meanwhile=lambda: answers(
+            client.patch(f"/api/jobs/{b.pk}/", {"name": "same"}, format="json"), 200
+        ),
+    )
+    answers(answer, 409)
 
 
 def test_it_answers_a_schedule_for_a_job_deleted_meanwhile_with_4xx(
     client: APIClient, make_job: Callable[..., Job]
 ) -> None:
     job = make_job()
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.schedule_create", entered=entered, go=go):
-        t, out = in_thread(
-            lambda: client.post(
-                "/api/schedules/",
-                {"job": job.pk, "expression": "0 3 * * *"},
-                format="json",
-            )
-        )
-        assert entered.wait(10)
-        assert client.delete(f"/api/jobs/{job.pk}/").status_code == 204
-        go.set()
-        t.join(10)
-    assert out[0].status_code in (400, 404, 409), out[0].content
+    answer = race(
+        "jobs.services.schedule_create",
+        lambda: client.post(
+            "/api/schedules/", {"job": job.pk, "expression": "0 3 * * *"}, format="json"
+        ),
+        meanwhile=lambda: answers(client.delete(f"/api/jobs/{job.pk}/"), 204),
+    )
+    assert answer.status_code in (400, 404, 409), answer.content
     assert not Schedule.objects.exists()
 
 
@@ -334,14 +318,12 @@ def test_it_answers_a_run_of_a_job_deleted_meanwhile_with_4xx(
     client: APIClient, make_job: Callable[..., Job], sent: mock.MagicMock
 ) -> None:
     job = make_job()
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.job_trigger", entered=entered, go=go):
-        t, out = in_thread(lambda: client.post(f"/api/jobs/{job.pk}/run/"))
-        assert entered.wait(10)
-        assert client.delete(f"/api/jobs/{job.pk}/").status_code == 204
-        go.set()
-        t.join(10)
-    assert out[0].status_code in (404, 409), out[0].content
+    answer = race(
+        "jobs.services.job_trigger",
+        lambda: client.post(f"/api/jobs/{job.pk}/run/"),
+        meanwhile=lambda: answers(client.delete(f"/api/jobs/{job.pk}/"), 204),
+    )
+    assert answer.status_code in (404, 409), answer.content
     assert sent.call_count == 0
 
 
@@ -352,13 +334,24 @@ def test_it_answers_pause_and_kill_at_once_consistently(
     run = Execution.objects.create(
         job=job, status="running", started_at=timezone.now(), worker="w1"
     )
-    entered, go = threading.Event(), threading.Event()
-    with held("jobs.services.execution_control", entered=entered, go=go):
-        t, out = in_thread(lambda: client.post(f"/api/executions/{run.pk}/pause/"))
-        assert entered.wait(10)
-        assert client.post(f"/api/executions/{run.pk}/kill/").status_code == 202
-        go.set()
-        t.join(10)
+    answer = race(
+        "jobs.services.execution_control",
+        lambda: client.post(f"/api/executions/{run.pk}/pause/"),
+        meanwhile=lambda: answers(client.post(f"/api/executions/{run.pk}/kill/"), 202),
+    )
     run.refresh_from_db()
     assert run.desired_state == "kill"
-    assert out[0].status_code == 409, out[0].content
+    answers(answer, 409)
+
+
+def test_it_answers_a_patch_of_an_app_deleted_meanwhile_with_404(
+    client: APIClient, make_app: Callable[..., App]
+) -> None:
+    make_app("doomed")
+    answer = race(
+        "jobs.services.app_update",
+        lambda: client.patch("/api/apps/doomed/", {"description": "x"}, format="json"),
+        meanwhile=lambda: answers(client.delete("/api/apps/doomed/"), 204),
+    )
+    answers(answer, 404)
+    assert not App.objects.exists()
