@@ -6,7 +6,12 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutting_down,
+)
 
 from karmchari_site.kombu_fixes import patch_redis_channel_close
 
@@ -48,3 +53,12 @@ def send_redis_batch(**kwargs: Any) -> None:
     from jobs.redis_batch import batch
 
     batch.flush()
+
+
+@worker_shutting_down.connect(dispatch_uid="karmchari.kill_runs_after_grace")
+def kill_runs_after_grace(sender: Any = None, how: str = "Warm", **kwargs: Any) -> None:
+    """A stopping worker kills the runs still going after
+    KARMCHARI_WORKER_STOP_GRACE (jobs/shutdown.py)."""
+    from jobs.shutdown import on_worker_stopping
+
+    on_worker_stopping(worker=str(sender), how=how)

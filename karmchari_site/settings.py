@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
 from pathlib import Path
 from typing import Any
 
@@ -288,6 +289,10 @@ SPECTACULAR_SETTINGS = {
 KARMCHARI_OUTPUT_LIMIT = env_int("KARMCHARI_OUTPUT_LIMIT", 1_000_000, minimum=1024)
 # Seconds between SIGTERM and SIGKILL when a job times out or is killed.
 KARMCHARI_KILL_GRACE = env_float("KARMCHARI_KILL_GRACE", 10.0)
+# Seconds a stopping worker (warm shutdown: SIGTERM, the first Ctrl-C) lets its runs
+# end before it kills them (jobs/shutdown.py). Unset: it waits for them, as Celery
+# does. Set it below your supervisor's stop timeout minus KARMCHARI_KILL_GRACE.
+KARMCHARI_WORKER_STOP_GRACE = env_float("KARMCHARI_WORKER_STOP_GRACE", math.inf)
 # Longest wait before an automatic retry (seconds): a job's retry_backoff doubles per
 # attempt up to this (Celery's retry_backoff_max is the same idea, also 600).
 KARMCHARI_RETRY_BACKOFF_MAX = env_float(

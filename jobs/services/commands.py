@@ -43,8 +43,11 @@ REPORTABLE_STATUSES = (
 )
 
 
-def execution_control(*, execution: Execution, action: str, user: Any) -> Execution:
+def execution_control(
+    *, execution: Execution, action: str, user: Any, detail: str = ""
+) -> Execution:
     """Ask for pause, resume or kill: stored as desired_state, published on Redis.
+    `detail` says why on the audit trail (the system's own kills).
 
     Answers at once; the owning worker acts within ~0.1 s (or, with Redis down,
     KARMCHARI_CONTROL_DB_INTERVAL). A pending execution that is killed never starts.
@@ -88,7 +91,9 @@ def execution_control(*, execution: Execution, action: str, user: Any) -> Execut
                 execution=execution,
                 action=action,
                 actor=event_actor(user),
-                detail="Was pending: it will not start.",
+                detail=" ".join(
+                    filter(None, [detail, "Was pending: it will not start."])
+                ),
             )
         else:
             active = Execution.objects.filter(
@@ -105,7 +110,10 @@ def execution_control(*, execution: Execution, action: str, user: Any) -> Execut
                     f"({execution.status}); it cannot be {_PAST[action]}."
                 )
             ExecutionEvent.objects.create(
-                execution=execution, action=action, actor=event_actor(user)
+                execution=execution,
+                action=action,
+                actor=event_actor(user),
+                detail=detail,
             )
             # Read after the UPDATE above: a claim that committed before it is seen
             # here; one after it reads the new desired state itself (jobs/control.py).

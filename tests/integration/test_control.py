@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -124,3 +125,30 @@ def test_it_kills_a_job_that_traps_sigterm_with_sigkill_after_the_grace(
     assert again.status_code == 409
     assert "already finished (killed)" in again.json()["detail"]
     assert Execution.objects.get(pk=execution_id).events.count() == 1
+
+
+def test_it_kills_what_a_stopping_worker_still_runs_after_the_grace(
+    api: Api, processes: Processes, queue: str
+) -> None:
+    """SIGTERM to the worker (a supervisor's stop, `make run`'s Ctrl-C): its run gets
+    KARMCHARI_WORKER_STOP_GRACE, then is killed and recorded; no process outlives the
+    worker (they did: the job's session survived the worker's SIGKILL)."""
+    worker = processes.worker(
+        queue, KARMCHARI_WORKER_STOP_GRACE="1", KARMCHARI_KILL_GRACE="1"
+    )
+    execution_id = api.run(
+        queue, name="long", spec={"command": "echo ready; exec sleep 60"}
+    )
+    wait_for(lambda: api.log_contains(execution_id, "ready"), timeout=30)
+    pid = api.execution(execution_id)["pid"]
+
+    stopped_at = time.monotonic()
+    worker.terminate()  # the main process only, as a supervisor does
+    body = wait_for(lambda: api.status_is(execution_id, "killed"), timeout=15)
+    assert time.monotonic() - stopped_at >= 1.0
+    assert body["reason"] == "Killed on request (SIGTERM)."
+    [event] = body["events"]
+    assert event["action"] == "kill"
+    assert event["detail"] == f"The worker {queue}@{socket.gethostname()} was stopping."
+    assert group_gone(pid)
+    worker.wait(timeout=15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -28,6 +29,23 @@ def test_it_points_notification_links_at_its_own_web_server(
     assert len(environments) == 3
     for env in environments:
         assert env["KARMCHARI_BASE_URL"] == (expected or given)
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"), [(float("inf"), "5"), (0.5, "0.5")]
+)
+def test_it_gives_the_worker_a_stop_grace_so_no_job_outlives_it(
+    settings: Any, configured: float, expected: str
+) -> None:
+    """Ctrl-C: the worker kills its runs after the grace (jobs/shutdown.py) instead of
+    waiting for them until it is killed itself, leaving their processes behind."""
+    settings.KARMCHARI_WORKER_STOP_GRACE = configured
+    command = Command()
+    command.children = []
+    with mock.patch("subprocess.Popen") as popen:
+        command._start_roles("127.0.0.1", 8765, 2)
+    for call in popen.call_args_list:
+        assert call.kwargs["env"]["KARMCHARI_WORKER_STOP_GRACE"] == expected
 
 
 def test_it_refuses_a_port_already_taken_before_starting_anything() -> None:

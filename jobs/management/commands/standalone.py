@@ -7,6 +7,7 @@ it stops the others and exits non-zero rather than limping on.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -25,6 +26,17 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from karmchari_site import embedded
 from karmchari_site.env import env_int, env_str
+
+# Ctrl-C: the worker's runs get this long to end, then are killed (jobs/shutdown.py),
+# unless KARMCHARI_WORKER_STOP_GRACE says otherwise; none outlives the command.
+STOP_GRACE = 5.0
+# Seconds each role gets to stop after that, before it is killed.
+STOP_TIMEOUT = 15.0
+
+
+def worker_stop_grace() -> float:
+    grace = float(settings.KARMCHARI_WORKER_STOP_GRACE)
+    return STOP_GRACE if math.isinf(grace) else grace
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -131,6 +143,7 @@ class Command(BaseCommand):
         env = {**os.environ, "KARMCHARI_DATA_DIR": str(settings.DATA_DIR)}
         # Links in notifications point at this web server unless told otherwise.
         env.setdefault("KARMCHARI_BASE_URL", f"http://{host}:{port}")
+        env["KARMCHARI_WORKER_STOP_GRACE"] = f"{worker_stop_grace():g}"
         roles = {
             "web": [
                 python,
@@ -221,7 +234,9 @@ class Command(BaseCommand):
             for _, child in group:
                 if child.poll() is None:
                     child.terminate()
-            deadline = time.monotonic() + 15
+            # The worker's runs get their grace, then their kill's.
+            timeout = STOP_TIMEOUT + worker_stop_grace() + settings.KARMCHARI_KILL_GRACE
+            deadline = time.monotonic() + timeout
             for name, child in group:
                 try:
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
