@@ -1,31 +1,25 @@
+"""jobs.services.executions: triggering, claiming, running and ending runs;
+automatic retries, dependants, dropped connections."""
+
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from unittest import mock
 
 import pytest
-import time_machine
 from django.db import OperationalError
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Execution, ExecutionEvent, ExecutionLogChunk, Job
+from jobs.models import Execution, Job
 from jobs.runners import Outcome
 from jobs.services import executions
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def sent() -> mock.MagicMock:
-    with mock.patch("jobs.tasks.run_execution.apply_async") as apply_async:
-        yield apply_async
 
 
 def test_it_sends_the_task_only_after_commit(
@@ -136,29 +130,6 @@ def test_it_records_a_crashing_runner_as_failed(
     assert execution.reason == "Runner error: boom"
 
 
-def test_it_resends_stale_pending_executions_once_per_window(
-    make_execution: Callable[..., Execution],
-    make_job: Callable[..., Job],
-    sent: mock.MagicMock,
-) -> None:
-    # A queue of its own, empty at the broker (nothing else sent to it).
-    job = make_job(queue=f"outbox-{uuid.uuid4().hex[:8]}")
-    with time_machine.travel(timezone.now() - timedelta(minutes=5), tick=False):
-        stale = make_execution(job, dispatched_at=timezone.now())
-    fresh = make_execution(job, dispatched_at=timezone.now())
-    assert services.execution_resend_stale(older_than=timedelta(seconds=60)) == 1
-    sent.assert_called_once_with(
-        (stale.pk,), queue=stale.job.queue, countdown=None, producer=mock.ANY
-    )
-    # Stamped: the next sweep within the window leaves it alone.
-    assert services.execution_resend_stale(older_than=timedelta(seconds=60)) == 0
-    fresh.refresh_from_db()
-    assert fresh.status == Execution.Status.PENDING
-
-
-# --- Execution engine: retries, dependencies, external reports ----------------------
-
-
 def test_it_retries_a_failure_with_exponential_backoff_and_jitter(
     make_job: Callable[..., Job],
     sent: mock.MagicMock,
@@ -202,28 +173,6 @@ def test_it_does_not_retry_a_success_or_a_kill(
     killed = make_execution(status=Execution.Status.KILLED)
     killed.job.max_retries = 3
     assert services.execution_schedule_retry(execution=killed) is None
-
-
-def test_it_retries_by_hand(
-    api: Any,
-    make_job: Callable[..., Job],
-    sent: mock.MagicMock,
-    django_capture_on_commit_callbacks: Callable,
-) -> None:
-    failed = Execution.objects.create(
-        job=make_job(), status=Execution.Status.FAILED, attempt=1
-    )
-    with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(f"/api/executions/{failed.pk}/retry/")
-    assert response.status_code == 202
-    assert (response.json()["attempt"], response.json()["retry_of"]) == (2, failed.pk)
-    sent.assert_called_once()
-    running = Execution.objects.create(job=failed.job, status="running")
-    assert api.post(f"/api/executions/{running.pk}/retry/").status_code == 409
-    # Once, while that retry is under way: a second POST does not run it twice.
-    again = api.post(f"/api/executions/{failed.pk}/retry/")
-    assert again.status_code == 409
-    assert "already being retried as" in again.json()["detail"]
 
 
 def test_a_run_whose_job_is_deleted_while_it_runs_ends_quietly(
@@ -277,36 +226,6 @@ def test_it_runs_a_child_linked_while_its_parent_ran(
     assert Execution.objects.filter(job=child, trigger="dependency").exists()
 
 
-def test_it_edits_children_from_the_parent_s_side(
-    api: Any, make_job: Callable[..., Job]
-) -> None:
-    a, b, c = make_job(name="a"), make_job(name="b"), make_job(name="c")
-    response = api.patch(f"/api/jobs/{a.pk}/", {"children": [b.pk, c.pk]})
-    assert response.status_code == 200, response.json()
-    assert sorted(response.json()["children"]) == [b.pk, c.pk]
-    assert api.get(f"/api/jobs/{b.pk}/").json()["parents"] == [a.pk]
-    # c under a, so a under c would be a cycle: refused, nothing changed.
-    refused = api.patch(f"/api/jobs/{c.pk}/", {"children": [a.pk]})
-    assert refused.status_code == 400
-    assert "already runs after it" in refused.json()["children"][0]
-    assert api.patch(f"/api/jobs/{a.pk}/", {"children": [a.pk]}).status_code == 400
-    assert list(c.children.all()) == []
-    created = api.post(
-        "/api/jobs/",
-        {
-            "app": a.app.name,
-            "name": "d",
-            "spec": {"command": "true"},
-            "parents": [b.pk],
-            "children": [b.pk],
-        },
-        format="json",
-    )
-    assert created.status_code == 400
-    assert "children" in created.json()
-    assert api.patch(f"/api/jobs/{a.pk}/", {"children": []}).json()["children"] == []
-
-
 def test_it_does_not_run_children_when_the_parent_fails(
     make_job: Callable[..., Job],
 ) -> None:
@@ -316,62 +235,6 @@ def test_it_does_not_run_children_when_the_parent_fails(
         execution_id=Execution.objects.create(job=parent).pk, worker="w"
     )
     assert not Execution.objects.filter(trigger="dependency").exists()
-
-
-def test_it_refuses_dependency_cycles_with_400(
-    api: Any, make_job: Callable[..., Job]
-) -> None:
-    a, b, c = make_job(), make_job(), make_job()
-    assert api.patch(f"/api/jobs/{b.pk}/", {"parents": [a.pk]}).status_code == 200
-    assert api.patch(f"/api/jobs/{c.pk}/", {"parents": [b.pk]}).status_code == 200
-    response = api.patch(f"/api/jobs/{a.pk}/", {"parents": [c.pk]})
-    assert response.status_code == 400
-    assert "would depend on itself" in response.json()["parents"][0]
-    self_loop = api.patch(f"/api/jobs/{a.pk}/", {"parents": [a.pk]})
-    assert self_loop.status_code == 400
-    assert api.get(f"/api/jobs/{c.pk}/").json()["parents"] == [b.pk]
-
-
-def test_an_external_job_runs_as_soon_as_it_is_triggered_and_reports(
-    api: Any, make_job: Callable[..., Job], sent: mock.MagicMock
-) -> None:
-    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
-    response = api.post(f"/api/jobs/{job.pk}/run/")
-    assert response.json()["status"] == "running"
-    assert not sent.called
-    execution_id = response.json()["id"]
-    report = api.post(
-        f"/api/executions/{execution_id}/report/",
-        {"status": "running", "output": "half way\n"},
-    )
-    assert report.status_code == 200
-    api.post(f"/api/executions/{execution_id}/pause/")
-    assert api.get(f"/api/executions/{execution_id}/").json()["desired_state"] == (
-        "pause"
-    )
-    assert (
-        api.post(
-            f"/api/executions/{execution_id}/report/", {"status": "paused"}
-        ).json()["status"]
-        == "paused"
-    )
-    done = api.post(
-        f"/api/executions/{execution_id}/report/",
-        {"status": "succeeded", "output": "done\n", "exit_code": 0},
-    ).json()
-    assert (done["status"], done["output"]) == ("succeeded", "half way\ndone\n")
-    job.refresh_from_db()
-    assert job.success_count == 1
-    late = api.post(f"/api/executions/{execution_id}/report/", {"status": "failed"})
-    assert late.status_code == 409
-
-
-def test_only_external_jobs_report(
-    api: Any, make_execution: Callable[..., Execution]
-) -> None:
-    execution = make_execution(status=Execution.Status.RUNNING)
-    response = api.post(f"/api/executions/{execution.pk}/report/", {"status": "failed"})
-    assert response.status_code == 409
 
 
 def test_it_links_the_claim_to_the_workers_agent(
@@ -468,55 +331,6 @@ def test_it_takes_up_its_own_claim_again_after_a_lost_answer(
     assert again.started_at == first.started_at
 
 
-def test_it_sends_buffered_runs_when_the_policy_stops_buffering(
-    make_job: Callable[..., Job],
-    django_capture_on_commit_callbacks: Callable[..., Any],
-) -> None:
-    job = make_job(overlap_policy="buffer_all")
-    held = Execution.objects.create(job=job)  # pending, never dispatched: buffered
-    with (
-        mock.patch("jobs.services.overlap.executions_send") as send,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        services.job_update(job=job, overlap_policy="allow_all")
-    [(execution, delay)] = send.call_args.args[0]
-    assert (execution.pk, delay) == (held.pk, 0.0)
-    held.refresh_from_db()
-    assert held.dispatched_at is not None
-
-
-def test_it_leaves_a_stale_run_alone_while_its_queue_still_holds_messages(
-    make_execution: Callable[..., Execution],
-    make_job: Callable[..., Job],
-    sent: mock.MagicMock,
-) -> None:
-    """Pending for long behind a backlog is not lost: no duplicate is sent while the
-    broker still holds messages for its queue; once the queue is empty, it is."""
-    from karmchari_site.celery import app
-
-    queue = f"outbox-{uuid.uuid4().hex[:8]}"
-    with time_machine.travel(timezone.now() - timedelta(minutes=5), tick=False):
-        stale = make_execution(make_job(queue=queue), dispatched_at=timezone.now())
-    assert stale.status == Execution.Status.PENDING
-    with app.connection_for_write() as conn:
-        backlog = conn.SimpleQueue(queue)
-        backlog.put({"waiting": True})
-        try:
-            assert (
-                services.execution_resend_stale(older_than=timedelta(seconds=60)) == 0
-            )
-            assert not sent.called
-            backlog.get(timeout=5).ack()
-            assert (
-                services.execution_resend_stale(older_than=timedelta(seconds=60)) == 1
-            )
-            assert sent.call_args.args == ((stale.pk,),)
-            assert sent.call_args.kwargs["queue"] == queue
-        finally:
-            backlog.clear()
-            backlog.close()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_end_committed_but_unanswered_still_sets_off_what_follows(
     make_job: Callable[..., Job],
@@ -585,37 +399,6 @@ def test_it_forgets_stats_and_records_the_duration_in_one_redis_round_trip(
     assert cache.get(stats._job_key(execution.job_id)) is None
 
 
-def test_a_report_with_an_exit_code_out_of_range_stores_nothing(
-    api: Any, make_job: Callable[..., Job]
-) -> None:
-    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
-    run = api.post(f"/api/jobs/{job.pk}/run/").json()["id"]
-    response = api.post(
-        f"/api/executions/{run}/report/",
-        {"status": "succeeded", "output": "x\n", "exit_code": 2**40},
-        format="json",
-    )
-    assert response.status_code == 400
-    assert "exit_code" in response.json()
-    assert not ExecutionEvent.objects.filter(execution_id=run).exists()
-    assert not ExecutionLogChunk.objects.filter(execution_id=run).exists()
-    assert Execution.objects.get(pk=run).status == Execution.Status.RUNNING
-
-
-def test_a_report_starts_an_external_run_still_pending(
-    api: Any, make_job: Callable[..., Job]
-) -> None:
-    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
-    pending = Execution.objects.create(job=job)  # fired, not yet taken up
-    done = api.post(
-        f"/api/executions/{pending.pk}/report/", {"status": "succeeded"}
-    ).json()
-    assert done["status"] == "succeeded"
-    assert done["started_at"] is not None
-    job.refresh_from_db()
-    assert (job.success_count, job.last_attempted_at is not None) == (1, True)
-
-
 def test_an_external_job_s_retries_wait_for_their_backoff(
     api: Any,
     make_job: Callable[..., Job],
@@ -633,51 +416,6 @@ def test_an_external_job_s_retries_wait_for_their_backoff(
     other = Execution.objects.create(job=job, status=Execution.Status.FAILED)
     again = api.post(f"/api/executions/{other.pk}/retry/").json()
     assert again["status"] == "running"
-
-
-def test_concurrent_reports_append_in_turn_and_one_end_wins(
-    make_job: Callable[..., Job], admin_user: Any, transactional_db: None
-) -> None:
-    from django.db import connection, connections
-
-    from tests.tokens import make_token
-
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks need PostgreSQL")
-    token = make_token(admin_user).key
-    job = make_job(kind=Job.Kind.EXTERNAL, spec={})
-
-    def client() -> APIClient:
-        each = APIClient()
-        each.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-        each.raise_request_exception = False
-        return each
-
-    run = client().post(f"/api/jobs/{job.pk}/run/").json()["id"]
-    codes: list[int] = []
-    barrier = threading.Barrier(6)
-
-    def report(n: int) -> None:
-        mine = client()
-        barrier.wait()
-        for line in range(5):
-            body = {"status": "running", "output": f"{n}-{line}\n"}
-            codes.append(mine.post(f"/api/executions/{run}/report/", body).status_code)
-        body = {"status": "succeeded" if n % 2 else "failed"}
-        codes.append(mine.post(f"/api/executions/{run}/report/", body).status_code)
-        connections.close_all()
-
-    threads = [threading.Thread(target=report, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert 500 not in codes
-    assert codes.count(409) >= 5  # every final report after the first
-    ends = ExecutionEvent.objects.filter(execution_id=run, detail__startswith="Rep")
-    finished = Execution.objects.get(pk=run)
-    assert finished.status in ("succeeded", "failed")
-    assert f"Reported {finished.status}." in set(ends.values_list("detail", flat=True))
 
 
 def test_the_retry_backoff_is_capped(settings: Any) -> None:
@@ -705,94 +443,6 @@ def test_a_job_disabled_during_its_run_gets_no_retry_and_loses_its_queued_runs(
         execution=claimed_view, outcome=Outcome(status=Execution.Status.FAILED)
     )
     assert not Execution.objects.filter(retry_of=running).exists()
-
-
-def test_two_edits_at_once_cannot_make_a_cycle(
-    make_job: Callable[..., Job], transactional_db: None
-) -> None:
-    from django.db import connection, connections
-
-    from jobs.services import jobs as job_services
-
-    if connection.vendor != "postgresql":
-        pytest.skip("the lock is PostgreSQL's")
-    a, b = make_job(name="a"), make_job(name="b")
-    checked, other_done = threading.Event(), threading.Event()
-    check = job_services.job_parents_cycle
-
-    def other_edit_waits() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND NOT granted"
-            )
-            return bool(cursor.fetchone()[0])
-
-    def slow_check(*, job: Job, parents: list[Job]) -> str | None:
-        why = check(job=job, parents=parents)
-        if job.pk == a.pk:
-            checked.set()
-            # Checked, not yet written: hold on until the other edit is either
-            # stuck behind the lock or (with no lock) done.
-            wait_for(lambda: other_done.is_set() or other_edit_waits(), timeout=10)
-        return why
-
-    refused: list[Exception] = []
-
-    def edit(child: Job, parent: Job) -> None:
-        try:
-            services.job_set_parents(job=child, parents=[parent])
-        except services.DependencyCycle as exc:
-            refused.append(exc)
-        finally:
-            connections.close_all()
-
-    with mock.patch.object(job_services, "job_parents_cycle", slow_check):
-        first = threading.Thread(target=edit, args=(a, b))
-        first.start()
-        assert checked.wait(5)
-        edit(b, a)
-        other_done.set()
-        first.join()
-    assert len(refused) == 1
-    assert not (
-        a.parents.filter(pk=b.pk).exists() and b.parents.filter(pk=a.pk).exists()
-    )
-
-
-def test_it_resends_a_lost_run_even_behind_500_older_runs_of_a_waiting_queue(
-    make_job: Callable[..., Job], sent: mock.MagicMock
-) -> None:
-    """A queue nobody consumes for a while (its only worker drained or down) holds
-    a backlog of 500+ runs, pending for long and rightly left alone. A run of another
-    job, whose message was lost (a crash between commit and send) and whose queue is
-    empty, must still be sent again: the backlog of one queue must not stop the
-    outbox for every other queue."""
-    from karmchari_site.celery import app
-
-    parked_queue = f"parked-{uuid.uuid4().hex[:8]}"
-    empty_queue = f"outbox-{uuid.uuid4().hex[:8]}"
-    parked = make_job(queue=parked_queue)
-    other = make_job(queue=empty_queue)
-    long_ago = timezone.now() - timedelta(hours=1)
-    Execution.objects.bulk_create(
-        Execution(job=parked, dispatched_at=long_ago + timedelta(seconds=n))
-        for n in range(500)
-    )
-    lost = Execution.objects.create(
-        job=other, dispatched_at=timezone.now() - timedelta(minutes=5)
-    )
-    with app.connection_for_write() as conn:
-        backlog = conn.SimpleQueue(parked_queue)
-        backlog.put({"waiting": True})  # the parked queue's backlog at the broker
-        try:
-            for _ in range(3):  # beat sweeps every second
-                services.execution_resend_stale(older_than=timedelta(seconds=60))
-        finally:
-            backlog.clear()
-            backlog.close()
-    resent = [call.args[0][0] for call in sent.call_args_list]
-    assert lost.pk in resent
 
 
 @pytest.mark.parametrize("meanwhile", ["disable", "retry_by_hand"])

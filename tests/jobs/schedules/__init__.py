@@ -1,0 +1,1 @@
+"""Tests of jobs.schedules, one file per module."""

@@ -1,0 +1,1 @@
+"""Tests of jobs.services, one file per module."""
