@@ -37,6 +37,7 @@ from django.views.decorators.csrf import csrf_exempt
 from jobs import notifications, services
 from jobs.models import Execution, ExecutionEvent, Job
 from jobs.runners import Outcome
+from jobs.secrets import mask_text
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,9 @@ def ping_record(*, job: Job, verb: str, body: str = "") -> Execution:
             )
     status = VERBS[verb]
     reason = "" if status == "succeeded" else "The job pinged /fail."
-    outcome = Outcome(status=status, output=body, reason=reason)
+    # Masked as a worker masks what its runs print (the process may know a secret).
+    output = mask_text(body, services.job_secret_values(job_id=job.pk)) if body else ""
+    outcome = Outcome(status=status, output=output, reason=reason)
     return services.execution_finish(execution=current, outcome=outcome)
 
 

@@ -23,6 +23,7 @@ from jobs.services.commands import (
     execution_report,
     execution_retry,
     external_paused_seconds,
+    job_secret_values,
 )
 from jobs.services.compat import (
     app_get_or_create,
@@ -123,6 +124,7 @@ __all__ = [
     "job_schedule_set",
     "job_schedules_delete",
     "job_schedules_enable",
+    "job_secret_values",
     "job_set_children",
     "job_set_parents",
     "job_trigger",

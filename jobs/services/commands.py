@@ -156,7 +156,7 @@ def execution_report(
     if status not in REPORTABLE_STATUSES:
         raise ServiceError(f"Cannot report status {status!r}.")
     # Masked as a worker masks what its runs print (the process may know a secret).
-    hidden = _secret_values(job_id=execution.job_id)
+    hidden = job_secret_values(job_id=execution.job_id)
     output, error, reason = (
         mask_text(text, hidden) for text in (output, error, reason)
     )
@@ -211,9 +211,10 @@ def execution_report(
     return execution
 
 
-def _secret_values(*, job_id: int) -> list[str]:
-    """The job's secret values, to mask; none when some cannot be decrypted (those
-    stay unknown here: the report is still taken)."""
+def job_secret_values(*, job_id: int) -> list[str]:
+    """The job's secret values, to mask what its process sends (a report, a ping's
+    body); none when some cannot be decrypted (those stay unknown here: what was
+    sent is still taken)."""
     try:
         return list(job_secrets_reveal(job_id=job_id).values())
     except SecretError:

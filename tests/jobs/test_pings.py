@@ -300,3 +300,19 @@ def test_it_counts_a_run_a_ping_began_as_an_attempt_and_active(
     figures = api.get(f"/api/jobs/{other.pk}/stats/").json()
     assert (figures["success_count"], figures["active_executions"]) == (1, 0)
     assert figures["last_attempted_at"] is not None
+
+
+def test_it_masks_the_job_secrets_in_a_ping_body(client: Client, monitor: Job) -> None:
+    """As a worker masks what its runs print, and /report/ what a process reports: a
+    script that posts its log may quote a secret."""
+    from jobs import services
+
+    services.job_update(job=monitor, secrets={"API_KEY": "s3cr3t-V4lue"})
+    response = client.post(
+        f"/ping/{monitor.uid}/fail",
+        data=b"login with s3cr3t-V4lue failed",
+        content_type="text/plain",
+    )
+    assert response.status_code == 200
+    [run] = monitor.executions.all()
+    assert run.output == "login with *** failed"
