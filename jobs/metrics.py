@@ -40,6 +40,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from agents.models import Agent
+from audit.middleware import client_address
 from jobs.models import Execution, Job, Schedule
 
 logger = logging.getLogger(__name__)
@@ -302,7 +303,9 @@ def _allowed(request: HttpRequest) -> bool:
         # Bytes: compare_digest refuses str with non-ASCII characters (a 500).
         given = header.removeprefix("Bearer ").strip().encode("utf-8", "replace")
         return hmac.compare_digest(given, token.encode())
-    address = request.META.get("REMOTE_ADDR", "")
+    # Behind the TLS proxy, the client the proxy saw, not the proxy: an allow-list
+    # naming the proxy's host would let everyone through.
+    address = client_address(request) or ""
     try:
         client = ipaddress.ip_address(address)
     except ValueError:

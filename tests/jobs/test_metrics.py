@@ -176,6 +176,25 @@ def test_it_admits_a_listed_ipv4_client_seen_on_a_dual_stack_socket(
 
 
 @pytest.mark.django_db
+@override_settings(
+    SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"),
+    KARMCHARI_METRICS_ALLOW=["127.0.0.1"],
+)
+def test_it_checks_the_client_behind_the_proxy_not_the_proxy(client: Client) -> None:
+    """Behind the TLS proxy the allow-list is checked against the client the proxy
+    saw (as the audit log and login limits do): listing the proxy's own host let
+    every client through."""
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    through_proxy = client.get(
+        "/metrics",
+        REMOTE_ADDR="127.0.0.1",
+        HTTP_X_FORWARDED_FOR="203.0.113.9",
+        HTTP_X_FORWARDED_PROTO="https",
+    )
+    assert through_proxy.status_code == 401
+
+
+@pytest.mark.django_db
 @override_settings(KARMCHARI_METRICS_TOKEN=TOKEN)
 def test_it_counts_runs_with_counters_retention_cannot_lower(
     client: Client,
