@@ -303,10 +303,16 @@ class HttpRunner:
         )
 
 
+class CrossOriginBodyRedirect(requests.RequestException):
+    """A 307/308 redirect to another origin would send the body there again."""
+
+
 class _Session(requests.Session):
-    """A session that sends the spec's headers to the spec's origin only: requests
-    drops Authorization on a redirect to another host (or scheme or port), and this
-    drops the rest of them likewise, since any may carry a secret."""
+    """A session that sends the spec's headers and body to the spec's origin only:
+    requests drops Authorization on a redirect to another host (or scheme or port),
+    and this drops the rest of them likewise, since any may carry a secret. A 307 or
+    308 redirect would send the body there too (secrets are filled into it): that
+    is refused, not followed."""
 
     def __init__(self, spec_headers: Mapping[str, str]) -> None:
         super().__init__()
@@ -318,6 +324,11 @@ class _Session(requests.Session):
         old_url, new_url = response.request.url, prepared_request.url
         # types-requests leaves these two untyped.
         strip = self.should_strip_auth(old_url, new_url)  # type: ignore[no-untyped-call]
+        if strip and prepared_request.body is not None:
+            raise CrossOriginBodyRedirect(
+                f"not following a {response.status_code} redirect to another origin "
+                f"({new_url}): it would send the request body there"
+            )
         if strip:
             for name in self.spec_headers:
                 prepared_request.headers.pop(name, None)

@@ -47,6 +47,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        path, _, query = self.path.partition("?")
+        if path == "/redirect":  # 307: the client sends the body again
+            self._answer(307, b"", {"Location": parse_qs(query)["to"][0]})
+            return
         seen = {"body": json.loads(body), "token": self.headers.get("X-Token")}
         self._answer(201, json.dumps(seen).encode())
 
@@ -394,6 +398,24 @@ def test_it_follows_redirects_unless_it_expects_one(server: str) -> None:
     outcome = run({"url": moved, "expected_status": [301]})
     assert outcome.status == "succeeded", outcome
     assert outcome.exit_code == 301
+
+
+def test_it_does_not_send_the_body_to_another_origin_on_a_307(server: str) -> None:
+    """requests sends the body again on a 307/308; secrets are filled into it."""
+    spec = {"method": "POST", "body": {"password": "${PW}"}}
+    secrets = {"PW": "hunter2"}
+    same = run({**spec, "url": f"{server}/redirect?to=/echo"}, secrets=secrets)
+    assert same.status == "succeeded", same
+    assert '"password": "hunter2"' in same.output
+    elsewhere = f"{server.replace('127.0.0.1', 'localhost')}/echo"
+    other = run(
+        {**spec, "url": f"{server}/redirect?to={quote(elsewhere)}"}, secrets=secrets
+    )
+    assert other.status == "failed"
+    assert other.reason == (
+        f"Request failed: not following a 307 redirect to another origin "
+        f"({elsewhere}): it would send the request body there"
+    )
 
 
 def test_it_sends_the_spec_headers_to_the_spec_host_only(server: str) -> None:
