@@ -26,6 +26,14 @@ class AppAdmin(AppScopedAdmin[App]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[App]:
         return super().get_queryset(request).annotate(job_total=Count("jobs"))
 
+    def get_exclude(self, request: HttpRequest, obj: App | None = None) -> Any:
+        # Who may see an app is its change permission's to set, as in the API: a
+        # user who may only add apps does not grant them (their own app is granted
+        # to them by app_grant_creator).
+        if request.user.has_perm("jobs.change_app"):
+            return super().get_exclude(request, obj)
+        return [*(super().get_exclude(request, obj) or []), "users", "groups"]
+
     def save_model(
         self, request: HttpRequest, obj: App, form: Any, change: bool
     ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from jobs.admin.apps import AppAdmin
@@ -69,6 +69,29 @@ def test_it_adds_an_app_with_who_may_see_it(
     assert app.description == "d"
     assert list(app.users.all()) == [user]
     assert response["Location"].endswith("/admin/jobs/app/")
+
+
+def test_it_leaves_who_may_see_an_app_to_those_who_may_change_apps(
+    make_user: Callable[..., User],
+) -> None:
+    """As the API: granting an app to users and groups needs jobs.change_app, on
+    the add page too (a user who could only add apps granted them)."""
+    team = Group.objects.create(name="team")
+    adder = make_user("adder", perms=["jobs.add_app", "jobs.view_app"], is_staff=True)
+    client = Client()
+    client.force_login(adder)
+    assert (
+        "groups"
+        not in client.get("/admin/jobs/app/add/").context["adminform"].form.fields
+    )
+
+    response = client.post(
+        "/admin/jobs/app/add/",
+        {"name": "granted", "description": "", "meta": "{}", "groups": [team.pk]},
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert not App.objects.get(name="granted").groups.exists()
 
 
 def test_it_does_not_500_on_an_app_deleted_while_its_page_was_saved(
