@@ -1,8 +1,10 @@
 """Kala's JSON API under /api/v1/ (seed 003; compat-spec.md §2).
 
 Kala jobs are shell jobs in KARMCHARI_COMPAT_APP; their Kala id is Job.uid. What Kala
-keeps and Karmchari has no field for (the free-text name, an epsilon without a
-schedule) lives in Job.legacy["kala"]. Responses are Go's: compact JSON ending in a
+keeps and Karmchari has no field for (the free-text name, the epsilon, the schedule
+as sent beside the expression stored for it, a blank command) lives in
+Job.legacy["kala"]. Schedules are read as Kala reads them (compat/kala_schedule.py).
+Responses are Go's: compact JSON ending in a
 newline, Go time strings (zero time for "never"), the original's field order, plus the
 seed README's spellings wherever an object can carry both.
 """
@@ -27,6 +29,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.csrf import csrf_exempt
 
+from compat import kala_schedule
 from compat.security import (
     ADD_SCHEDULE,
     DENIED,
@@ -41,6 +44,7 @@ from jobs import schedules, services
 from jobs.models import App, Execution, Job, Schedule, slug_validator
 from jobs.permissions import SHELL_DENIED, may_change_jobs
 from jobs.runners import SpecError
+from jobs.schedules import IntervalSchedule
 from karmchari_site.text import unstorable_path
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,19 @@ _START = re.compile(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?", re.ASCII
 )
 _STRINGS = ("name", "id", "command", "owner", "schedule", "epsilon")
+# Kala's ids are its map keys: only the exact spelling it gave out matches.
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A Go time.Time in JSON: RFC 3339, as time.Parse reads it.
+_GO_TIME = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?"
+    r"(?:Z|[+-](\d\d):(\d\d))",
+    re.ASCII,
+)
+UINT64_MAX = 2**64 - 1
+# Kala's command " " passed its Init (only "" is refused); run, it crashed Kala (no
+# program to exec). A shell job needs a command, so such a job gets this one, which
+# fails as an exec of nothing does; the Kala API still shows the command as sent.
+BLANK_COMMAND = "exit 127"
 _RAN = [
     s for s in Execution.FINAL_STATUSES if s != Execution.Status.SKIPPED
 ]  # skipped slots are not runs: no null stats
@@ -89,10 +106,23 @@ def go_time(value: datetime | None) -> str:
     return text + "Z"
 
 
+# What Go's encoder escapes beyond JSON's minimum: HTML characters, and the line and
+# paragraph separators (JavaScript cannot hold them raw in a string).
+_GO_ESCAPES = (
+    ("<", "\\u003c"),
+    (">", "\\u003e"),
+    ("&", "\\u0026"),
+    ("\u2028", "\\u2028"),
+    ("\u2029", "\\u2029"),
+)
+
+
 def go_json(data: Any, status: int = 200) -> HttpResponse:
-    """json.NewEncoder: compact, HTML characters escaped, a final newline."""
+    """json.NewEncoder: compact, HTML characters and U+2028/U+2029 escaped, a final
+    newline."""
     body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    body = body.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    for char, escaped in _GO_ESCAPES:
+        body = body.replace(char, escaped)
     return HttpResponse(body + "\n", status=status, content_type=CONTENT_TYPE)
 
 
@@ -113,6 +143,25 @@ def _epsilon_text(job: Job, schedule: Schedule | None) -> str:
     if schedule is not None and schedule.epsilon is not None:
         return str(isodate.duration_isoformat(schedule.epsilon))
     return ""
+
+
+def _schedule_text(job: Job, schedule: Schedule | None) -> str:
+    """The schedule as the client sent it. Karmchari stores Kala's interval as the
+    elapsed time it means (compat/kala_schedule.py); once the schedule is edited
+    natively, the stored expression is what there is to show."""
+    kept = job.legacy.get("kala", {})
+    if schedule is None:
+        # A child's schedule is kept as sent, never parsed (it never runs alone).
+        return "" if "expression" in kept else str(kept.get("schedule", ""))
+    if kept.get("expression") == schedule.expression:
+        return str(kept.get("schedule", schedule.expression))
+    return schedule.expression
+
+
+def _command_text(job: Job) -> str:
+    command = str(job.spec.get("command", ""))
+    kept = job.legacy.get("kala", {}).get("command")
+    return kept if isinstance(kept, str) and command == BLANK_COMMAND else command
 
 
 def _stat(job: Job, execution: Execution) -> dict[str, Any]:
@@ -186,14 +235,12 @@ def job_json(job: Job, history: list[Execution]) -> dict[str, Any]:
     return {
         "name": job.legacy.get("kala", {}).get("name", job.name),
         "id": str(job.uid),
-        "command": str(job.spec.get("command", "")),
+        "command": _command_text(job),
         "owner": job.owner,
         "disabled": not job.enabled,
         "dependent_jobs": [str(c.uid) for c in children] or None,
         "parent_jobs": [str(p.uid) for p in parents] or None,
-        "schedule": schedule.expression
-        if schedule is not None
-        else str(job.legacy.get("kala", {}).get("schedule", "")),
+        "schedule": _schedule_text(job, schedule),
         "retries": job.max_retries,
         "epsilon": _epsilon_text(job, schedule),
         # Flat, as the seed README shows them; nested below, as Kala sends them.
@@ -219,23 +266,103 @@ def kala_jobs(user: Any) -> QuerySet[Job]:
 
 
 def _find(job_id: str, user: Any) -> Job | None:
-    try:
-        uid = uuid.UUID(job_id)
-    except ValueError:
+    """The job of this id, spelt exactly as Kala gave it out (lowercase, dashed):
+    Kala's ids are map keys, so `{...}`, `urn:uuid:`, uppercase or undashed
+    spellings of it are unknown ids."""
+    if not _ID.fullmatch(job_id):
         return None
-    return kala_jobs(user).filter(uid=uid).first()
+    return kala_jobs(user).filter(uid=uuid.UUID(job_id)).first()
 
 
 # --- Decoding a job -------------------------------------------------------------------
 
 
+# Go types of the fields Kala's Job struct decodes (and of its nested structs), as
+# the checks below name them.
+_JOB_FIELDS = {
+    **dict.fromkeys(_STRINGS, "string"),
+    "disabled": "bool",
+    "retries": "uint",
+    "next_run_at": "time",
+}
+_METADATA_FIELDS = {
+    "success_count": "uint",
+    "last_success": "time",
+    "error_count": "uint",
+    "last_error": "time",
+    "last_attempted_run": "time",
+}
+_STAT_FIELDS = {
+    "job_id": "string",
+    "ran_at": "time",
+    "number_of_retries": "uint",
+    "success": "bool",
+    "execution_duration": "int",
+}
+_TYPE_NAMES = {
+    "string": "a string",
+    "bool": "a boolean",
+    "uint": "a non-negative integer",
+    "int": "an integer",
+    "time": "an RFC 3339 time",
+}
+
+
+def _go_time_ok(text: str) -> bool:
+    """Go's time.Parse(time.RFC3339, text) would succeed."""
+    match = _GO_TIME.fullmatch(text)
+    if match is None:
+        return False
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    offset_hour, offset_minute = (int(g or 0) for g in match.groups()[6:])
+    return (
+        1 <= month <= 12
+        and 1 <= day <= kala_schedule.days_in_month(year, month)
+        and hour < 24
+        and minute < 60
+        and second < 60
+        and offset_hour < 24
+        and offset_minute < 60
+    )
+
+
+def _go_type_ok(value: Any, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "time":
+        return isinstance(value, str) and _go_time_ok(value)
+    # A JSON number with a fraction or an exponent is no Go integer: json gives a
+    # float for those.
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    number: int = value
+    if kind == "uint":
+        return 0 <= number <= UINT64_MAX
+    return kala_schedule.INT64_MIN <= number <= kala_schedule.INT64_MAX
+
+
+def _check_struct(data: dict[str, Any], types: dict[str, str], where: str) -> None:
+    """Go's decoder into a struct: null leaves a field's zero value, unknown keys
+    are ignored, a value of the wrong JSON type is an error."""
+    for key, value in data.items():
+        kind = types.get(str(key).lower())
+        if kind is not None and value is not None and not _go_type_ok(value, kind):
+            raise KalaError(
+                f"json: field {where + str(key).lower()!r} must be {_TYPE_NAMES[kind]}"
+            )
+
+
 def decode(body: bytes) -> dict[str, Any]:
     """Go's json.Unmarshal into Kala's Job: keys case-insensitive, unknown keys
-    ignored, wrong JSON types refused, null leaves the zero value."""
+    ignored, wrong JSON types refused (nested ones too), null leaves the zero
+    value. UTF-8 only: a byte order mark is an invalid character, as in Go."""
     if len(body) > MAX_BODY:
         raise KalaError("http: request body too large")
     try:
-        data = json.loads(body or b"null")
+        # From a str, json refuses a leading BOM (from bytes it would skip it).
+        data = json.loads((body or b"null").decode())
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise KalaError(f"invalid JSON: {exc}") from None
     if found := unstorable_path(data):
@@ -248,63 +375,59 @@ def decode(body: bytes) -> dict[str, Any]:
             "job.Job"
         )
     fields = {str(key).lower(): value for key, value in data.items()}
-    for key in _STRINGS:
-        if fields.get(key) is not None and not isinstance(fields[key], str):
-            raise KalaError(f"json: field {key!r} must be a string")
-    disabled = fields.get("disabled")
-    if disabled is not None and not isinstance(disabled, bool):
-        raise KalaError("json: field 'disabled' must be a boolean")
-    retries = fields.get("retries")
-    if retries is not None and (
-        isinstance(retries, bool) or not isinstance(retries, int) or retries < 0
-    ):
-        raise KalaError("json: field 'retries' must be a non-negative integer")
+    _check_struct(fields, _JOB_FIELDS, "")
     for key in ("parent_jobs", "dependent_jobs"):
         items = fields.get(key)
         if items is not None and (
             not isinstance(items, list) or not all(isinstance(i, str) for i in items)
         ):
             raise KalaError(f"json: field {key!r} must be a list of strings")
-    for key in ("metadata",):
-        if fields.get(key) is not None and not isinstance(fields[key], dict):
-            raise KalaError(f"json: field {key!r} must be an object")
+    metadata = fields.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise KalaError("json: field 'metadata' must be an object")
+        _check_struct(metadata, _METADATA_FIELDS, "metadata.")
+    stats = fields.get("stats")
+    if stats is not None:
+        if not isinstance(stats, list):
+            raise KalaError("json: field 'stats' must be a list of stats")
+        for index, stat in enumerate(stats):
+            if stat is None:
+                continue
+            if not isinstance(stat, dict):
+                raise KalaError(f"json: field 'stats[{index}]' must be an object")
+            _check_struct(stat, _STAT_FIELDS, f"stats[{index}].")
     return fields
 
 
-def _duration(text: str, what: str) -> timedelta:
+def _epsilon(text: str, now: datetime) -> timedelta:
+    """Parsed as Kala parses an interval (`PT10X` is zero, accepted)."""
     try:
-        value = isodate.parse_duration(text)
-        if isinstance(value, isodate.Duration):
-            value = value.totimedelta(start=timezone.now())
-    # Years past 9999 (P99999Y), or more days than a timedelta holds.
-    except (isodate.ISO8601Error, ValueError, TypeError, OverflowError):
-        raise KalaError(f"{INIT_ERROR}: bad {what} {text!r}") from None
-    if not isinstance(value, timedelta):
-        raise KalaError(f"{INIT_ERROR}: bad {what} {text!r}")
-    if value < timedelta(0):
-        raise KalaError(f"{INIT_ERROR}: {what} {text!r} is negative")
-    return value
+        return kala_schedule.duration(text, now)
+    except kala_schedule.KalaScheduleError as exc:
+        raise KalaError(f"{INIT_ERROR}: bad epsilon {text!r}: {exc}") from None
 
 
-def _check_schedule(expression: str, now: datetime) -> None:
-    """Kala's own checks, before Karmchari's parser (which is more lenient): three
-    parts, R first, a full date-time start (no date alone), not in the past."""
-    parts = expression.split("/")
-    if len(parts) != 3:
-        raise KalaError(f"{INIT_ERROR}: schedule must be R[n]/<start>/<interval>")
-    if not parts[0].startswith("R"):
-        raise KalaError(f"{INIT_ERROR}: the repeat part must start with R")
-    if not _START.fullmatch(parts[1]):
+def _parse_schedule(expression: str, now: datetime) -> str:
+    """Kala's reading of the schedule (compat/kala_schedule.py), then its checks of
+    the start: a full date-time (no date alone), not in the past. Answers the
+    Karmchari interval expression that fires on Kala's cadence."""
+    try:
+        parsed = kala_schedule.parse(expression, now)
+    except kala_schedule.KalaScheduleError as exc:
+        raise KalaError(f"{INIT_ERROR}: {exc}") from None
+    if not _START.fullmatch(parsed.start):
         raise KalaError(
-            f"{INIT_ERROR}: bad start {parts[1]!r} (RFC 3339, e.g. "
+            f"{INIT_ERROR}: bad start {parsed.start!r} (RFC 3339, e.g. "
             "2030-06-04T19:25:16Z)"
         )
     try:
-        start = schedules.start(expression, "UTC")
+        start = schedules.start(parsed.expression, "UTC")
     except schedules.ScheduleError as exc:
         raise KalaError(f"{INIT_ERROR}: {exc}") from None
     if start <= now:
         raise KalaError(f"{INIT_ERROR}: Schedule time has passed.")
+    return parsed.expression
 
 
 def _free_name(app: App, wanted: str) -> str:
@@ -336,17 +459,23 @@ def create(fields: dict[str, Any], user: Any) -> Job:
     expression = fields.get("schedule") or ""
     epsilon_text = fields.get("epsilon") or ""
     schedule: dict[str, Any] | None = None
+    legacy: dict[str, Any] = {"name": name, "epsilon": epsilon_text}
+    if expression:
+        # Shown back as sent; a child's is never parsed (it never runs alone).
+        legacy["schedule"] = expression
     if expression and not parents:
-        # A child's schedule is ignored: it runs after its parents, never alone.
         if not may(user, ADD_SCHEDULE):
             raise KalaDenied(SCHEDULE_DENIED)
-        _check_schedule(expression, timezone.now())
+        now = timezone.now()
+        legacy["expression"] = _parse_schedule(expression, now)
         schedule = {
             "kind": Schedule.Kind.INTERVAL,
-            "expression": expression,
+            "expression": legacy["expression"],
             "timezone": "UTC",
-            "epsilon": _duration(epsilon_text, "epsilon") if epsilon_text else None,
+            "epsilon": _epsilon(epsilon_text, now) if epsilon_text else None,
         }
+    if not command.strip():
+        legacy["command"] = command
     app = services.app_get_or_create(
         name=settings.KARMCHARI_COMPAT_APP,
         description="Karmchari and Kala jobs.",
@@ -354,10 +483,6 @@ def create(fields: dict[str, Any], user: Any) -> Job:
     )
     if not may_see(user, app):
         raise KalaDenied
-    legacy = {"kala": {"name": name, "epsilon": epsilon_text}}
-    if parents and expression:
-        # Kala keeps a child's schedule as sent (never parsed) and shows it back.
-        legacy["kala"]["schedule"] = expression
     retries = fields.get("retries") or 0
     if retries > 32767:
         raise KalaError(f"{INIT_ERROR}: retries must be at most 32767")
@@ -366,7 +491,7 @@ def create(fields: dict[str, Any], user: Any) -> Job:
             app=app,
             name=_free_name(app, name),
             kind=Job.Kind.SHELL,
-            spec={"command": command},
+            spec={"command": command if command.strip() else BLANK_COMMAND},
             schedule=schedule,
             run_now=not expression and not parents,
             enabled=not fields.get("disabled"),
@@ -375,7 +500,7 @@ def create(fields: dict[str, Any], user: Any) -> Job:
             # Kala retries back to back.
             retry_backoff=0,
             parents=parents,
-            legacy=legacy,
+            legacy={"kala": legacy},
             description="Created through the Kala API.",
         )
     except (SpecError, schedules.ScheduleError, services.ServiceError) as exc:
@@ -456,7 +581,42 @@ def _start(request: HttpRequest, user: Any, job_id: str) -> HttpResponse:
         return _empty(404)
     if job.enabled:  # Kala answers 204 for a disabled job and runs nothing
         services.job_trigger(job=job, trigger=Execution.Trigger.COMPAT)
+        _restart_schedule(job, timezone.now())
     return _empty(204)
+
+
+def _restart_schedule(job: Job, now: datetime) -> None:
+    """Kala waits one interval from the last attempted run (compat-spec §2.4): after
+    a manual start, the schedule Kala's create made is re-anchored at this run
+    (`R<runs left - 1>/<now + interval>/<interval>`), keeping the runs it had left.
+    Not before its first slot (Kala waits for the start), nor for a schedule edited
+    natively since (its grid is the operator's)."""
+    kept = job.legacy.get("kala", {})
+    schedule = min(job.schedules.all(), key=lambda s: s.pk, default=None)
+    if (
+        schedule is None
+        or not schedule.enabled
+        or schedule.next_run_at is None
+        or kept.get("expression") != schedule.expression
+    ):
+        return
+    parsed = schedules.parse(schedule.kind, schedule.expression, schedule.timezone)
+    second = parsed.occurrence(1) if isinstance(parsed, IntervalSchedule) else None
+    if not isinstance(parsed, IntervalSchedule) or second is None:
+        return
+    if parsed.start > now:
+        return
+    # Kala's intervals are stored as elapsed time: slot k is start + k * interval.
+    interval = second - parsed.start
+    upcoming = (schedule.next_run_at - parsed.start) // interval
+    repeat = "R"
+    if parsed.repetitions is not None:
+        repeat = f"R{max(parsed.repetitions - upcoming, 0)}"
+    expression = f"{repeat}/{go_time(now + interval)}/{parsed.period}"
+    services.schedule_update(schedule=schedule, expression=expression)
+    # So the Kala API still shows the schedule as the client sent it.
+    legacy = {**job.legacy, "kala": {**kept, "expression": expression}}
+    services.job_update(job=job, legacy=legacy)
 
 
 def _set_enabled(user: Any, job_id: str, enabled: bool) -> HttpResponse:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -56,6 +58,25 @@ def form_value(request: HttpRequest, key: str) -> str:
     """Go's r.FormValue: the first value, form body before query string."""
     values = [*request.POST.getlist(key), *request.GET.getlist(key)]
     return values[0] if values else ""
+
+
+# A '%' not followed by two hex digits: Go's url.QueryUnescape refuses it.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def go_query(raw: str) -> dict[str, list[str]]:
+    """Go's url.ParseQuery, as r.URL.Query() uses it: a pair whose key or value has
+    a malformed percent-escape (`id=%zz`) is dropped, the other pairs are kept.
+    (Django's QueryDict keeps `%zz` as the literal value instead.)"""
+    values: dict[str, list[str]] = {}
+    for pair in raw.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if _BAD_ESCAPE.search(key) or _BAD_ESCAPE.search(value):
+            continue
+        values.setdefault(unquote_plus(key), []).append(unquote_plus(value))
+    return values
 
 
 def new_id() -> str:
@@ -178,7 +199,8 @@ def apply_command(*, execution: Execution, command: str, user: Any) -> None:
 
 @_guarded
 def _read(request: HttpRequest, user: Any) -> HttpResponse:
-    values = request.GET.getlist("id")
+    # Only the query string, parsed as Go parses it (compat-spec §1.2).
+    values = go_query(request.META.get("QUERY_STRING", "")).get("id")
     if not values:
         return text("ID is required", 400)
     external_id = values[0]

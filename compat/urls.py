@@ -4,7 +4,8 @@ and /api/ (karmchari_site/urls.py).
 Order matters: the fixed names (/registerJob, /jobState, /apps, /agents, /agent/...,
 /api/v1/...) come before JobStreamer's /{app}/... patterns; App refuses those names.
 Kala's routes take the trailing slash as optional, so a slashless POST is served, not
-redirected and lost. Karmchari's take none, as the original.
+redirected and lost. Karmchari's take none, as the original. Any other path below
+JobStreamer's (`/{app}/...`, `/apps/...`, `/agent/...`) answers its 404.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ jobstreamer_patterns = [
         name="js-execution",
     ),
     re_path(rf"^{APP}/job/{NAME}/?$", jobstreamer.job_view, name="js-job"),
+    # Last: any other path under JobStreamer's routes is its "Resource Not Found".
+    re_path(
+        rf"^(?:apps|agents|agent|{APP})/.", jobstreamer.not_found_view, name="js-404"
+    ),
 ]
 
 urlpatterns = [*karmchari_patterns, *kala_patterns, *jobstreamer_patterns]

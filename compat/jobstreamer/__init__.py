@@ -10,6 +10,7 @@ The package: `protocol` (negotiation, bodies, answers, routes), `shapes` (lookup
 maps) and `views` (the handlers).
 """
 
+from compat.jobstreamer.protocol import not_found_view
 from compat.jobstreamer.views import (
     agent_view,
     agents_view,
@@ -33,6 +34,7 @@ __all__ = [
     "executions_view",
     "job_view",
     "jobs_view",
+    "not_found_view",
     "schedule_command_view",
     "schedule_view",
     "stats_view",

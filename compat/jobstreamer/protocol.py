@@ -204,3 +204,14 @@ def _serve(**methods: View) -> View:
             return answer(request, {"messages": problem.messages}, problem.status)
 
     return view
+
+
+@csrf_exempt
+def not_found_view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+    """Any other path under JobStreamer's routes: duct's wrap-not-found answer, for
+    every method (a CORS preflight too, while CORS is on)."""
+    origin = settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN
+    if origin and request.method == "OPTIONS":
+        return _with_cors(_preflight(), origin)
+    response = _text("Resource Not Found", 404)
+    return _with_cors(response, origin) if origin else response

@@ -50,6 +50,10 @@ from jobs.runners import SpecError
 from jobs.runners.batch import NOT_RUNNABLE
 
 _JOB_NAME = re.compile(r"^[\w\-]+\Z")
+# POST .../executions is refused while the latest run is undispatched, queued,
+# starting, started or stopping (JobStreamer's rule): pending or running here. A
+# paused run shows as stopped, and does not hold a new one back.
+BUSY = (Execution.Status.PENDING, Execution.Status.RUNNING)
 # PUT .../execution/{id}/{command}: JobStreamer's verbs, plus pause and resume.
 EXECUTION_COMMANDS = {
     "stop": "kill",
@@ -66,9 +70,21 @@ def _apps_list(request: HttpRequest, user: Any) -> HttpResponse:
 
 def _apps_create(request: HttpRequest, user: Any) -> HttpResponse:
     data = _body_map(request)
-    name = _first(data, "application/name", "name") or "default"
-    description = _first(data, "application/description", "description") or ""
-    classpath = _first(data, "application/classpaths", "classpath", "classpaths") or []
+    name = _first(data, "application/name", "name")
+    description = _first(data, "application/description", "description")
+    classpath = _first(data, "application/classpaths", "classpath", "classpaths")
+    # All three required, as bouncer's v/required (an empty string is missing).
+    missing = [
+        f"application/{key} must be present."
+        for key, value in (
+            ("name", name),
+            ("description", description),
+            ("classpaths", classpath),
+        )
+        if value is None
+    ]
+    if missing:
+        raise Problem(400, *missing)
     if not isinstance(name, str) or not isinstance(description, str):
         raise Problem(400, "name and description must be strings.")
     if not isinstance(classpath, list) or not all(
@@ -262,7 +278,8 @@ def _executions_create(
     parameters = edn.plain_json(_body_map(request))
     if job.kind == Job.Kind.BATCH:
         raise Problem(400, NOT_RUNNABLE)
-    if job.executions.active().exists():
+    latest = job.executions.order_by("-pk").first()
+    if latest is not None and latest.status in BUSY:
         raise Problem(409, f"Job {name} is already running or queued.")
     try:
         execution = services.job_trigger(

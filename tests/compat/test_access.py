@@ -29,6 +29,11 @@ EDN = "application/edn"
 DENIED = b"You do not have permission to perform this action."
 
 
+def app_body(name: str, description: str = "d") -> str:
+    """POST /apps needs a name, a description and classpaths."""
+    return f'{{:name "{name}" :description "{description}" :classpath []}}'
+
+
 @pytest.fixture(autouse=True)
 def no_broker() -> Iterator[mock.MagicMock]:
     with mock.patch("jobs.tasks.run_execution.apply_async") as apply_async:
@@ -196,10 +201,10 @@ def test_jobstreamer_refuses_taking_over_an_app_the_caller_cannot_see(
     member: Client, make_app: Callable[..., App]
 ) -> None:
     make_app("theirs", description="kept")
-    response = member.post("/apps", '{:name "theirs"}', content_type=EDN)
+    response = member.post("/apps", app_body("theirs"), content_type=EDN)
     assert (response.status_code, response.content) == (403, b"Permission denied")
     assert App.objects.get(name="theirs").description == "kept"
-    response = member.post("/apps", '{:name "fresh"}', content_type=EDN)
+    response = member.post("/apps", app_body("fresh"), content_type=EDN)
     assert response.status_code == 201
     assert edn.loads(member.get("/fresh/jobs").content)["hits"] == 0
 
@@ -312,19 +317,15 @@ def test_jobstreamer_apps_need_the_app_permissions(
     operator: Client, make_app: Callable[..., App]
 ) -> None:
     make_app("prod", description="Production")
-    response = operator.post(
-        "/apps", '{:name "new" :description "x"}', content_type=EDN
-    )
+    response = operator.post("/apps", app_body("new", "x"), content_type=EDN)
     assert (response.status_code, response.content) == (403, b"Permission denied")
-    body = '{:name "prod" :description "changed"}'
+    body = app_body("prod", "changed")
     assert operator.post("/apps", body, content_type=EDN).status_code == 403
     assert list(App.objects.values_list("name", "description")) == [
         ("prod", "Production")
     ]
     give("jobs.add_app")
-    response = operator.post(
-        "/apps", '{:name "new" :description "x"}', content_type=EDN
-    )
+    response = operator.post("/apps", app_body("new", "x"), content_type=EDN)
     assert response.status_code == 201
     assert operator.post("/apps", body, content_type=EDN).status_code == 403
     give("jobs.change_app")
@@ -378,7 +379,7 @@ def test_kala_needs_add_schedule_for_a_job_with_a_schedule(
 def test_the_editor_role_may_manage_apps_and_schedules(
     member: Client, make_job: Callable[..., Job], mine: App
 ) -> None:
-    body = '{:name "mine" :description "Mine"}'
+    body = app_body("mine", "Mine")
     assert member.post("/apps", body, content_type=EDN).status_code == 201
     make_job(app=mine, name="nightly")
     path = "/mine/job/nightly/schedule"

@@ -170,7 +170,9 @@ def test_jobstreamer_never_answers_5xx(
     kind, encode = (
         ("application/json", lambda v: json.dumps(v)) if as_json else (EDN, edn_text)
     )
-    curl.post("/apps", '{:name "fuzz" :description "d"}', content_type=EDN)
+    curl.post(
+        "/apps", '{:name "fuzz" :description "d" :classpath []}', content_type=EDN
+    )
     shell = '{:job/name "j" :steps [{:id "s" :batchlet {:command "true"}}]}'
     curl.post("/fuzz/jobs", shell, content_type=EDN)
     for method, url, body in [

@@ -65,7 +65,10 @@ def test_it_deploys_an_application_from_the_seed_payload(
     assert listed["application/name"] == listed["name"] == app
     assert listed["classpath"] == listed["application/classpaths"]
     # The original's spelling is accepted too, and updates.
-    body = '{:application/name "batch-example" :application/description "New"}'
+    body = (
+        '{:application/name "batch-example" :application/description "New" '
+        ":application/classpaths []}"
+    )
     assert send(curl, "post", "/apps", body).status_code == 201
     assert App.objects.get(name=app).description == "New"
 
@@ -217,6 +220,53 @@ def test_it_runs_and_lists_executions(curl: Client, app: str) -> None:
     assert response.status_code == 200
     execution.refresh_from_db()
     assert execution.status == Execution.Status.KILLED
+
+
+def test_it_runs_a_new_execution_beside_a_paused_one(curl: Client, app: str) -> None:
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    job = Job.objects.get(name="MyShell")
+    paused = Execution.objects.create(job=job, status=Execution.Status.PAUSED)
+    shown = read(curl.get(f"/{app}/job/MyShell/execution/{paused.pk}"))
+    assert shown["job-execution/batch-status"] == {"db/ident": "batch-status/stopped"}
+    # 409 only while the latest run is queued, starting, started or stopping.
+    response = send(curl, "post", f"/{app}/job/MyShell/executions")
+    assert response.status_code == 201, response.content
+    assert job.executions.count() == 2
+    assert send(curl, "post", f"/{app}/job/MyShell/executions").status_code == 409
+    assert job.executions.count() == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "",
+        "{}",
+        '{:application/name "x"}',
+        '{:name "x" :description "d"}',
+        '{:name "x" :classpath []}',
+        '{:description "d" :classpath []}',
+        '{:name "x" :description "" :classpath []}',
+    ],
+)
+def test_it_refuses_an_app_without_name_description_or_classpaths(
+    curl: Client, body: str
+) -> None:
+    response = send(curl, "post", "/apps", body)
+    assert response.status_code == 400
+    assert read(response)["messages"]
+    assert not App.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path", ["/{app}/nothing-here", "/{app}/job/x/y/z", "/nowhere/jobs/1", "/apps/x"]
+)
+def test_it_answers_an_unknown_route_as_duct_does(
+    curl: Client, app: str, path: str
+) -> None:
+    for method in ("get", "post", "delete"):
+        response = getattr(curl, method)(path.format(app=app))
+        assert (response.status_code, response.content) == (404, b"Resource Not Found")
+        assert response["Content-Type"].startswith("text/plain")
 
 
 def test_it_updates_and_deletes_a_job(curl: Client, app: str) -> None:
@@ -467,6 +517,7 @@ def test_it_answers_cors_as_the_original_when_configured(
         client.get(f"/{app}/jobs"),  # 401
         curl.get(f"/{app}/job/missing"),  # 404
         curl.patch(f"/{app}/jobs"),  # 405
+        curl.get(f"/{app}/nothing-here"),  # duct's 404
     ):
         assert response["Access-Control-Allow-Origin"] == "http://console.example"
     settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN = "*"

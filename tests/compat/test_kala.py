@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
@@ -287,6 +288,30 @@ def test_it_keeps_free_text_and_duplicate_names(curl: Client) -> None:
         {"name": "x", "command": "true", "schedule": SCHEDULE, "epsilon": "5s"},
         {"name": "x", "command": "true", "parent_jobs": [str(uuid.uuid4())]},
         {"name": "a\x00b", "command": "true"},  # PostgreSQL cannot store a NUL
+        # Kala's interval regex is case-sensitive: no "P", no interval.
+        {"name": "x", "command": "true", "schedule": "R2/2099-01-01T00:00:00Z/pt10s"},
+        # strconv.ParseInt: beyond int64.
+        {
+            "name": "x",
+            "command": "true",
+            "schedule": "R99999999999999999999/2099-01-01T00:00:00Z/PT10S",
+        },
+        {"name": "x", "command": "true", "schedule": "R1.5/2099-01-01T00:00:00Z/PT1S"},
+        # Go's decoder refuses wrong JSON types in every field it decodes.
+        {"name": "x", "command": "true", "next_run_at": "garbage"},
+        {"name": "x", "command": "true", "next_run_at": 5},
+        {"name": "x", "command": "true", "next_run_at": "2099-02-30T00:00:00Z"},
+        {"name": "x", "command": "true", "stats": "x"},
+        {"name": "x", "command": "true", "stats": {}},
+        {"name": "x", "command": "true", "stats": [5]},
+        {"name": "x", "command": "true", "stats": [{"success": "yes"}]},
+        {"name": "x", "command": "true", "stats": [{"execution_duration": 1.5}]},
+        {"name": "x", "command": "true", "metadata": {"success_count": "x"}},
+        {"name": "x", "command": "true", "metadata": {"Error_Count": -1}},
+        {"name": "x", "command": "true", "metadata": {"last_success": "yesterday"}},
+        {"name": "x", "command": "true", "retries": 2**64},
+        # A UTF-8 byte order mark is an invalid character to Go's decoder.
+        b"\xef\xbb\xbf" + json.dumps({"name": "x", "command": "true"}).encode(),
     ],
 )
 def test_it_refuses_bad_input_with_400_and_stores_nothing(
@@ -431,3 +456,154 @@ def test_it_refuses_an_epsilon_too_large_to_count(curl: Client, epsilon: str) ->
     assert response.status_code == 400, response.content
     assert f"bad epsilon {epsilon!r}".encode() in response.content
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("interval", "stored", "every"),
+    [
+        ("PT90S", "PT1M30S", timedelta(seconds=90)),
+        # The weeks-only form is tried first, and searched: the 2D is never read.
+        ("P1W2D", "P7D", timedelta(days=7)),
+        # A Kala year is 365 days, even across 2096-02-29.
+        ("P1Y", "P365D", timedelta(days=365)),
+        # Searched, unanchored: P1D matches, the T adds nothing.
+        ("P1DT", "P1D", timedelta(days=1)),
+        ("xP1DT1H1M1Sx", "P1DT1H1M1S", timedelta(days=1, seconds=3661)),
+    ],
+)
+def test_it_reads_intervals_as_kala_does(
+    curl: Client, interval: str, stored: str, every: timedelta
+) -> None:
+    sent = f"R/2096-01-01T00:00:00Z/{interval}"
+    job_id = create(curl, schedule=sent)
+    schedule = Schedule.objects.get(job__uid=job_id)
+    assert schedule.expression == f"R/2096-01-01T00:00:00Z/{stored}"
+    start = datetime(2096, 1, 1, tzinfo=UTC)
+    services.schedules_fire_due(now=start + timedelta(seconds=1))
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == start + every
+    # Kala echoes the schedule as sent.
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["schedule"] == sent
+
+
+def test_it_counts_kala_months_from_the_current_date(curl: Client) -> None:
+    # Kala's P1M is the length of the month after the current one (February 2098:
+    # 28 days), fixed when the schedule is read.
+    with time_machine.travel(datetime(2098, 1, 20, tzinfo=UTC), tick=False):
+        job_id = create(curl, schedule="R/2098-06-01T00:00:00Z/P1M")
+    schedule = Schedule.objects.get(job__uid=job_id)
+    assert schedule.expression == "R/2098-06-01T00:00:00Z/P28D"
+
+
+def test_it_reads_the_repeat_count_as_go_parse_int(curl: Client) -> None:
+    job_id = create(curl, schedule="R+1/2099-01-01T00:00:00Z/PT10S")
+    schedule = Schedule.objects.get(job__uid=job_id)
+    assert schedule.expression == "R1/2099-01-01T00:00:00Z/PT10S"
+    start = datetime(2099, 1, 1, tzinfo=UTC)
+    for seconds in (1, 11, 21, 31):
+        services.schedules_fire_due(now=start + timedelta(seconds=seconds))
+    assert Execution.objects.filter(job__uid=job_id).count() == 2
+    forever = create(curl, schedule="R-3/2099-01-01T00:00:00Z/PT10S")
+    assert Schedule.objects.get(job__uid=forever).expression.startswith("R/")
+
+
+def test_it_shows_a_natively_edited_schedule_as_stored(curl: Client) -> None:
+    job_id = create(curl, schedule="R/2099-01-01T00:00:00Z/P1W")
+    schedule = Schedule.objects.get(job__uid=job_id)
+    services.schedule_update(schedule=schedule, expression="R/2099-01-01T00:00:00Z/P1D")
+    detail = go(curl.get(f"/api/v1/job/{job_id}/"))["job"]
+    assert detail["schedule"] == "R/2099-01-01T00:00:00Z/P1D"
+
+
+def test_it_reads_epsilon_as_kala_reads_an_interval(curl: Client) -> None:
+    # Searched like an interval: PT10X has a "P", so it is a zero epsilon.
+    job_id = create(curl, schedule=SCHEDULE, epsilon="PT10X")
+    assert Schedule.objects.get(job__uid=job_id).epsilon == timedelta(0)
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["epsilon"] == "PT10X"
+    job_id = create(curl, schedule=SCHEDULE, epsilon="P1W2D")
+    assert Schedule.objects.get(job__uid=job_id).epsilon == timedelta(days=7)
+
+
+def test_it_accepts_null_and_well_typed_fields_kala_ignores(curl: Client) -> None:
+    job_id = create(
+        curl,
+        next_run_at="2099-01-01T00:00:00.123+02:00",
+        metadata={"success_count": None, "LAST_ERROR": ZERO, "other": "x"},
+        stats=[None, {"job_id": "x", "ran_at": ZERO, "execution_duration": -5}],
+    )
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["stats"] is None
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        str.upper,
+        lambda s: s.replace("-", ""),
+        lambda s: "{" + s + "}",
+        lambda s: "urn:uuid:" + s,
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/job/{}/"),
+        ("delete", "/api/v1/job/{}/"),
+        ("get", "/api/v1/job/stats/{}/"),
+        ("post", "/api/v1/job/start/{}/"),
+        ("post", "/api/v1/job/enable/{}/"),
+        ("post", "/api/v1/job/disable/{}/"),
+    ],
+)
+def test_it_knows_an_id_only_in_its_own_spelling(
+    curl: Client, spelling: Any, method: str, path: str
+) -> None:
+    job_id = create(curl, schedule=SCHEDULE)
+    response = getattr(curl, method)(path.format(spelling(job_id)))
+    assert (response.status_code, response.content) == (404, b"")
+    job = Job.objects.get(uid=job_id)
+    assert job.enabled and not job.executions.exists()
+    response = post(
+        curl,
+        "/api/v1/job/",
+        {"name": "c", "command": "true", "parent_jobs": [spelling(job_id)]},
+    )
+    assert response.status_code == 400
+
+
+def test_it_accepts_a_blank_command_as_kala_does(curl: Client) -> None:
+    job_id = create(curl, command=" ", schedule=SCHEDULE)
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["command"] == " "
+    # Kala crashed running it (nothing to exec); here its runs fail.
+    assert Job.objects.get(uid=job_id).spec == {"command": "exit 127"}
+
+
+def test_it_escapes_line_separators_as_go_does(curl: Client) -> None:
+    job_id = create(curl, name="a\u2028b\u2029c<", schedule=SCHEDULE)
+    raw = curl.get(f"/api/v1/job/{job_id}/").content
+    assert b'"name":"a\\u2028b\\u2029c\\u003c"' in raw
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["name"] == "a\u2028b\u2029c<"
+
+
+def test_it_recomputes_the_next_run_from_a_manual_start(curl: Client) -> None:
+    # Kala: next = last attempted run + interval, so a manual start moves the grid.
+    t0 = datetime(2098, 1, 1, tzinfo=UTC)
+    sent = "R3/2098-01-01T00:00:00Z/PT1H"
+    with time_machine.travel(t0 - timedelta(minutes=1), tick=False):
+        job_id = create(curl, schedule=sent)
+        # Before the first slot Kala waits for the start: nothing moves.
+        assert curl.post(f"/api/v1/job/start/{job_id}/").status_code == 204
+        assert Schedule.objects.get().next_run_at == t0
+    services.schedules_fire_due(now=t0 + timedelta(seconds=1))
+    with time_machine.travel(t0 + timedelta(minutes=10), tick=False):
+        assert curl.post(f"/api/v1/job/start/{job_id}/").status_code == 204
+    detail = go(curl.get(f"/api/v1/job/{job_id}/"))["job"]
+    assert detail["next_run_at"] == "2098-01-01T01:10:00Z"  # not the old 01:00
+    assert detail["schedule"] == sent
+    # The runs left are kept: three after the first scheduled one (R3 = 4 runs).
+    schedule = Schedule.objects.get()
+    assert schedule.expression == "R2/2098-01-01T01:10:00Z/PT1H"
+    for hours in (1, 2, 3, 4, 5):
+        slot = t0 + timedelta(hours=hours, minutes=10, seconds=1)
+        services.schedules_fire_due(now=slot)
+    fired = Execution.objects.filter(trigger=Execution.Trigger.SCHEDULE)
+    assert fired.count() == 4

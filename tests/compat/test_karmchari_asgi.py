@@ -47,6 +47,13 @@ def test_it_passes_the_karmchari_routes_to_django() -> None:
     assert start["status"] == 405
 
 
+@pytest.mark.django_db(transaction=True)
+def test_it_drops_a_malformed_escape_in_the_query_as_go_does(settings: Any) -> None:
+    settings.KARMCHARI_COMPAT_OPEN = ["karmchari"]
+    start, body = async_to_sync(call)("/jobState", query=b"id=%zz")
+    assert (start["status"], body["body"]) == (400, b"ID is required")
+
+
 def test_it_redirects_an_unclean_path_as_gorilla_mux_does() -> None:
     start, body = async_to_sync(call)("//jobState", query=b"id=abc")
     assert start["status"] == 301
