@@ -11,7 +11,9 @@ class ModelPermissions(DjangoModelPermissions):
     """Django model permissions, reads included, with per-action overrides.
 
     A viewset may set `action_permissions = {"run": ["jobs.add_execution"]}` for verbs
-    whose permission is not the model's add/change/delete.
+    whose permission is not the model's add/change/delete. Such a verb also needs
+    the model's view permission: it acts on a row the caller must be able to read,
+    and answers with it.
     """
 
     perms_map = {
@@ -27,7 +29,11 @@ class ModelPermissions(DjangoModelPermissions):
         if required is None:
             return super().has_permission(request, view)
         user = request.user
-        return bool(user and user.is_authenticated and user.has_perms(required))
+        if not (user and user.is_authenticated):
+            return False
+        model = self._queryset(view).model
+        reading = self.get_required_permissions("GET", model)
+        return bool(user.has_perms([*required, *reading]))
 
 
 SHELL_PERMISSION = "jobs.manage_shell_job"

@@ -165,3 +165,24 @@ def test_it_refuses_an_editor_linking_a_shell_job_as_a_child(
     client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(editor).key}")
     response = client.patch(f"/api/jobs/{http.pk}/", {"children": [shell.pk]})
     assert list(shell.parents.all()) == [], response.status_code
+
+
+@pytest.mark.parametrize(
+    ("perms", "expected"),
+    [(["change_execution"], 403), (["change_execution", "view_execution"], 202)],
+)
+def test_it_answers_a_verb_only_to_who_may_read_what_it_acts_on(
+    make_user: Callable[..., User],
+    make_execution: Callable[..., object],
+    perms: list[str],
+    expected: int,
+) -> None:
+    """A verb answers with the run (its output, parameters, events): one who may
+    kill runs but not read them was shown them all."""
+    run = make_execution(status="running", worker="w@h")
+    user = make_user("killer", perms=[f"jobs.{perm}" for perm in perms])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {make_token(user).key}")
+    with mock.patch("jobs.control.publish"):
+        response = client.post(f"/api/executions/{run.pk}/kill/")  # type: ignore[attr-defined]
+    assert response.status_code == expected, response.content
