@@ -5,7 +5,8 @@ Order matters: the fixed names (/registerJob, /jobState, /apps, /agents, /agent/
 /api/v1/...) come before JobStreamer's /{app}/... patterns; App refuses those names.
 Kala's routes take the trailing slash as optional, so a slashless POST is served, not
 redirected and lost. Karmchari's take none, as the original. Any other path below
-JobStreamer's (`/{app}/...`, `/apps/...`, `/agent/...`) answers its 404.
+JobStreamer's (`/{app}/job...`, `/{app}/jobs/...`, `/apps/...`, `/agent/...`) answers
+its 404.
 """
 
 from __future__ import annotations
@@ -72,9 +73,12 @@ jobstreamer_patterns = [
         name="js-execution",
     ),
     re_path(rf"^{APP}/job/{NAME}/?$", jobstreamer.job_view, name="js-job"),
-    # Last: any other path under JobStreamer's routes is its "Resource Not Found".
+    # Last: any other path below JobStreamer's own routes is its "Resource Not
+    # Found". Other unknown paths (a typo in a browser) stay Django's 404 page.
     re_path(
-        rf"^(?:apps|agents|agent|{APP})/.", jobstreamer.not_found_view, name="js-404"
+        rf"^(?:(?:apps|agents|agent)/.|{APP}/(?:jobs|stats|job)(?:/|$))",
+        jobstreamer.not_found_view,
+        name="js-404",
     ),
 ]
 

@@ -258,7 +258,7 @@ def test_it_refuses_an_app_without_name_description_or_classpaths(
 
 
 @pytest.mark.parametrize(
-    "path", ["/{app}/nothing-here", "/{app}/job/x/y/z", "/nowhere/jobs/1", "/apps/x"]
+    "path", ["/{app}/stats/x", "/{app}/job/x/y/z", "/nowhere/jobs/1", "/apps/x"]
 )
 def test_it_answers_an_unknown_route_as_duct_does(
     curl: Client, app: str, path: str
@@ -517,7 +517,7 @@ def test_it_answers_cors_as_the_original_when_configured(
         client.get(f"/{app}/jobs"),  # 401
         curl.get(f"/{app}/job/missing"),  # 404
         curl.patch(f"/{app}/jobs"),  # 405
-        curl.get(f"/{app}/nothing-here"),  # duct's 404
+        curl.get(f"/{app}/stats/nothing-here"),  # duct's 404
     ):
         assert response["Access-Control-Allow-Origin"] == "http://console.example"
     settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN = "*"
