@@ -378,17 +378,18 @@ def test_it_starts_enables_and_disables(curl: Client) -> None:
     assert job.executions.get().trigger == Execution.Trigger.COMPAT
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("get", "/api/v1/job/{}/"),
-        ("delete", "/api/v1/job/{}/"),
-        ("get", "/api/v1/job/stats/{}/"),
-        ("post", "/api/v1/job/start/{}/"),
-        ("post", "/api/v1/job/enable/{}/"),
-        ("post", "/api/v1/job/disable/{}/"),
-    ],
-)
+# Every route that names one job by its id.
+JOB_ROUTES = [
+    ("get", "/api/v1/job/{}/"),
+    ("delete", "/api/v1/job/{}/"),
+    ("get", "/api/v1/job/stats/{}/"),
+    ("post", "/api/v1/job/start/{}/"),
+    ("post", "/api/v1/job/enable/{}/"),
+    ("post", "/api/v1/job/disable/{}/"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), JOB_ROUTES)
 @pytest.mark.parametrize(
     "job_id", ["13de9f64-1041-4639-b07b-088ca190e0e5", "not-a-uuid", "stats"]
 )
@@ -543,17 +544,7 @@ def test_it_accepts_null_and_well_typed_fields_kala_ignores(curl: Client) -> Non
         lambda s: "urn:uuid:" + s,
     ],
 )
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("get", "/api/v1/job/{}/"),
-        ("delete", "/api/v1/job/{}/"),
-        ("get", "/api/v1/job/stats/{}/"),
-        ("post", "/api/v1/job/start/{}/"),
-        ("post", "/api/v1/job/enable/{}/"),
-        ("post", "/api/v1/job/disable/{}/"),
-    ],
-)
+@pytest.mark.parametrize(("method", "path"), JOB_ROUTES)
 def test_it_knows_an_id_only_in_its_own_spelling(
     curl: Client, spelling: Any, method: str, path: str
 ) -> None:
