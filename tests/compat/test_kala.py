@@ -1,4 +1,4 @@
-"""compat/kala.py: Kala's JSON API under /api/v1/."""
+"""compat/kala/: Kala's JSON API under /api/v1/."""
 
 from __future__ import annotations
 

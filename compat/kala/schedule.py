@@ -13,6 +13,9 @@ Karmchari's own interval schedules count Y and M on the calendar from the start
 (`jobs/schedules/interval.py`), so a Kala interval is stored as the elapsed time it
 means, in days, hours, minutes and seconds (`P365D` for Kala's `P1Y`); in UTC, a day
 is always 24 hours.
+
+`parse_schedule` and `epsilon` add the checks of Kala's Job.Init and answer
+a refusal as Kala did (KalaError, a 400).
 """
 
 from __future__ import annotations
@@ -22,11 +25,17 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from compat.kala.protocol import INIT_ERROR, KalaError
+from jobs import schedules
+
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 # Go's time.Duration counts int64 nanoseconds: about 292 years.
 MAX_DURATION_SECONDS = INT64_MAX // 10**9
 _DAY = 86_400
+_START = re.compile(
+    r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)?", re.ASCII
+)
 
 _WEEK = re.compile(r"P((?P<week>\d+)W)", re.ASCII)
 _FULL = re.compile(
@@ -157,3 +166,33 @@ def parse(expression: str, now: datetime) -> KalaSchedule:
         # Kala accepted a zero interval (PT10X) and ran the job back to back.
         raise KalaScheduleError(f"interval {interval_text!r} is zero")
     return KalaSchedule(repeat=repeat, start=start, interval=interval)
+
+
+def epsilon(text: str, now: datetime) -> timedelta:
+    """Parsed as Kala parses an interval (`PT10X` is zero, accepted)."""
+    try:
+        return duration(text, now)
+    except KalaScheduleError as exc:
+        raise KalaError(f"{INIT_ERROR}: bad epsilon {text!r}: {exc}") from None
+
+
+def parse_schedule(expression: str, now: datetime) -> str:
+    """Kala's reading of the schedule (`parse` above), then its checks of
+    the start: a full date-time (no date alone), not in the past. Answers the
+    Karmchari interval expression that fires on Kala's cadence."""
+    try:
+        parsed = parse(expression, now)
+    except KalaScheduleError as exc:
+        raise KalaError(f"{INIT_ERROR}: {exc}") from None
+    if not _START.fullmatch(parsed.start):
+        raise KalaError(
+            f"{INIT_ERROR}: bad start {parsed.start!r} (RFC 3339, e.g. "
+            "2030-06-04T19:25:16Z)"
+        )
+    try:
+        start = schedules.start(parsed.expression, "UTC")
+    except schedules.ScheduleError as exc:
+        raise KalaError(f"{INIT_ERROR}: {exc}") from None
+    if start <= now:
+        raise KalaError(f"{INIT_ERROR}: Schedule time has passed.")
+    return parsed.expression
