@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator, validate_email
 from django.db import models
 from django.db.models import Q
 
@@ -638,6 +639,43 @@ class NotificationChannel(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        """A target its kind can send to (the admin shows why under the field); rows
+        stored before this check are sent as they are."""
+        super().clean()
+        target = self.target.strip()
+        if self.kind in (self.Kind.WEBHOOK, self.Kind.SLACK):
+            # Not URLValidator: it refuses hosts without a dot (http://alerts:9093/),
+            # which a receiver on the same network often has.
+            try:
+                parts = urlsplit(target)
+                host = parts.hostname
+            except ValueError:  # a malformed IPv6 host or port
+                parts, host = None, None
+            if (
+                parts is None
+                or parts.scheme not in ("http", "https")
+                or not host
+                or any(c.isspace() for c in target)
+            ):
+                raise ValidationError(
+                    {"target": "Enter an http:// or https:// URL to POST to."}
+                )
+        elif self.kind == self.Kind.EMAIL:
+            addresses = [a.strip() for a in target.split(",") if a.strip()]
+            if not addresses:
+                raise ValidationError({"target": "Enter at least one email address."})
+            for address in addresses:
+                try:
+                    validate_email(address)
+                except ValidationError:
+                    raise ValidationError(
+                        {
+                            "target": f"{address!r} is not an email address: enter "
+                            "addresses separated by commas."
+                        }
+                    ) from None
+
 
 class NotificationRule(models.Model):
     """Which events of a job's runs go to a channel. Rules of a job replace those of
@@ -730,6 +768,12 @@ class NotificationDelivery(models.Model):
                 fields=["created"],
                 name="jobs_delivery_failed",
                 condition=Q(status="failed"),
+            ),
+            # Beat's sweep of deliveries whose task was never sent (or lost).
+            models.Index(
+                fields=["created"],
+                name="jobs_delivery_pending",
+                condition=Q(status="pending"),
             ),
             # The delivery log, newest first (the admin's list and its pages).
             models.Index(fields=["-created", "-id"], name="jobs_delivery_newest"),

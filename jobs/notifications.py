@@ -5,7 +5,9 @@ jobs.services calls execution_changed() after an execution is claimed or finishe
 beat's housekeeping calls notifications_check_due() for late runs. Both only decide
 and record: each notification is a NotificationDelivery row, sent by the Celery task
 jobs.deliver_notification (never from the request or the runner), retried with
-exponential backoff, its attempts and last error kept as the delivery log.
+exponential backoff, its attempts and last error kept as the delivery log. A send the
+broker refused leaves the row pending; beat's housekeeping sends it again
+(notifications_resend_stale), as the outbox sweep does for runs.
 
 Which rules apply: a job's own rules, or else its app's (NotificationRule).
 """
@@ -18,14 +20,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -35,6 +37,7 @@ from jobs.models import (
     NotificationChannel,
     NotificationDelivery,
     NotificationRule,
+    Schedule,
 )
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,9 @@ SIGNATURE_HEADER = "X-Karmchari-Signature"
 TIMED_SIGNATURE_HEADER = "X-Karmchari-Signature-V1"
 WEBHOOK_TOLERANCE_SECONDS = 300
 _LAST_CHECK_KEY = "notifications:last-check"
+# The error of a delivery not sent because its channel was disabled: an operator's
+# stop, not a failure (left out of karmchari_notifications_failed).
+CHANNEL_DISABLED = "Not sent: the channel was disabled."
 
 
 class DeliveryFailed(Exception):
@@ -124,16 +130,26 @@ def _events_of(execution: Execution, job: Job) -> list[str]:
             finished_at__lte=execution.finished_at,
         )
         .exclude(pk=execution.pk)
+        # A pending run killed before it started (by an operator, or the `cancel`
+        # overlap policy) never ran: nothing to recover from.
+        .exclude(status=Execution.Status.KILLED, started_at__isnull=True)
         .order_by("-finished_at", "-id")
         .values_list("status", "finished_at")
         .first()
     )
+    # Retention may have dropped the failures since (keep_failed 0), or every earlier
+    # run (a weekly job keeping a day): the job's own last error, which a success does
+    # not touch, still tells.
+    last_error = job.last_error_at
     if previous is None:
+        # Its last success before this run, as the job was loaded before the run
+        # ended (the claim loads it; the end has since moved the stored one to this
+        # run, and a job loaded after the end shows that: no recovery).
+        before = execution.job.last_success_at
+        if last_error is not None and (before is None or last_error > before):
+            events.append(Event.RECOVERY)
         return events
     status, finished_at = previous
-    # Retention may have dropped the failures since (keep_failed 0): the job's own
-    # last error, which it does not touch, still tells.
-    last_error = job.last_error_at
     if status != Execution.Status.SUCCEEDED or (
         last_error is not None and finished_at is not None and last_error > finished_at
     ):
@@ -142,6 +158,9 @@ def _events_of(execution: Execution, job: Job) -> list[str]:
 
 
 def _is_slow(execution: Execution, job: Job, factor: float) -> bool:
+    if execution.status == Execution.Status.LOST:
+        # How long a lost run ran is unknown (its job counts it untimed).
+        return False
     duration = execution.duration
     runs = job.timed_runs
     if duration is None or runs < 2:
@@ -215,13 +234,57 @@ def notifications_queue(
                 continue  # a late alert already recorded for this run
             made.append(delivery)
     if made:
-        from jobs.tasks import deliver_notification
-
         ids = [delivery.pk for delivery in made]
-        transaction.on_commit(
-            lambda: [deliver_notification.delay(pk) for pk in ids] and None
-        )
+        transaction.on_commit(lambda: _deliveries_send(ids))
     return made
+
+
+def _deliveries_send(ids: list[int]) -> None:
+    """Send the deliveries' tasks. A broker outage is logged, not raised: the rows
+    stay pending and beat's sweep (notifications_resend_stale) sends them later."""
+    from jobs.tasks import deliver_notification
+
+    for pk in ids:
+        try:
+            deliver_notification.delay(pk)
+        except Exception:
+            logger.warning(
+                "notification %s: could not send its task; it is sent again later",
+                pk,
+                exc_info=True,
+            )
+
+
+def _due(execution: Execution, jitter: timedelta | None) -> datetime:
+    """When a scheduled run was due to start: its slot, or later by the delay its
+    jitter held it back, which beat stamps as its dispatched_at. A later stamp (the
+    outbox sweep's re-send, a buffered run let go) moves it no further than the
+    slot plus the jitter: such a run is late."""
+    slot = execution.scheduled_for
+    assert slot is not None
+    stamp = execution.dispatched_at
+    if stamp is None or not jitter:
+        return slot
+    return min(max(slot, stamp), slot + jitter)
+
+
+def _epsilon(epsilon: timedelta | None) -> timedelta:
+    if epsilon is not None:
+        return epsilon
+    return timedelta(seconds=settings.KARMCHARI_DEFAULT_EPSILON)
+
+
+def _may_have_started_late(execution: Execution) -> bool:
+    """In memory, no query: a scheduled run that started after its slot. Whether it
+    started after its window too needs its schedule's epsilon and jitter."""
+    return (
+        execution.status == Execution.Status.RUNNING
+        and execution.trigger == Execution.Trigger.SCHEDULE
+        and execution.schedule_id is not None
+        and execution.scheduled_for is not None
+        and execution.started_at is not None
+        and execution.started_at > execution.scheduled_for
+    )
 
 
 def execution_changed(*, execution: Execution) -> None:
@@ -232,8 +295,26 @@ def execution_changed(*, execution: Execution) -> None:
         # the hot path of every run.
         if not _has_rules(execution.job):
             return
-        job = Job.objects.select_related("app").get(pk=execution.job_id)
+        jobs = Job.objects.select_related("app")
+        started_late = _may_have_started_late(execution)
+        if started_late:
+            # A run the late check did not see pending (it started after its
+            # window, between two checks) is late too. Its schedule's window comes
+            # with the job's row: no query of its own.
+            assert execution.schedule_id is not None
+            window = Schedule.objects.filter(pk=execution.schedule_id)
+            jobs = jobs.annotate(
+                window_epsilon=Subquery(window.values("epsilon")[:1]),
+                window_jitter=Subquery(window.values("jitter")[:1]),
+            )
+        job = jobs.get(pk=execution.job_id)
         events = _events_of(execution, job)
+        if started_late:
+            assert execution.started_at is not None
+            due = _due(execution, getattr(job, "window_jitter", None))
+            epsilon = _epsilon(getattr(job, "window_epsilon", None))
+            if execution.started_at - due > epsilon:
+                events.append(Event.LATE)  # once: jobs_delivery_once_per_event
         if not events:
             return
         rules = notification_rules(job=job)
@@ -251,10 +332,11 @@ def execution_changed(*, execution: Execution) -> None:
 
 
 def notifications_check_late(*, now: Any = None) -> int:
-    """Scheduled runs still pending past their window (slot + epsilon), or recorded as
-    missed, produce one `late` notification each. Answers how many were queued."""
+    """Scheduled runs still pending past their window (slot, plus the delay its
+    jitter held the run back, plus epsilon), or recorded as missed, produce one
+    `late` notification each (a run that starts after its window is reported by
+    execution_changed). Answers how many were queued."""
     now = now or timezone.now()
-    default_epsilon = timedelta(seconds=settings.KARMCHARI_DEFAULT_EPSILON)
     candidates = (
         Execution.objects.filter(
             Q(job__notification_rules__isnull=False)
@@ -277,12 +359,9 @@ def notifications_check_late(*, now: Any = None) -> int:
                 # operator disabled; no repetitions left), not late.
                 continue
         else:
-            epsilon = (
-                execution.schedule.epsilon
-                if execution.schedule and execution.schedule.epsilon is not None
-                else default_epsilon
-            )
-            if execution.scheduled_for + epsilon > now:
+            schedule = execution.schedule
+            due = _due(execution, schedule.jitter if schedule else None)
+            if due + _epsilon(schedule.epsilon if schedule else None) > now:
                 continue
         queued += len(
             notifications_queue(
@@ -374,14 +453,23 @@ def _text(payload: dict[str, Any], escape: Callable[[str], str] = str) -> str:
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
     try:
+        # Not followed: on a redirect requests turns the POST into a GET without
+        # the body, and the receiver never gets the event.
         response = requests.post(
             url,
             data=body,
             headers={"Content-Type": "application/json", **headers},
             timeout=settings.KARMCHARI_WEBHOOK_TIMEOUT,
+            allow_redirects=False,
         )
     except requests.RequestException as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("Location", "")
+        raise DeliveryFailed(
+            f"HTTP {response.status_code}: redirected to {location or '(nowhere)'}; "
+            "notifications are not sent on: set the channel's target to that URL."
+        )
     if response.status_code >= 300:
         raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}")
     return response.status_code
@@ -433,7 +521,7 @@ def notification_deliver(*, delivery_id: int, final: bool) -> NotificationDelive
         # Disabling a channel is how an operator stops it: queued deliveries and
         # their retries too. Recorded, and not retried.
         delivery.status = NotificationDelivery.Status.FAILED
-        delivery.error = "Not sent: the channel was disabled."
+        delivery.error = CHANNEL_DISABLED
         delivery.save(update_fields=["status", "error"])
         return delivery
     delivery.attempts += 1
@@ -469,19 +557,60 @@ def retry_countdown(*, attempt: int) -> float:
     return base * 2.0 ** (attempt - 1)
 
 
+def _retrying_for() -> timedelta:
+    """How long a delivery may stay pending while its task retries: every attempt's
+    timeout and every wait between them."""
+    attempts = settings.KARMCHARI_NOTIFY_MAX_ATTEMPTS
+    waits = sum(retry_countdown(attempt=n) for n in range(1, attempts))
+    seconds = waits + attempts * float(settings.KARMCHARI_WEBHOOK_TIMEOUT)
+    return timedelta(seconds=min(seconds, timedelta(days=366).total_seconds()))
+
+
+def notifications_resend_stale(*, older_than: timedelta, batch: int = 500) -> int:
+    """The deliveries' outbox sweep (beat's housekeeping): send again the tasks of
+    deliveries left pending, because the broker refused the send at commit (the
+    very moment things go wrong) or lost the message. Answers how many were sent.
+
+    Stale means never attempted `older_than` after it was recorded, or attempted
+    but pending longer than every retry takes. Only while the deliveries' queue is
+    empty at the broker: one waiting behind a backlog is not sent again, so the
+    same delivery is rarely sent twice, and harmlessly (an attempt of a delivery
+    already sent sends nothing)."""
+    now = timezone.now()
+    stale = NotificationDelivery.objects.filter(
+        Q(attempts=0, created__lt=now - older_than)
+        | Q(created__lt=now - older_than - _retrying_for()),
+        status=NotificationDelivery.Status.PENDING,
+    )
+    ids = list(stale.order_by("created").values_list("pk", flat=True)[:batch])
+    if not ids:
+        return 0
+    from jobs.services import outbox
+    from jobs.tasks import deliver_notification
+
+    queue = deliver_notification.app.conf.task_default_queue
+    if outbox._messages_waiting([queue]).get(queue) != 0:
+        return 0
+    _deliveries_send(ids)
+    return len(ids)
+
+
 def notification_metrics() -> Iterator[Metric]:
     # A gauge: deleting a channel deletes its deliveries, and a counter may never
     # go down.
     failures = GaugeMetricFamily(
         "karmchari_notifications_failed",
         "Notifications that failed after every attempt and are still in the "
-        "delivery log, by channel kind.",
+        "delivery log, by channel kind (not those a disabled channel stopped).",
         labels=["kind"],
     )
     counts = dict.fromkeys(NotificationChannel.Kind.values, 0)
-    rows = NotificationDelivery.objects.filter(
-        status=NotificationDelivery.Status.FAILED
-    ).values_list("channel__kind", flat=True)
+    rows = (
+        NotificationDelivery.objects.filter(status=NotificationDelivery.Status.FAILED)
+        # Disabling a channel is an operator's stop, not a failure to alert on.
+        .exclude(error=CHANNEL_DISABLED)
+        .values_list("channel__kind", flat=True)
+    )
     for kind in rows:
         counts[kind] = counts.get(kind, 0) + 1
     for kind, n in counts.items():

@@ -112,7 +112,13 @@ def pings_close_late(*, now: datetime | None = None) -> int:
             status=Execution.Status.FAILED,
             reason=f"Late: no ping within {job.ping_grace} of {what}.",
         )
-        services.execution_finish(execution=execution, outcome=outcome)
+        ended = timezone.now()
+        recorded = services.execution_finish(
+            execution=execution, outcome=outcome, now=ended
+        )
+        if (recorded.status, recorded.finished_at) != (outcome.status, ended):
+            # A ping ended it first (execution_finish kept that end): not late.
+            continue
         notifications.notifications_queue(
             job=job, execution=execution, events=[notifications.Event.LATE]
         )

@@ -28,7 +28,7 @@ from jobs.tasks import prune_executions
 logger = logging.getLogger(__name__)
 
 MAX_SLEEP = 1.0
-# Housekeeping (outbox sweep, agent liveness) runs at most this often.
+# Housekeeping (outbox sweeps, agent liveness) runs at most this often.
 HOUSEKEEPING_SECONDS = 1.0
 # While the database or Redis stays down, a line this often (the first with its
 # traceback), not a traceback every tick.
@@ -80,6 +80,7 @@ class JobScheduler(Scheduler):
         self._pubsub: Any = None
         self._housekept = 0.0
         self._pruned = 0.0
+        self._swept = 0.0
         self._closed = False
         self._tick_outage = Outage("beat tick")
         self._announce_outage = Outage("schedule announcements (Redis)")
@@ -145,6 +146,16 @@ class JobScheduler(Scheduler):
         )
         if resent:
             logger.warning("outbox: re-sent %d stale pending execution(s)", resent)
+        outbox_seconds = settings.KARMCHARI_OUTBOX_SECONDS
+        if self._housekept - self._swept >= outbox_seconds:
+            # Deliveries carry no send stamp: swept this often, so one whose task a
+            # worker is just sending is rarely sent again.
+            self._swept = self._housekept
+            resent = notifications.notifications_resend_stale(
+                older_than=timedelta(seconds=outbox_seconds)
+            )
+            if resent:
+                logger.warning("outbox: re-sent %d stale notification(s)", resent)
         # Watched external jobs whose ping is overdue: closed as late.
         pings.pings_close_late()
         # External runs whose process died: killed after the grace, or timed out.

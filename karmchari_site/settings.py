@@ -343,7 +343,8 @@ KARMCHARI_KEEP_DAYS = env_int("KARMCHARI_KEEP_DAYS", 0)
 # Days the notification delivery log keeps sent and failed entries; 0 keeps them all.
 KARMCHARI_KEEP_DELIVERY_DAYS = env_int("KARMCHARI_KEEP_DELIVERY_DAYS", 30)
 KARMCHARI_PRUNE_SECONDS = env_float("KARMCHARI_PRUNE_SECONDS", 3600.0, minimum=1.0)
-# Seconds an execution may stay pending before beat's outbox sweep sends it again.
+# Seconds an execution (or a notification never attempted) may stay pending before
+# beat's outbox sweeps send it again.
 KARMCHARI_OUTBOX_SECONDS = env_float("KARMCHARI_OUTBOX_SECONDS", 60.0, minimum=1.0)
 
 # --- Execution engine (control bus, live output, runners, retries) -------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from django.http import HttpResponse
 from django.test import Client
 
 from jobs.models import App
@@ -63,3 +64,37 @@ def test_it_refuses_a_slow_factor_below_one(
         follow=True,
     )
     assert "slow -&gt; hook" in response.content.decode()  # its channel, by name
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "message", "fixed"),
+    [
+        ("webhook", "hooks.example.com/k", "Enter an http:// or https:// URL",
+         "https://hooks.example.com/k"),
+        ("webhook", "ops@example.com", "Enter an http:// or https:// URL",
+         "http://alerts:9093/hook"),  # a receiver on the same network
+        ("slack", "not a url", "Enter an http:// or https:// URL",
+         "https://hooks.slack.example/x"),
+        ("email", "ops at example dot com", "is not an email address",
+         "ops@example.com"),
+        ("email", "a@example.com; b@example.com", "is not an email address",
+         "a@example.com, b@example.com"),
+    ],
+)  # fmt: skip
+def test_it_refuses_a_channel_target_its_kind_cannot_send_to(
+    admin_client: Client, kind: str, target: str, message: str, fixed: str
+) -> None:
+    from jobs.models import NotificationChannel
+
+    def add(target: str) -> HttpResponse:
+        return admin_client.post(
+            "/admin/jobs/notificationchannel/add/",
+            {"name": "ops", "kind": kind, "target": target, "enabled": "on"},
+        )
+
+    response = add(target)
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors["target"])
+    assert not NotificationChannel.objects.exists()
+    assert add(fixed).status_code == 302
+    assert NotificationChannel.objects.get().target == fixed

@@ -35,21 +35,32 @@ pytestmark = pytest.mark.django_db
 
 class Receiver:
     """A webhook endpoint on 127.0.0.1 that records requests and answers with the
-    queued status codes (then 200)."""
+    queued status codes, each alone or with headers (then 200)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.answers: list[int] = []
+        self.answers: list[int | tuple[int, dict[str, str]]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"headers": dict(self.headers), "body": body})
-                code = receiver.answers.pop(0) if receiver.answers else 200
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append(
+                    {
+                        "method": self.command,
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
+                )
+                answer = receiver.answers.pop(0) if receiver.answers else 200
+                code, headers = answer if isinstance(answer, tuple) else (answer, {})
                 self.send_response(code)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            do_GET = do_POST
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -534,3 +545,261 @@ def test_it_prunes_the_delivery_log_with_the_executions_it_was_about(
     assert retention.executions_prune() == 1
     assert not Execution.objects.filter(pk=execution.pk).exists()
     assert NotificationDelivery.objects.count() == 0
+
+
+def test_it_notifies_recovery_after_retention_dropped_every_earlier_run(
+    make_app: Callable[..., App],
+    make_job: Callable[..., Job],
+    receiver: Receiver,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """A weekly job keeping a day of runs: last week's failure, and the success
+    before it, are gone when this week's run succeeds. The job's last error, after
+    its last success before this run, still makes it a recovery."""
+    job = make_job(app=make_app("ops"), name="weekly", keep_days=1)
+    rule(job=job, kind="webhook", target=receiver.url, events=["recovery"])
+    capture = django_capture_on_commit_callbacks
+    week_ago = timezone.now() - timedelta(days=7)
+    with time_machine.travel(week_ago - timedelta(days=7), tick=False):
+        run(job, "succeeded", capture=capture)
+    with time_machine.travel(week_ago, tick=False):
+        run(job, "failed", capture=capture)
+    retention.executions_prune()
+    assert not job.executions.exists()
+    job.refresh_from_db()  # as the claim loads it: before this run ends
+
+    run(job, "succeeded", capture=capture)
+    retention.executions_prune()
+    with time_machine.travel(timezone.now() + timedelta(days=7), tick=False):
+        job.refresh_from_db()
+        run(job, "succeeded", capture=capture)  # after a success: no recovery
+
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == ["recovery"]
+
+
+def test_it_does_not_take_a_run_killed_before_it_started_for_a_failure(
+    job: Job,
+    receiver: Receiver,
+    admin_user: Any,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """A queued run killed by an operator (or the `cancel` overlap policy) never
+    ran: the next success is no recovery."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["recovery"])
+    capture = django_capture_on_commit_callbacks
+    run(job, "succeeded", capture=capture)
+    queued = Execution.objects.create(job=job)
+    with capture(execute=True):
+        services.execution_control(execution=queued, action="kill", user=admin_user)
+    queued.refresh_from_db()
+    assert (queued.status, queued.started_at) == ("killed", None)
+
+    run(job, "succeeded", capture=capture)
+
+    assert receiver.requests == []
+
+
+def test_it_does_not_judge_a_lost_run_slow(
+    job: Job,
+    receiver: Receiver,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """How long a lost run ran is unknown (it is counted untimed): three runs of
+    10 s and one lost after 25 s make no `slow`."""
+    from jobs import recovery
+    from tests.jobs.conftest import make_agent
+
+    rule(job=job, kind="webhook", target=receiver.url, events=["slow"], slow_factor=3)
+    for _ in range(3):
+        run(job, "succeeded", seconds=10, capture=django_capture_on_commit_callbacks)
+    agent = make_agent("w1@host")
+    Execution.objects.create(
+        job=job,
+        status="running",
+        worker=agent.name,
+        started_at=timezone.now() - timedelta(seconds=25),
+    )
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        mock.patch.object(services, "execution_schedule_retry"),
+    ):
+        [lost] = recovery.executions_recover_lost(agent=agent)
+
+    assert lost.status == "lost"
+    assert receiver.requests == []
+
+
+def test_it_does_not_report_a_run_held_back_by_its_jitter_as_late(
+    job: Job,
+    receiver: Receiver,
+    make_schedule: Callable[..., Any],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """Beat holds the slot's run back 5 min by its jitter (epsilon 60 s): two
+    minutes after the slot it is not late; past its due time plus epsilon, it is."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["late"])
+    schedule = make_schedule("0 * * * *", job=job, jitter=timedelta(minutes=10))
+    slot = schedule.next_run_at
+    with (
+        time_machine.travel(slot, tick=False),
+        mock.patch("jobs.services.schedules.random.uniform", return_value=300.0),
+        mock.patch("jobs.services.schedules.executions_send"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        services.schedules_fire_due(now=slot)
+    execution = Execution.objects.get(job=job)
+    assert execution.dispatched_at == slot + timedelta(minutes=5)
+
+    def check(after: float) -> int:
+        with django_capture_on_commit_callbacks(execute=True):
+            return notifications.notifications_check_late(
+                now=slot + timedelta(seconds=after)
+            )
+
+    assert [check(120), check(359), check(361)] == [0, 0, 1]
+
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == ["late"]
+
+
+def test_it_notifies_a_run_that_started_after_its_window(
+    job: Job,
+    make_job: Callable[..., Job],
+    receiver: Receiver,
+    make_schedule: Callable[..., Any],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+    django_assert_num_queries: Callable[..., Any],
+) -> None:
+    """Epsilon 30 s; the run starts 90 s after its slot (the workers were busy),
+    between two late checks, which never saw it pending: the claim reports it, once.
+    Its check is free: a run on time costs no query more, a job without rules none."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rule(job=job, kind="webhook", target=receiver.url, events=["late"])
+    make_schedule(job=job, epsilon=timedelta(seconds=30))
+    now = timezone.now()
+
+    def claim(execution: Execution) -> CaptureQueriesContext:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            claimed = services.execution_claim(execution_id=execution.pk, worker="w1")
+        assert claimed is not None
+        with CaptureQueriesContext(connection) as queries:
+            for callback in callbacks:
+                callback()
+        return queries
+
+    def scheduled(slot: Any, of: Job = job, **fields: Any) -> Execution:
+        return Execution.objects.create(
+            job=of, schedule=of.schedules.first(), scheduled_for=slot,
+            trigger="schedule", **fields,
+        )  # fmt: skip
+
+    claim(Execution.objects.create(job=job))  # learns the rule targets
+    manual = claim(Execution.objects.create(job=job))
+    on_time = claim(scheduled(now - timedelta(seconds=20)))
+    assert len(on_time) == len(manual)
+    assert receiver.requests == []
+
+    late = scheduled(now - timedelta(seconds=90))
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_claim(execution_id=late.pk, worker="w1")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert notifications.notifications_check_late() == 0
+
+    [request] = receiver.requests
+    payload = json.loads(request["body"])
+    assert (payload["event"], payload["execution"]["id"]) == ("late", late.pk)
+
+    quiet = make_job(app=job.app, name="quiet")
+    make_schedule(job=quiet, epsilon=timedelta(seconds=30))
+    stale = scheduled(now - timedelta(seconds=90), of=quiet)
+    stale.status, stale.started_at = "running", now
+    notifications.execution_changed(execution=stale)  # learns the rule targets
+    with django_assert_num_queries(0):
+        notifications.execution_changed(execution=stale)
+
+
+def test_it_does_not_follow_a_redirect(
+    job: Job,
+    receiver: Receiver,
+    settings: Any,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """requests would follow a 301 with a GET without the body: the receiver never
+    hears of the event, yet the log said `sent`."""
+    settings.KARMCHARI_NOTIFY_MAX_ATTEMPTS = 1
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    moved = receiver.url.replace("/hook", "/moved")
+    receiver.answers = [(301, {"Location": moved})]
+
+    run(job, "failed", capture=django_capture_on_commit_callbacks)
+
+    assert [r["method"] for r in receiver.requests] == ["POST"]
+    delivery = NotificationDelivery.objects.get()
+    assert delivery.status == "failed"
+    assert delivery.error == (
+        f"HTTP 301: redirected to {moved}; notifications are not sent on: set the "
+        "channel's target to that URL."
+    )
+
+
+def test_it_sends_a_delivery_again_whose_send_the_broker_refused(
+    job: Job,
+    receiver: Receiver,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker is down the moment the failure commits: the send is logged, not
+    raised, and beat's sweep sends the delivery later (once: one sent already is
+    not sent again). One just recorded is left to its own task."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    refused = mock.patch(
+        "jobs.tasks.deliver_notification.delay", side_effect=ConnectionError("broker")
+    )
+    empty = mock.patch(
+        "jobs.services.outbox._messages_waiting", return_value={"celery": 0}
+    )
+    started = timezone.now()
+    with refused:
+        run(job, "failed", capture=django_capture_on_commit_callbacks)
+    assert "could not send its task" in caplog.text
+    delivery = NotificationDelivery.objects.get()
+    assert (delivery.status, delivery.attempts) == ("pending", 0)
+    minute = timedelta(seconds=60)
+
+    with empty, time_machine.travel(started + timedelta(seconds=30), tick=False):
+        assert notifications.notifications_resend_stale(older_than=minute) == 0
+    with empty, time_machine.travel(started + timedelta(seconds=61), tick=False):
+        assert notifications.notifications_resend_stale(older_than=minute) == 1
+        assert notifications.notifications_resend_stale(older_than=minute) == 0
+        notifications.notification_deliver(delivery_id=delivery.pk, final=False)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("sent", 1)
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == ["failure"]
+
+
+def test_it_leaves_deliveries_a_disabled_channel_stopped_out_of_the_failure_metric(
+    job: Job, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    """Disabling a channel is an operator's stop: an alert on
+    karmchari_notifications_failed must not fire for it."""
+    rule = channel_rule("ops", job=job, events=["failure"])
+    execution = Execution.objects.create(
+        job=job, status="failed", finished_at=timezone.now()
+    )
+    with mock.patch("jobs.tasks.deliver_notification.delay"):
+        [delivery] = notifications.notifications_queue(
+            job=job, execution=execution, events=["failure"]
+        )
+    NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
+
+    notifications.notification_deliver(delivery_id=delivery.pk, final=False)
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.error) == (
+        "failed",
+        "Not sent: the channel was disabled.",
+    )
+    [family] = list(notifications.notification_metrics())
+    assert {s.labels["kind"]: s.value for s in family.samples}["email"] == 0

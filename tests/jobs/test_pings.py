@@ -316,3 +316,34 @@ def test_it_masks_the_job_secrets_in_a_ping_body(client: Client, monitor: Job) -
     assert response.status_code == 200
     [run] = monitor.executions.all()
     assert run.output == "login with *** failed"
+
+
+def test_it_sends_no_late_for_a_run_a_success_ping_ended_meanwhile(
+    client: Client, monitor: Job
+) -> None:
+    """The cron's success ping lands between the late check's read and its write:
+    the success is kept, and no `late` goes out for a run that succeeded."""
+    from jobs import services
+
+    slot = timezone.now() - timedelta(minutes=10)
+    scheduled = Execution.objects.create(
+        job=monitor, trigger="schedule", status="running", scheduled_for=slot
+    )
+    finish = services.execution_finish
+    pinged: list[int] = []
+
+    def ping_lands_first(**kwargs: Any) -> Execution:
+        if not pinged:  # the late check's end: the ping's own end goes through
+            pinged.append(1)
+            assert client.get(f"/ping/{monitor.uid}").status_code == 200
+        return finish(**kwargs)
+
+    with (
+        mock.patch.object(services, "execution_finish", ping_lands_first),
+        mock.patch("jobs.notifications.notifications_queue") as queue,
+    ):
+        assert pings_close_late() == 0
+
+    scheduled.refresh_from_db()
+    assert scheduled.status == "succeeded"
+    assert not queue.called

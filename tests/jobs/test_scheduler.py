@@ -638,3 +638,38 @@ def test_the_outbox_sweep_waits_for_a_run_s_jitter(
                 services.execution_resend_stale(older_than=timedelta(seconds=60))
                 == resent
             )
+
+
+def test_it_sends_notifications_again_whose_task_was_never_sent(
+    clock: time_machine.Coordinates,
+    make_job: Callable[..., Job],
+    settings: Any,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    """The broker refused a delivery's task when the failure committed: beat's
+    housekeeping sends it again once it is KARMCHARI_OUTBOX_SECONDS old (no sooner:
+    one just recorded has its task on the way), at most that often."""
+    from jobs.models import NotificationChannel, NotificationDelivery
+
+    settings.KARMCHARI_OUTBOX_SECONDS = 60
+    channel = NotificationChannel.objects.create(
+        name="ops", kind="email", target="ops@example.com"
+    )
+    delivery = NotificationDelivery.objects.create(
+        channel=channel, job=make_job(), event="failure"
+    )
+    scheduler = JobScheduler(app=celery_app)
+    scheduler._swept = -60.0  # as if beat had just started
+    with (
+        mock.patch("jobs.tasks.deliver_notification.delay") as delay,
+        mock.patch(
+            "jobs.services.outbox._messages_waiting", return_value={"celery": 0}
+        ),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        scheduler._housekeeping()  # too fresh
+        clock.shift(61)
+        scheduler._swept = -60.0
+        scheduler._housekeeping()
+        scheduler._housekeeping()  # not again within the interval
+    delay.assert_called_once_with(delivery.pk)
