@@ -17,7 +17,10 @@ import requests
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 # Reconnects of the log stream in a row, without an event in between, before giving
-# up; the pause before each doubles from _STREAM_BACKOFF_SECONDS.
+# up; the pause before each doubles from _STREAM_BACKOFF_SECONDS. A connection that
+# ends without a sign of life (an event, or the keep-alive the server sends while a
+# run is quiet) counts as a failure too: else a proxy answering 200 with an empty
+# body would be asked again and again, for ever.
 _STREAM_RETRIES = 3
 _STREAM_BACKOFF_SECONDS = 0.25
 
@@ -56,17 +59,26 @@ def load_settings(
     """Flags win over the environment (KARMCHARI_URL, KARMCHARI_TOKEN), which wins over
     the config file's [profile] section (url = ..., token = ...)."""
     path = config_path()
-    parser = configparser.ConfigParser()
+    # No interpolation: a token or a URL may hold a `%`.
+    parser = configparser.ConfigParser(interpolation=None)
     if path.exists():
         try:
-            parser.read(path)
+            parser.read(path, encoding="utf-8")
         except configparser.Error as exc:
             raise CliError(f"{path} is not a valid config file: {exc}", 2) from None
+        except UnicodeDecodeError as exc:
+            raise CliError(
+                f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8.", 2
+            ) from None
     section = parser[profile] if parser.has_section(profile) else {}
     final_url = (
         url or os.environ.get("KARMCHARI_URL") or section.get("url") or DEFAULT_URL
     ).strip()
-    parts = urlsplit(final_url)
+    try:
+        parts = urlsplit(final_url)
+        parts.port  # noqa: B018 (raises on a port that is no number, or too big)
+    except ValueError as exc:
+        raise CliError(f"Server URL {final_url!r} is not valid: {exc}.", 2) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise CliError(
             f"Server URL {final_url!r} is not an http(s) URL: use e.g. {DEFAULT_URL}.",
@@ -98,12 +110,15 @@ class Client:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {settings.token}"
         self.session.headers["Accept"] = "application/json"
+        # The last URL asked, to name in an error about its answer.
+        self.last_url: str | None = None
 
     def url(self, path: str) -> str:
         return f"{self.settings.url}/api/{path.lstrip('/')}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self.timeout)
+        self.last_url = self.url(path)
         try:
             response = self.session.request(method, self.url(path), **kwargs)
         except requests.ConnectionError:
@@ -129,7 +144,10 @@ class Client:
             ) from None
 
     def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params={k: v for k, v in params.items() if v})
+        """None leaves a parameter out; 0 and "" are sent."""
+        return self.request(
+            "GET", path, params={k: v for k, v in params.items() if v is not None}
+        )
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json=body)
@@ -159,36 +177,44 @@ class Client:
         reconnecting from the last event's id (the server's next offset) when the
         server closes a long stream, when the connection breaks, and when it goes
         silent for the client's timeout (the server sends a keep-alive every 0.25 s
-        while a run is quiet, so silence means a dead peer)."""
+        while a run is quiet, so silence means a dead peer). A connection that ends
+        with neither an event nor a keep-alive is a failure, as a broken one is."""
         failures = 0
         while True:
+            alive = False
             try:
                 for resume_at, event in self._log_stream(execution_id, offset):
-                    offset, failures = resume_at, 0
+                    alive, failures = True, 0
+                    if event is None:  # a keep-alive
+                        continue
+                    offset = resume_at
                     yield event
                     if event["event"] == "end":
                         return
+                if alive:
+                    continue  # the server ended a long stream: resume at once
+                lost = "the log stream ended without an event (is it Karmchari's URL?)"
             except (
                 requests.ConnectionError,
                 requests.Timeout,
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
                 # A read timeout while streaming comes as a ConnectionError.
-                failures += 1
-                if failures > _STREAM_RETRIES:
-                    raise CliError(
-                        f"Lost the connection to {self.settings.url}: {exc}"
-                    ) from None
-                time.sleep(_STREAM_BACKOFF_SECONDS * 2 ** (failures - 1))
+                lost = str(exc)
             except requests.RequestException as exc:
                 raise CliError(
                     f"Log stream from {self.settings.url} failed: {exc}"
                 ) from None
+            failures += 1
+            if failures > _STREAM_RETRIES:
+                raise CliError(f"Lost the connection to {self.settings.url}: {lost}")
+            time.sleep(_STREAM_BACKOFF_SECONDS * 2 ** (failures - 1))
 
     def _log_stream(
         self, execution_id: int, offset: int
-    ) -> Iterator[tuple[int, dict[str, Any]]]:
-        """One connection's events, each with the offset to resume after it."""
+    ) -> Iterator[tuple[int, dict[str, Any] | None]]:
+        """One connection's events, each with the offset to resume after it; None
+        for a keep-alive comment."""
         headers = {"Accept": "text/event-stream"}
         if offset:
             headers["Last-Event-ID"] = str(offset)
@@ -201,6 +227,14 @@ class Client:
         )
         with response:
             self._check(response)
+            kind = response.headers.get("Content-Type") or "no content type"
+            if kind.partition(";")[0].strip().lower() != "text/event-stream":
+                # A proxy's login page, or a URL that is not Karmchari's.
+                raise CliError(
+                    f"{self.settings.url} answered {response.request.path_url} with "
+                    f"something that is not an event stream ({kind}): is it "
+                    "Karmchari's URL?"
+                )
             event, data = "message", ""
             for raw in response.iter_lines(decode_unicode=True):
                 line = raw or ""
@@ -208,6 +242,8 @@ class Client:
                     if data:
                         yield offset, {"event": event, **self._event_data(data)}
                     event, data = "message", ""
+                elif line.startswith(":"):
+                    yield offset, None
                 elif line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:"):

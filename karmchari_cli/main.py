@@ -11,12 +11,15 @@ Server and token: --url/--token, else KARMCHARI_URL/KARMCHARI_TOKEN, else the co
 file (KARMCHARI_CONFIG, default ~/.config/karmchari/config.ini, section [default]).
 Exit codes: 0 ok, 1 an API or connection error, 2 bad usage, 3 authentication; `run
 --wait` ends with 0 if the run succeeded, else with the exit code of its shell command
-or external process, or 1 (never 0).
+or external process (128 + N if a signal N killed it, as shells say), or 1 (never 0).
+With --json, `run --follow` writes the run's output to stderr, so that stdout holds
+only the JSON of the finished execution.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +28,26 @@ from typing import Any
 from karmchari_cli import output
 from karmchari_cli.client import Client, CliError, load_settings
 
+logger = logging.getLogger(__name__)
+
 _POLL_SECONDS = 0.5
 _FINAL = {"succeeded", "failed", "killed", "timed_out", "lost", "skipped"}
+
+
+def _count(most: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to `most`, the server's limits (a
+    page_size of 0 would silently get the default page)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 1 <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {most}, not {value}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     executions_list.add_argument("--job", help="Job id, name or app/name.")
     executions_list.add_argument("--app", help="Only this app's executions.")
     executions_list.add_argument("--status", help="e.g. failed, running.")
-    executions_list.add_argument("--limit", type=int, default=20)
+    executions_list.add_argument(
+        "--limit", type=_count(500), default=20, help="How many (1-500, default 20)."
+    )
     executions_list.set_defaults(handler=executions_list_command)
 
     for verb in ("pause", "resume", "kill"):
@@ -87,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument(
         "--kind", default="cron", choices=["cron", "quartz", "interval", "once"]
     )
-    preview.add_argument("-n", type=int, default=10, help="How many (default 10).")
+    preview.add_argument(
+        "-n", type=_count(1000), default=10, help="How many (1-1000, default 10)."
+    )
     preview.set_defaults(handler=preview_command)
     return parser
 
@@ -138,9 +163,11 @@ def run_command(client: Client, args: argparse.Namespace) -> int:
             output.write(f"Execution {execution['id']} of {_job_label(job)}: pending\n")
         return 0
     if args.follow:
+        # With --json, stdout is for the JSON alone.
+        stream = sys.stderr if args.json else None
         for event in client.log_events(execution["id"]):
             if event["event"] == "output":
-                output.write(event["text"])
+                output.write(event["text"], stream=stream)
     final = _wait(client, execution["id"])
     if args.json:
         output.as_json(final)
@@ -269,21 +296,38 @@ def _wait(client: Client, execution_id: int) -> dict[str, Any]:
 def _exit_code(execution: dict[str, Any], *, kind: str) -> int:
     """0 if the run succeeded, else never 0. Only a shell command's or an external
     process's exit_code is a process's exit code (an http run's is its HTTP status),
-    and a 32-bit one such as 256 is 0 once cut to the 8 bits a process exits with."""
+    and a 32-bit one such as 256 is 0 once cut to the 8 bits a process exits with.
+    A process killed by signal N has the exit_code -N (Python's returncode): 128 + N,
+    as shells say (-15 cut to 8 bits would be 241)."""
     if execution["status"] == "succeeded":
         return 0
     code = execution["exit_code"]
     if kind in ("shell", "external") and code is not None:
-        return int(code) & 0xFF or 1
+        code = int(code)
+        if -128 < code < 0:
+            return 128 - code
+        return code & 0xFF or 1
     return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler: Callable[[Client, argparse.Namespace], int] = args.handler
+    client: Client | None = None
     try:
         settings = load_settings(url=args.url, token=args.token, profile=args.profile)
-        return handler(Client(settings), args)
+        client = Client(settings)
+        return handler(client, args)
+    except (KeyError, TypeError, AttributeError, IndexError):
+        # The commands read Karmchari's answers as they are documented: JSON of
+        # another shape (null, a list, {}, an empty body) comes from something else.
+        if client is None or client.last_url is None:
+            raise
+        logger.debug("unexpected answer from %s", client.last_url, exc_info=True)
+        output.error(
+            f"Unexpected answer from {client.last_url}: is it Karmchari's URL?"
+        )
+        return 1
     except CliError as exc:
         output.error(str(exc))
         return exc.code

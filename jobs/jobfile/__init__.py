@@ -1,12 +1,14 @@
 """Jobs as code: export apps, jobs and schedules to YAML, and apply a file back.
 
 The file is the whole truth for every job it lists: a field it leaves out takes the
-model's default, and a job's `schedules` list replaces the job's schedules (matched by
+model's default (`null` too, for a field that may be empty but not null, such as a
+description), and a job's `schedules` list replaces the job's schedules (matched by
 kind, expression and time zone, so editing `enabled` or `epsilon` keeps the row and its
-history). `prune` also deletes the jobs of the file's apps that the file no longer
-lists, and with them (Kala's rule) any job, of any app, left with no parent; the plan
-lists each. Apps are never deleted, nor a job the file lists: a parent the prune
-would delete is a problem.
+history; the same three twice, which the API allows, match in order). Keys are text,
+as in JSON: a YAML `on:`, `no:`, `null:` or `1:` key is a problem (quote it). `prune`
+also deletes the jobs of the file's apps that the file no longer lists, and with them
+(Kala's rule) any job, of any app, left with no parent; the plan lists each. Apps are
+never deleted, nor a job the file lists: a parent the prune would delete is a problem.
 
 Applying compares the file with an export of the database in the same terms, so a file
 that was just exported applies as "no changes". A job's `secrets` are exported as their

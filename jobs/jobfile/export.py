@@ -9,7 +9,13 @@ from typing import Any
 import yaml
 from django.db.models import Prefetch
 
-from jobs.jobfile.reading import APP_FIELDS, FORMAT_VERSION, JOB_FIELDS, SCHEDULE_FIELDS
+from jobs.jobfile.reading import (
+    APP_FIELDS,
+    FORMAT_VERSION,
+    JOB_FIELDS,
+    SCHEDULE_FIELDS,
+    JobfileError,
+)
 from jobs.models import App, Job, JobSecret, Schedule
 from jobs.runners import SECRET_MASK
 
@@ -65,7 +71,8 @@ def _job_doc(job: Job) -> dict[str, Any]:
 
 def jobfile_export(*, apps: Iterable[str] = ()) -> str:
     """YAML of the given apps (all when empty): apps, their jobs and schedules, and
-    the names of their secrets (masked)."""
+    the names of their secrets (masked). JobfileError naming an app that does not
+    exist (a typo would otherwise export nothing, quietly)."""
     queryset = App.objects.order_by("name").prefetch_related(
         "jobs__schedules",
         "jobs__parents__app",
@@ -74,8 +81,12 @@ def jobfile_export(*, apps: Iterable[str] = ()) -> str:
     names = list(apps)
     if names:
         queryset = queryset.filter(name__in=names)
+    found = list(queryset)
+    missing = sorted(set(names) - {app.name for app in found})
+    if missing:
+        raise JobfileError([f"no app named {name!r}" for name in missing])
     document: dict[str, Any] = {"version": FORMAT_VERSION, "apps": {}}
-    for app in queryset:
+    for app in found:
         app_doc: dict[str, Any] = {}
         for name in APP_FIELDS:
             value = getattr(app, name)

@@ -150,6 +150,8 @@ def _plan_schedules(
     remaining = sorted(have.schedules.all(), key=lambda s: s.pk) if have else []
     updatable = [n for n in SCHEDULE_FIELDS if n not in _CREATE_ONLY]
     for schedule in want.schedules:
+        # The oldest unmatched row with the same key: a job with the same schedule
+        # twice (the API allows it) matches them in order, as they were exported.
         match = next(
             (
                 s

@@ -48,7 +48,8 @@ _DATETIMES = {"start_at", "end_at"}
 
 
 class JobfileError(ValueError):
-    """The file cannot be applied; each problem names its place in the file."""
+    """The file cannot be applied (or exported); each problem names its place in the
+    file."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
@@ -120,3 +121,7 @@ def jobfile_load(*, text: str, filename: str) -> Any:
         ) from None
     except yaml.YAMLError as exc:
         raise JobfileError([f"{filename}: {exc}"]) from None
+    except RecursionError:
+        # PyYAML builds nested collections recursively: a few hundred levels are
+        # past Python's stack, and far past any job file.
+        raise JobfileError([f"{filename}: nested too deeply"]) from None

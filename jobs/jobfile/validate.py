@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from django.core.exceptions import ValidationError
+from django.db.models import IntegerField
 from django.utils.dateparse import parse_datetime
 
 from jobs import schedules, services
@@ -108,6 +109,63 @@ def _model_errors(exc: ValidationError) -> dict[str, list[str]]:
     }
 
 
+def _null_as_default(model: type[Any], values: dict[str, Any]) -> None:
+    """`null` (as YAML reads `description:` with nothing after it) for a field that
+    may be empty but not null takes the field's default, as the app's description
+    always has: the database would refuse it mid-apply. Where empty is not allowed
+    either, clean_fields names the field."""
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        if value is None and field.blank and not field.null:
+            values[name] = field.get_default()
+
+
+def _whole_numbers(
+    v: _Validator, model: type[Any], doc: _Map, names: Iterable[str], path: str
+) -> bool:
+    """False, naming each, where an integer field holds a fraction or a boolean:
+    Django's int() would store 1.5 as 1 and true as 1, and the API refuses both."""
+    ok = True
+    for name in names:
+        value = doc.get(name)
+        if not isinstance(model._meta.get_field(name), IntegerField):
+            continue
+        if isinstance(value, bool) or (
+            isinstance(value, float) and not value.is_integer()
+        ):
+            v.fail(
+                doc.marks.get(name, doc.mark),
+                f"{path}.{name}",
+                "must be a whole number",
+            )
+            ok = False
+    return ok
+
+
+def _check_keys(v: _Validator, document: _Map) -> None:
+    """Every key is text, as in JSON: YAML reads `1:`, `on:`, `no:` or `null:` as a
+    number, a boolean or None, which a JSON field would store as "1", "true" or
+    "null" (so a second apply would see a change), and which no name may be."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:  # not recursive: a document may nest deeper than Python's stack
+        path, item = stack.pop()
+        children: list[tuple[str, Any]] = []
+        if isinstance(item, list):
+            children = [(f"{path}[{i}]", child) for i, child in enumerate(item)]
+        elif isinstance(item, dict):
+            marks = getattr(item, "marks", {})
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    v.fail(
+                        marks.get(key, getattr(item, "mark", None)),
+                        path or "(top)",
+                        f"the key {key!r} is not text: quote it (YAML reads 1, on, "
+                        "no, null and the like as numbers, booleans or null)",
+                    )
+                children.append((f"{path}.{key}" if path else str(key), child))
+        stack.extend(reversed(children))  # in the file's order
+
+
 def _seconds(value: Any) -> timedelta:
     """A duration as the API takes it (services.schedule_check_delay)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -158,6 +216,8 @@ def _check_schedule(
             ok = False
             continue
         values[name] = value
+    _null_as_default(Schedule, values)
+    ok = _whole_numbers(v, Schedule, doc, SCHEDULE_FIELDS, path) and ok
     if isinstance(values["expression"], datetime):
         # An unquoted one-shot time: YAML already read it as a timestamp.
         values["expression"] = values["expression"].isoformat()
@@ -222,9 +282,9 @@ def _check_job(
     v.unknown(doc, [*JOB_FIELDS, "secrets", "parents", "schedules"], path)
     values = {n: _default(Job, n) for n in JOB_FIELDS}
     values.update({n: doc[n] for n in JOB_FIELDS if n in doc})
-    if values["spec"] is None:
-        values["spec"] = {}
+    _null_as_default(Job, values)
     before = len(v.problems)
+    _whole_numbers(v, Job, doc, JOB_FIELDS, path)
     if values["ping_grace"] is not None:
         try:
             values["ping_grace"] = _seconds(values["ping_grace"])
@@ -269,28 +329,19 @@ def _check_job(
                 f"{path}.parents",
                 f"{ref!r} is not a job name or app/name",
             )
-        else:
+        elif parsed not in parents:
+            # `[a, ops/a]` in app ops names one parent (the database links it once).
             parents.append(parsed)
     wanted: list[_WantSchedule] = []
     raw_schedules = doc.get("schedules") or []
     if not isinstance(raw_schedules, list):
         v.fail(doc.marks.get("schedules"), f"{path}.schedules", "must be a list")
         raw_schedules = []
-    seen: set[tuple[str, str, str]] = set()
     for index, raw_schedule in enumerate(raw_schedules):
         at = getattr(raw_schedule, "mark", None) or doc.marks.get("schedules")
         schedule = _check_schedule(v, raw_schedule, at, f"{path}.schedules[{index}]")
-        if schedule is None:
-            continue
-        if schedule.key in seen:
-            v.fail(
-                at,
-                f"{path}.schedules[{index}]",
-                "the same kind, expression and time zone appear twice",
-            )
-            continue
-        seen.add(schedule.key)
-        wanted.append(schedule)
+        if schedule is not None:
+            wanted.append(schedule)
     if len(v.problems) > before:
         return None
     cleaned = {n: getattr(instance, n) for n in JOB_FIELDS}
@@ -526,6 +577,9 @@ def _validate(
     root = v.mapping(document, getattr(document, "mark", None), "(top)")
     if root is None:
         raise JobfileError(v.problems)
+    _check_keys(v, root)
+    if v.problems:
+        raise JobfileError(v.problems)
     _check_storable(v, root)
     if v.problems:
         raise JobfileError(v.problems)
@@ -545,10 +599,10 @@ def _validate(
             continue
         v.unknown(app_doc, [*APP_FIELDS, "jobs"], path)
         values = {n: app_doc.get(n, _default(App, n)) for n in APP_FIELDS}
-        values["description"] = values["description"] or ""
-        values["meta"] = values["meta"] or {}
+        _null_as_default(App, values)
+        _whole_numbers(v, App, app_doc, APP_FIELDS, path)
         try:
-            App(name=str(app_name), **values).clean_fields()
+            App(name=app_name, **values).clean_fields()
         except ValidationError as exc:
             for name, messages in _model_errors(exc).items():
                 where = app_doc.marks.get(name, at)
@@ -567,15 +621,15 @@ def _validate(
             where = jobs_doc.marks.get(job_name) if jobs_doc else None
             job = _check_job(
                 v,
-                str(app_name),
-                str(job_name),
+                app_name,
+                job_name,
                 raw_job,
                 where,
-                existing.get((str(app_name), str(job_name))),
+                existing.get((app_name, job_name)),
             )
             if job is not None:
                 jobs.append(job)
-        wanted.append(_WantApp(name=str(app_name), values=values, jobs=jobs))
+        wanted.append(_WantApp(name=app_name, values=values, jobs=jobs))
     _check_links(v, wanted, existing, prune=prune)
     if v.problems:
         raise JobfileError(v.problems)

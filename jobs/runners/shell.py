@@ -134,7 +134,7 @@ class ShellRunner:
             errors["env"] = "Must be an object of NAME: value strings."
         else:
             for name, value in env.items():
-                if not ENV_NAME.match(name):
+                if not isinstance(name, str) or not ENV_NAME.match(name):
                     errors["env"] = f"{name!r} is not a valid variable name."
                     break
                 if not isinstance(value, str):

@@ -421,7 +421,7 @@ def test_it_refuses_a_spec_that_is_not_json(tmp_path: Path) -> None:
 apps:
   ops:
     jobs:
-      hook: {kind: http, spec: {url: "http://x/", body: {on: 2026-01-01}}}
+      hook: {kind: http, spec: {url: "http://x/", body: {day: 2026-01-01}}}
 """
     assert "apps.ops.jobs.hook.spec: must hold only JSON values" in problems(
         tmp_path, text
@@ -540,3 +540,160 @@ def test_it_lists_the_jobs_a_prune_takes_along(
         "1 to create, 0 to change, 3 to delete.",
     ]
     assert list(Job.objects.values_list("name", flat=True)) == ["kept"]
+
+
+def test_it_takes_the_default_for_null_where_a_field_may_be_empty(
+    tmp_path: Path,
+) -> None:
+    """As the app's description always has: YAML reads `description:` with nothing
+    after it as null, which the database refused mid-apply (IntegrityError) after
+    --dry-run had accepted it."""
+    text = """\
+apps:
+  ops:
+    description:
+    jobs:
+      nightly:
+        spec: {command: x}
+        description:
+        owner: null
+        tags: null
+        schedules:
+        - {kind: cron, expression: '0 3 * * *', jitter: null}
+"""
+    dry = apply_text(tmp_path, text, "--dry-run")
+    assert apply_text(tmp_path, text) == dry.replace(
+        "Dry run: nothing was changed.", "Applied."
+    )
+    job = Job.objects.get()
+    assert (job.description, job.owner, job.tags) == ("", "", [])
+    assert Schedule.objects.get().jitter == timedelta(0)
+    assert apply_text(tmp_path, text).strip() == "No changes."
+
+
+def test_it_still_refuses_null_where_a_field_may_not_be_empty(
+    tmp_path: Path,
+) -> None:
+    text = """\
+apps:
+  ops:
+    jobs:
+      nightly:
+        spec: {command: x}
+        queue: null
+        schedules:
+        - {kind: cron, expression: '0 3 * * *', misfire_policy: null}
+"""
+    found = problems(tmp_path, text)
+    assert "apps.ops.jobs.nightly.queue: This field cannot be null." in found
+    assert "nightly.schedules[0].misfire_policy: This field cannot be null." in found
+
+
+def test_it_round_trips_a_job_with_the_same_schedule_twice(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    """The API and the admin allow it: the export must apply, as no changes."""
+    job = services.job_create(app=make_app("ops"), name="j", spec={"command": "x"})
+    first = services.schedule_create(job=job, kind="cron", expression="0 3 * * *")
+    second = services.schedule_create(
+        job=job, kind="cron", expression="0 3 * * *", epsilon=timedelta(seconds=5)
+    )
+    exported = run("export")
+    assert apply_text(tmp_path, exported).strip() == "No changes."
+
+    # Matched in order: each row keeps its own values (and its history).
+    document = yaml.safe_load(exported)
+    document["apps"]["ops"]["jobs"]["j"]["schedules"][1]["epsilon"] = 7
+    out = apply_text(tmp_path, yaml.safe_dump(document))
+    assert "epsilon: 5 -> 7" in out
+    rows = {s.pk: s.epsilon for s in Schedule.objects.all()}
+    assert rows == {first.pk: None, second.pk: timedelta(seconds=7)}
+
+
+@pytest.mark.parametrize(
+    ("app", "problem"),
+    [
+        ("meta: {1: a}", ":2:19: apps.ops.meta: the key 1 is not text"),
+        (
+            "jobs: {hook: {kind: http, spec: {url: 'http://x/', body: {2: b}}}}",
+            "apps.ops.jobs.hook.spec.body: the key 2 is not text",
+        ),
+        (
+            "jobs: {s: {spec: {command: x, env: {1: b}}}}",
+            "apps.ops.jobs.s.spec.env: the key 1 is not text",
+        ),
+        # YAML 1.1 reads these names as booleans and None.
+        ("jobs: {on: {spec: {command: x}}}", "apps.ops.jobs: the key True is not"),
+        ("jobs: {no: {spec: {command: x}}}", "apps.ops.jobs: the key False is not"),
+        ("jobs: {null: {spec: {command: x}}}", "apps.ops.jobs: the key None is not"),
+    ],
+)
+def test_it_refuses_keys_that_are_not_text(
+    tmp_path: Path, app: str, problem: str
+) -> None:
+    """Stored as "1", "True" or "None" (JSON's keys are text), so each apply saw a
+    change again, or crashed (a shell env name)."""
+    found = problems(tmp_path, f"apps:\n  ops: {{{app}}}\n")
+    assert problem in found
+    assert "quote it" in found
+
+
+@pytest.mark.parametrize(
+    ("field", "path"),
+    [
+        ("timeout: 1.5", "apps.ops.jobs.j.timeout"),
+        ("max_retries: 2.9", "apps.ops.jobs.j.max_retries"),
+        ("keep_days: true", "apps.ops.jobs.j.keep_days"),
+        (
+            "schedules: [{kind: cron, expression: '* * * * *', repetitions_left: 0.5}]",
+            "apps.ops.jobs.j.schedules[0].repetitions_left",
+        ),
+    ],
+)
+def test_it_refuses_a_fraction_for_a_whole_number(
+    tmp_path: Path, field: str, path: str
+) -> None:
+    """Django's int() cut 1.5 to 1 (and read true as 1); the API refuses both."""
+    text = f"apps:\n  ops:\n    jobs:\n      j: {{spec: {{command: x}}, {field}}}\n"
+    assert f"{path}: must be a whole number" in problems(tmp_path, text)
+
+
+def test_it_takes_a_whole_number_written_with_a_point(tmp_path: Path) -> None:
+    apply_text(
+        tmp_path,
+        "apps:\n  ops:\n    jobs:\n      j: {spec: {command: x}, timeout: 60.0}\n",
+    )
+    assert Job.objects.get().timeout == 60
+
+
+def test_it_links_a_parent_listed_twice_once(tmp_path: Path) -> None:
+    text = """\
+apps:
+  ops:
+    jobs:
+      a: {spec: {command: x}}
+      b: {spec: {command: x}, parents: [a, ops/a]}
+"""
+    apply_text(tmp_path, text)
+    assert [p.name for p in Job.objects.get(name="b").parents.all()] == ["a"]
+    assert apply_text(tmp_path, text).strip() == "No changes."
+
+
+def test_it_refuses_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_bytes(b'apps:\n  ops: {description: "\xff\xfe"}\n')
+    with pytest.raises(CommandError, match=r"not UTF-8 text \(byte 28\)"):
+        call_command(
+            "jobs", "apply", str(path), stdout=io.StringIO(), stderr=io.StringIO()
+        )
+
+
+def test_it_refuses_yaml_nested_too_deeply(tmp_path: Path) -> None:
+    """PyYAML builds nested collections recursively (RecursionError)."""
+    text = "apps:\n  ops:\n    meta: {x: " + "[" * 3000 + "]" * 3000 + "}\n"
+    assert "jobs.yaml: nested too deeply" in problems(tmp_path, text)
+
+
+def test_it_refuses_to_export_an_unknown_app(world: dict[str, Job]) -> None:
+    with pytest.raises(CommandError, match=r"^no app named 'typo'$"):
+        run("export", "--app", "ops", "--app", "typo")

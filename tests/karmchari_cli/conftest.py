@@ -23,7 +23,7 @@ def server(live_server, admin_user: User, monkeypatch: pytest.MonkeyPatch) -> st
 
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
-    """A throwaway HTTP server answering every GET with the given handler."""
+    """A throwaway HTTP server answering every GET and POST with the given handler."""
     servers: list[http.server.ThreadingHTTPServer] = []
     monkeypatch.setenv("KARMCHARI_CONFIG", "/nonexistent/karmchari.ini")
     monkeypatch.setenv("KARMCHARI_TOKEN", "some-token")
@@ -33,6 +33,9 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                handle(self)
+
+            def do_POST(self) -> None:
                 handle(self)
 
             def log_message(self, *args: object) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,3 +223,171 @@ def test_it_keeps_non_utf8_output_across_a_stream_reconnect(
     )
     rest = "".join(e["text"] for e in events if e["event"] == "output")
     assert rest == "second line\n"
+
+
+def _answer(
+    handler: http.server.BaseHTTPRequestHandler,
+    body: bytes,
+    *,
+    status: int = 200,
+    content_type: str = "application/json",
+) -> None:
+    length = int(handler.headers.get("Content-Length") or 0)
+    handler.rfile.read(length)
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.mark.timeout(30)
+def test_it_gives_up_on_a_stream_that_ends_without_an_event(
+    fake_server: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200 with an empty body (a proxy, a broken server) used to be asked again
+    at once, for ever."""
+    monkeypatch.setattr(client_module, "_STREAM_BACKOFF_SECONDS", 0)
+    calls: list[str] = []
+
+    def empty(handler: http.server.BaseHTTPRequestHandler) -> None:
+        calls.append(handler.path)
+        _answer(handler, b"", content_type="text/event-stream")
+
+    fake_server(empty)
+    client = Client(load_settings(url=None, token=None))
+    with pytest.raises(CliError, match="ended without an event"):
+        list(client.log_events(1))
+    assert len(calls) == client_module._STREAM_RETRIES + 1
+
+
+def test_it_refuses_a_log_stream_that_is_not_an_event_stream(
+    fake_server: Callable[..., str],
+) -> None:
+    calls: list[str] = []
+
+    def login_page(handler: http.server.BaseHTTPRequestHandler) -> None:
+        calls.append(handler.path)
+        _answer(handler, b"<html>Log in</html>", content_type="text/html")
+
+    fake_server(login_page)
+    client = Client(load_settings(url=None, token=None))
+    with pytest.raises(CliError, match=r"not an event stream \(text/html\)"):
+        list(client.log_events(1))
+    assert len(calls) == 1
+
+
+def test_it_keeps_following_a_quiet_run_through_server_closed_streams(
+    fake_server: Callable[..., str],
+) -> None:
+    """A quiet run's stream holds only keep-alives until the server ends it
+    (KARMCHARI_LOG_STREAM_SECONDS): a sign of life, not a failure."""
+    calls: list[str] = []
+
+    def stream(handler: http.server.BaseHTTPRequestHandler) -> None:
+        calls.append(handler.path)
+        if len(calls) <= client_module._STREAM_RETRIES + 1:
+            body = b"retry: 1000\n\n: keep-alive\n\n"
+        else:
+            body = b'id: 0\nevent: end\ndata: {"status": "succeeded"}\n\n'
+        _answer(handler, body, content_type="text/event-stream")
+
+    fake_server(stream)
+    client = Client(load_settings(url=None, token=None))
+    assert [e["event"] for e in client.log_events(1)] == ["end"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "status", "body"),
+    [
+        (["run", "7"], 202, b"null"),
+        (["run", "7"], 202, b"[]"),
+        (["run", "7"], 202, b'"ok"'),
+        (["run", "7"], 202, b"{}"),
+        (["run", "7"], 202, b""),
+        (["jobs", "list"], 200, b"[1, 2]"),
+        (["jobs", "list"], 200, b'{"results": "x"}'),
+        (["jobs", "list"], 200, b"{}"),
+    ],
+)
+def test_it_reports_an_answer_of_an_unexpected_shape(
+    fake_server: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    status: int,
+    body: bytes,
+) -> None:
+    """JSON, but not Karmchari's: an error, not a TypeError or KeyError traceback."""
+    job = b'{"id": 7, "app": "ops", "name": "x", "kind": "shell"}'
+
+    def handle(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if handler.command == "GET" and handler.path == "/api/jobs/7/":
+            _answer(handler, job)
+        else:
+            _answer(handler, body, status=status)
+
+    url = fake_server(handle)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    path = "jobs/7/run/" if argv[0] == "run" else "jobs/"
+    assert err == (
+        f"karmchari: Unexpected answer from {url}/api/{path}: is it Karmchari's URL?\n"
+    )
+
+
+def test_it_sends_a_parameter_of_zero(fake_server: Callable[..., str]) -> None:
+    seen: list[str] = []
+
+    def handle(handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen.append(handler.path)
+        _answer(handler, b"{}")
+
+    fake_server(handle)
+    Client(load_settings(url=None, token=None)).get("things/", n=0, app=None)
+    assert seen == ["/api/things/?n=0"]
+
+
+def test_it_reads_a_config_file_with_a_percent_sign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.ini"
+    config.write_text("[default]\nurl = http://h:1/a%20b\ntoken = ab%cd\n")
+    monkeypatch.setenv("KARMCHARI_CONFIG", str(config))
+    monkeypatch.delenv("KARMCHARI_URL", raising=False)
+    monkeypatch.delenv("KARMCHARI_TOKEN", raising=False)
+    settings = load_settings(url=None, token=None)
+    assert (settings.url, settings.token) == ("http://h:1/a%20b", "ab%cd")
+
+
+def test_it_refuses_a_config_file_that_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config.ini"
+    config.write_bytes(b"[default]\ntoken = \xff\xfe\n")
+    monkeypatch.setenv("KARMCHARI_CONFIG", str(config))
+    monkeypatch.delenv("KARMCHARI_TOKEN", raising=False)
+    with pytest.raises(CliError, match=r"is not UTF-8 text \(byte 18\)") as caught:
+        load_settings(url=None, token=None)
+    assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://h:abc", "Port could not be cast to integer value as 'abc'"),
+        ("http://127.0.0.1:99999", "Port out of range 0-65535"),
+    ],
+)
+def test_it_refuses_a_server_url_it_cannot_parse(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    why: str,
+) -> None:
+    monkeypatch.setenv("KARMCHARI_CONFIG", "/nonexistent/karmchari.ini")
+    monkeypatch.setenv("KARMCHARI_TOKEN", "some-token")
+    assert main(["--url", url, "agents"]) == 2
+    assert capsys.readouterr().err == (
+        f"karmchari: Server URL {url!r} is not valid: {why}.\n"
+    )

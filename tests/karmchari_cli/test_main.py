@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
@@ -198,6 +199,10 @@ def test_it_exits_0_when_an_http_job_succeeds(
         ("external", None, 1),
         # An HTTP status is no process's exit code (503 & 0xFF is 247).
         ("http", 503, 1),
+        # Killed by a signal (Python's returncode -N): 128 + N as shells say, not
+        # -15 & 0xFF (241).
+        ("shell", -15, 143),
+        ("external", -9, 137),
     ],
 )
 def test_it_exits_non_zero_when_a_run_fails(
@@ -208,12 +213,12 @@ def test_it_exits_non_zero_when_a_run_fails(
     exit_code: int | None,
     expected: int,
 ) -> None:
-    spec = {"method": "GET", "url": "https://example.com/health"}
+    specs = {
+        "http": {"method": "GET", "url": "https://example.com/health"},
+        "shell": {"command": "sleep 60"},
+    }
     job = services.job_create(
-        app=make_app("ops"),
-        name="nightly",
-        kind=kind,
-        spec=spec if kind == "http" else {},
+        app=make_app("ops"), name="nightly", kind=kind, spec=specs.get(kind, {})
     )
 
     def finish_it(seconds: float) -> None:
@@ -247,3 +252,61 @@ def test_it_lists_the_next_run_of_enabled_schedules_only(
     assert main(["jobs", "list"]) == 0
     [row] = [line for line in capsys.readouterr().out.splitlines() if "ops" in line]
     assert "-01-01T09:00" in row
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schedules", "preview", "* * * * *", "-n", "0"],
+        ["schedules", "preview", "* * * * *", "-n", "1001"],
+        ["executions", "list", "--limit", "0"],
+        ["executions", "list", "--limit", "501"],
+    ],
+)
+def test_it_refuses_a_count_out_of_the_servers_limits(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A count of 0 was left out of the request (so -n 0 asked for 10), and the
+    server quietly takes page_size=0 as its default page."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert f"argument {argv[-2]}: " in capsys.readouterr().err
+
+
+def test_it_keeps_stdout_json_when_following_with_json(
+    fake_server: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json run --follow`: the run's output goes to stderr, the JSON of the
+    finished execution alone to stdout."""
+    answers = {
+        ("GET", "/api/jobs/7/"): (
+            b'{"id": 7, "app": "ops", "name": "x", "kind": "shell"}'
+        ),
+        ("POST", "/api/jobs/7/run/"): b'{"id": 99, "status": "pending"}',
+        ("GET", "/api/executions/99/"): (
+            b'{"id": 99, "status": "succeeded", "exit_code": 0, "reason": ""}'
+        ),
+    }
+
+    def handle(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        if "/log/stream/" in handler.path:
+            kind = "text/event-stream"
+            body = (
+                b'id: 3\nevent: output\ndata: {"offset": 0, "text": "hi\\n"}\n\n'
+                b'id: 3\nevent: end\ndata: {"status": "succeeded"}\n\n'
+            )
+        else:
+            kind, body = "application/json", answers[(handler.command, handler.path)]
+        handler.send_response(200)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    fake_server(handle)
+    assert main(["--json", "run", "7", "--follow"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["status"] == "succeeded"
+    assert err == "hi\n"

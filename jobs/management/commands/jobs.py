@@ -67,16 +67,24 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "export":
-            self.stdout.write(jobfile.jobfile_export(apps=options["app"]), ending="")
+            try:
+                text = jobfile.jobfile_export(apps=options["app"])
+            except jobfile.JobfileError as exc:
+                raise CommandError("; ".join(exc.problems)) from None
+            self.stdout.write(text, ending="")
         elif action == "apply":
             name = options["file"]
-            if name == "-":
-                text, filename = sys.stdin.read(), "<stdin>"
-            else:
-                try:
-                    text, filename = Path(name).read_text(), name
-                except OSError as exc:
-                    raise CommandError(f"Cannot read {name}: {exc.strerror}") from None
+            try:
+                if name == "-":
+                    text, filename = sys.stdin.read(), "<stdin>"
+                else:
+                    text, filename = Path(name).read_text(encoding="utf-8"), name
+            except OSError as exc:
+                raise CommandError(f"Cannot read {name}: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:
+                raise CommandError(
+                    f"Cannot read {name}: not UTF-8 text (byte {exc.start})."
+                ) from None
             self._apply(text=text, filename=filename, **options)
         else:
             self._import_beat(**options)

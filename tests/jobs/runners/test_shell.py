@@ -143,6 +143,13 @@ def test_it_refuses_bad_specs(spec: object, field: str, message: str) -> None:
     assert message in info.value.errors[field]
 
 
+def test_it_refuses_an_env_name_that_is_not_text() -> None:
+    # Not from JSON, whose keys are text, but from code or YAML (`env: {1: b}`).
+    with pytest.raises(SpecError) as info:
+        runner.validate({"command": "x", "env": {1: "b"}})
+    assert info.value.errors["env"] == "1 is not a valid variable name."
+
+
 def test_it_cleans_a_good_spec() -> None:
     assert runner.validate({"command": "ls", "cwd": "", "env": {}}) == {"command": "ls"}
 
