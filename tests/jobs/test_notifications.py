@@ -471,11 +471,8 @@ def test_it_ignores_the_slow_factor_of_a_rule_without_slow(
     assert not NotificationDelivery.objects.filter(event="slow").exists()
 
 
-def test_it_sends_nothing_through_a_channel_disabled_before_the_attempt(
-    job: Job, mailoutbox: list[mail.EmailMessage]
-) -> None:
-    """A delivery waiting for its (next) attempt; the operator disables the channel
-    (it spams, or points somewhere wrong). The attempt still goes out."""
+def queued_then_channel_disabled(job: Job) -> NotificationDelivery:
+    """A failure's delivery, queued; then the operator disables its channel."""
     rule = channel_rule("ops", job=job, events=["failure"])
     execution = Execution.objects.create(
         job=job, status="failed", finished_at=timezone.now()
@@ -485,6 +482,15 @@ def test_it_sends_nothing_through_a_channel_disabled_before_the_attempt(
             job=job, execution=execution, events=["failure"]
         )
     NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
+    return delivery
+
+
+def test_it_sends_nothing_through_a_channel_disabled_before_the_attempt(
+    job: Job, mailoutbox: list[mail.EmailMessage]
+) -> None:
+    """A delivery waiting for its (next) attempt; the operator disables the channel
+    (it spams, or points somewhere wrong). The attempt still goes out."""
+    delivery = queued_then_channel_disabled(job)
 
     notifications.notification_deliver(delivery_id=delivery.pk, final=False)
 
@@ -784,15 +790,7 @@ def test_it_leaves_deliveries_a_disabled_channel_stopped_out_of_the_failure_metr
 ) -> None:
     """Disabling a channel is an operator's stop: an alert on
     karmchari_notifications_failed must not fire for it."""
-    rule = channel_rule("ops", job=job, events=["failure"])
-    execution = Execution.objects.create(
-        job=job, status="failed", finished_at=timezone.now()
-    )
-    with mock.patch("jobs.tasks.deliver_notification.delay"):
-        [delivery] = notifications.notifications_queue(
-            job=job, execution=execution, events=["failure"]
-        )
-    NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
+    delivery = queued_then_channel_disabled(job)
 
     notifications.notification_deliver(delivery_id=delivery.pk, final=False)
 
