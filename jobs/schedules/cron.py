@@ -247,7 +247,10 @@ class CronSchedule(Parsed):
         # Quartz years reach 2099: look that far ahead (croniter's default is 50
         # years, after which a far year reads as "never").
         self._croniter = croniter(
-            self._cron, datetime(2000, 1, 1), max_years_between_matches=150
+            self._cron,
+            datetime(2000, 1, 1),
+            max_years_between_matches=150,
+            day_or=not self.days_and,
         )
 
     def _compile(self, expression: str, force_quartz: bool) -> None:
@@ -295,6 +298,14 @@ class CronSchedule(Parsed):
         self.years = None if year == "*" else _values(year, _YEAR_F)
         self.dom = _dom(dom_text)
         self.dow = _dow(dow_text, self.quartz)
+        # Vixie cron (and croniter): both day fields restricted means either day,
+        # unless one of them starts with "*" ("*/2"), which makes it both. croniter
+        # sees our lists, not the "*": say which.
+        self.days_and = (
+            self.dom.restricted
+            and self.dow.restricted
+            and (dom_text.startswith("*") or dow_text.startswith("*"))
+        )
         for special, other, other_text in (
             (self.dom, self.dow, dow_text),
             (self.dow, self.dom, dom_text),
@@ -350,7 +361,8 @@ class CronSchedule(Parsed):
         return dom, dow
 
     def _check_reachable(self) -> None:
-        if self.dom.values and not self.dom.special and not self.dow.restricted:
+        alone = not self.dow.restricted or self.days_and  # the month day must occur
+        if self.dom.values and not self.dom.special and alone:
             longest = _max_day(self.months, self.years)
             if min(self.dom.values) > longest:
                 raise ScheduleError(
@@ -503,7 +515,7 @@ class CronSchedule(Parsed):
             )
         elif dow.restricted:
             texts.append("on " + _names(list(dow.values), _DAY_NAMES, 0))
-        return " or ".join(texts)
+        return (" and " if self.days_and else " or ").join(texts)
 
 
 def _unit(text: str, unit: str) -> str:

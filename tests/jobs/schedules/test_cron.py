@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs import schedules
-from jobs.schedules import ScheduleError, next_fire, parse
+from jobs.schedules import ScheduleError, describe, next_fire, parse
 from tests.jobs.schedules.conftest import BERLIN, days, fires, moments, utc
 
 
@@ -359,3 +359,26 @@ def test_it_is_fast_enough_for_the_scheduler() -> None:
 def test_it_agrees_with_croniter_in_utc(expr: str, after: datetime) -> None:
     expected = croniter(expr, after.replace(tzinfo=None)).get_next(datetime)
     assert next_fire("cron", expr, "UTC", after) == expected.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize("expr", ["0 0 */2 * 1-7", "0 0 */11 * 0-6", "0 0 */11 * */1"])
+def test_it_ands_the_day_fields_when_one_starts_with_a_star(expr: str) -> None:
+    """Vixie cron and croniter: a day field written "*..." makes the pair an AND
+    (`*/2` + `1-7`: odd days only). The lists croniter was handed had lost the "*",
+    so these fired every day."""
+    after = utc(2026, 1, 1)
+    expected = croniter(expr, after.replace(tzinfo=None))
+    assert fires(expr, after, 6) == [
+        expected.get_next(datetime).replace(tzinfo=UTC) for _ in range(6)
+    ]
+    assert " and " in describe("cron", expr, "UTC")
+
+
+def test_it_ands_the_day_fields_when_the_weekday_starts_with_a_star() -> None:
+    """Vixie cron's rule both ways round (croniter reads `*/2` weekdays here as
+    every day): the first week's Sat 3, Sun 4 and Tue 6 of January 2026."""
+    assert days(fires("0 0 1-7 * */2", utc(2026, 1, 1), 3)) == [
+        (2026, 1, 3),
+        (2026, 1, 4),
+        (2026, 1, 6),
+    ]
