@@ -26,6 +26,11 @@ RUN_ONCE = "run_once"
 SKIP = "skip"
 RUN_ALL = "run_all"
 
+STALE = (
+    "not a slot of this schedule any more: its time zone's rules, or how its "
+    "expression is read, changed since the slot was computed"
+)
+
 
 @dataclass(frozen=True)
 class Skip:
@@ -58,7 +63,35 @@ def plan(
 ) -> Plan:
     """Decide the fate of every slot in [first, until] (`until` defaults to `now`;
     a later one fires slots a little ahead, to be sent with their ETA)."""
+    # The stored slot was computed once, under the time zone rules and expression
+    # reading of that day. A tzdata upgrade (a zone dropping DST) moves the real
+    # slot: firing the stored one too would run a daily job twice that day.
     horizon = now if until is None or until < now else until
+    real = parsed.next_after(first - timedelta(microseconds=1))
+    if real != first:
+        stale = [Skip(first, STALE)]
+        if real is None or real > horizon:
+            ended = real is None or (end_at is not None and real > end_at)
+            return Plan(skipped=stale, next_run_at=None if ended else real)
+        later = plan(
+            parsed,
+            first=real,
+            now=now,
+            epsilon=epsilon,
+            policy=policy,
+            end_at=end_at,
+            repetitions_left=repetitions_left,
+            catchup_window=catchup_window,
+            catchup_max=catchup_max,
+            late_reason=late_reason,
+            scan_limit=scan_limit,
+            until=until,
+        )
+        return Plan(
+            run=later.run,
+            skipped=[*stale, *later.skipped],
+            next_run_at=later.next_run_at,
+        )
     limit = horizon if end_at is None else min(horizon, end_at)
     due: list[datetime] = []
     overflow = False

@@ -141,3 +141,38 @@ def test_run_all_records_the_slots_its_last_repetitions_leave_out() -> None:
         "repetitions: only 2 left for these slots; 3 slots to 2026-01-01T12:02:00Z"
     )
     assert result.next_run_at is None
+
+
+# A daily 09:00 in Berlin: 07:00 UTC in summer. A slot stored under other rules (a
+# tzdata upgrade moved the zone's offset) is no slot of the schedule any more.
+BERLIN_NINE = schedules.parse("cron", "0 9 * * *", "Europe/Berlin")
+SUMMER_NINE = datetime(2026, 7, 1, 7, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def test_it_does_not_fire_a_stored_slot_the_zone_rules_moved_earlier() -> None:
+    """Stored 08:00 UTC (as if Berlin were UTC+1); today's real 09:00 has passed:
+    running the stale one would run the job twice today."""
+    stale = SUMMER_NINE + timedelta(hours=1)
+    result = plan(BERLIN_NINE, first=stale, now=stale + timedelta(seconds=5))
+    assert result.run == []
+    assert [s.slot for s in result.skipped] == [stale]
+    assert result.skipped[0].reason == firing.STALE
+    assert result.next_run_at == SUMMER_NINE + DAY
+
+
+def test_it_moves_a_stored_slot_the_zone_rules_moved_later_to_the_real_one() -> None:
+    stale = SUMMER_NINE - timedelta(hours=1)
+    early = plan(BERLIN_NINE, first=stale, now=stale + timedelta(seconds=5))
+    assert early.run == [] and early.next_run_at == SUMMER_NINE
+    assert early.skipped[0].reason == firing.STALE
+    on_time = plan(BERLIN_NINE, first=SUMMER_NINE, now=SUMMER_NINE)
+    assert on_time.run == [SUMMER_NINE] and on_time.skipped == []
+
+
+def test_it_runs_the_real_slots_after_a_stale_one_that_is_long_overdue() -> None:
+    stale = SUMMER_NINE - timedelta(hours=1)
+    result = plan(BERLIN_NINE, first=stale, now=SUMMER_NINE + timedelta(seconds=5))
+    assert result.run == [SUMMER_NINE]
+    assert [s.slot for s in result.skipped] == [stale]
+    assert result.next_run_at == SUMMER_NINE + DAY
