@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
@@ -186,17 +186,26 @@ def _finish_sql(names: tuple[str, ...]) -> str:
             last_error_at = CASE WHEN %(succeeded)s THEN last_error_at
                 ELSE %(finished_at)s END
         FROM ended WHERE {jobs}.id = ended.job_id
-        RETURNING EXISTS (SELECT 1 FROM {links} WHERE to_job_id = {jobs}.id)
+        RETURNING EXISTS (SELECT 1 FROM {links} WHERE to_job_id = {jobs}.id),
+            {jobs}.{_quote(Job._meta.get_field("overlap_policy").column)}
     """  # noqa: S608
+
+
+class Ended(NamedTuple):
+    """What a recorded end answers about its job as it is now, not as the claim
+    loaded it: what follows the end goes by these."""
+
+    has_children: bool  # one linked while the run went counts
+    overlap_policy: str  # one changed while the run went counts
 
 
 def finish(
     *, execution: Execution, ended: dict[str, Any], duration: float
-) -> bool | None:
+) -> Ended | None:
     """services.execution_finish's writes in one statement: `ended` on the execution
     if it is still running or paused, and the run folded into its job's counters.
-    None when the execution was no longer running; else whether its job has
-    dependants now (one linked while it ran counts)."""
+    None when the execution was no longer running; else the job as it is now
+    (read from the row the statement wrote, so no query more)."""
     succeeded = ended["status"] == Execution.Status.SUCCEEDED
     params = {
         **ended,
@@ -209,7 +218,7 @@ def finish(
         "succeeded": succeeded,
     }
     row = _execute(_finish_sql(tuple(ended)), params, fetch=True)
-    return None if row is None else bool(row[0])
+    return None if row is None else Ended(bool(row[0]), row[1])
 
 
 def _insert_fields(model: type[Model]) -> list[Field[Any, Any]]:

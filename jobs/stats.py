@@ -2,7 +2,7 @@
 
 Services that change what these count call stats_invalidate(); the cache timeout
 (KARMCHARI_STATS_CACHE_SECONDS) bounds staleness for writes that do not (a schedule's
-next run time, executions inserted by the beat tick).
+next run time, runs the beat tick sends, until their claim).
 """
 
 from __future__ import annotations

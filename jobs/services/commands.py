@@ -23,6 +23,7 @@ from jobs.services.executions import (
     execution_send_later,
     external_start,
 )
+from jobs.services.overlap import execution_release_buffered
 from jobs.stats import stats_forget, stats_invalidate
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,9 @@ def execution_control(
                     filter(None, [detail, "Was pending: it will not start."])
                 ),
             )
+            # It will never end, so no end releases a run buffered behind it.
+            job_id = execution.job_id
+            transaction.on_commit(lambda: execution_release_buffered(job_id=job_id))
         else:
             active = Execution.objects.filter(
                 pk=execution.pk, status__in=Execution.ACTIVE_STATUSES

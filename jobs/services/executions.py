@@ -196,13 +196,16 @@ def execution_finish(
     # PostgreSQL (jobs/pgsql.py), a transaction elsewhere.
     if connection.vendor == "postgresql":
         duration = execution.duration or 0.0
-        has_children = pgsql.finish(execution=execution, ended=ended, duration=duration)
+        job_now = pgsql.finish(execution=execution, ended=ended, duration=duration)
     else:
-        has_children = _finish_orm(execution=execution, ended=ended)
-    finished = has_children is not None
-    if finished:
-        execution.job_has_children = has_children  # type: ignore[attr-defined]
-    if not finished:
+        job_now = _finish_orm(execution=execution, ended=ended)
+    # The overlap policy as the end found it (switched to a buffering one while the
+    # run went, it has a run to release); None: not known, look anyway.
+    policy: str | None = None
+    if job_now is not None:
+        execution.job_has_children = job_now.has_children  # type: ignore[attr-defined]
+        policy = job_now.overlap_policy
+    else:
         for field, value in before.items():
             setattr(execution, field, value)
         job = execution.job  # refresh_from_db() would drop a loaded job
@@ -225,9 +228,11 @@ def execution_finish(
             return execution
         logger.info("execution %s: its end was recorded; going on", execution.pk)
     transaction.on_commit(lambda: _execution_ended(execution=execution))
-    if execution.job.overlap_policy in BUFFERING_POLICIES:
-        execution_release_buffered(job_id=execution.job_id)
+    # The retry first: it counts as active, so a buffered run waits for it rather
+    # than both going past max_concurrent (as for a lost run, jobs/recovery.py).
     _execution_after_finish(execution=execution)
+    if policy is None or policy in BUFFERING_POLICIES:
+        execution_release_buffered(job_id=execution.job_id)
     return execution
 
 
@@ -241,9 +246,8 @@ def _execution_ended(*, execution: Execution) -> None:
     notifications.execution_changed(execution=execution)
 
 
-def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> bool | None:
-    """As pgsql.finish: None if no longer running, else whether the job has
-    dependants now."""
+def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> pgsql.Ended | None:
+    """As pgsql.finish: None if no longer running, else the job as it is now."""
     with transaction.atomic():
         if not Execution.objects.filter(
             pk=execution.pk,
@@ -251,7 +255,14 @@ def _finish_orm(*, execution: Execution, ended: dict[str, Any]) -> bool | None:
         ).update(**ended):
             return None
         _job_stats_add(execution=execution)
-    return _children_of(execution.job_id).exists()
+        # One read for both, after the job's row was written (its lock held).
+        has_children, policy = (
+            Job.objects.filter(pk=execution.job_id)
+            .annotate(has_children=Exists(_children_of(OuterRef("pk"))))
+            .values_list("has_children", "overlap_policy")
+            .get()
+        )
+    return pgsql.Ended(bool(has_children), policy)
 
 
 def _job_stats_add(*, execution: Execution) -> None:
@@ -492,7 +503,23 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
             return None
         if execution.attempt > current["max_retries"]:
             return None
-        Execution.objects.select_for_update().filter(pk=execution.pk).exists()
+        desired = (
+            Execution.objects.select_for_update()
+            .filter(pk=execution.pk)
+            .values_list("desired_state", flat=True)
+            .first()
+        )
+        if desired is None:
+            return None  # deleted meanwhile
+        if desired == Execution.DesiredState.KILL:
+            # A kill is final, whatever the run ended as: lost before its agent
+            # acted, failed before its worker did, timed out during the grace.
+            logger.info(
+                "execution %s %s after a kill; not retried",
+                execution.pk,
+                execution.status,
+            )
+            return None
         if execution.retries.filter(trigger=Execution.Trigger.RETRY).exists():
             return None  # retried already, automatically or by hand
         delay = retry_delay(backoff=current["retry_backoff"], attempt=execution.attempt)
@@ -559,6 +586,8 @@ def _release_children(*, execution: Execution) -> None:
             Execution.objects.create(
                 job=child,
                 trigger=Execution.Trigger.DEPENDENCY,
+                # As a triggered child's: the check above finds it next time.
+                parameters={"parent_execution": execution.pk},
                 status=Execution.Status.SKIPPED,
                 finished_at=now,
                 reason=f"Job is disabled; parent {parent.name!r} succeeded "

@@ -120,8 +120,9 @@ def execution_kill_active(
 ) -> int:
     """Ask every running/paused execution of a job to stop (overlap cancel/terminate,
     a deleted job), and end its pending ones before they start (sent or buffered;
-    but not those in `spare`: the runs the same slot made). `why` goes in the audit
-    trail. Answers how many."""
+    but not those in `spare`: the runs the same slot made). A run it spared that
+    waits buffered starts at once if that leaves room (no end of the pending runs
+    ended here would release it). `why` goes in the audit trail. Answers how many."""
     now = timezone.now()
     pending = list(
         Execution.objects.filter(job_id=job_id, status=Execution.Status.PENDING)
@@ -173,6 +174,8 @@ def execution_kill_active(
             )
 
     transaction.on_commit(tell_workers)
+    if ended:
+        execution_release_buffered(job_id=job_id)
     logger.info(
         "overlap: asked %d execution(s) of job %s to stop%s; %d pending ended",
         len(workers),

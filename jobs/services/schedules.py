@@ -17,7 +17,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_redis import get_redis_connection
 
-from jobs import firing, schedules
+from jobs import firing, redis_batch, schedules
 from jobs.models import Execution, Job, Schedule
 from jobs.services.base import Gone
 from jobs.services.outbox import executions_send
@@ -26,7 +26,7 @@ from jobs.services.overlap import (
     executions_active_counts,
     overlap_verdict,
 )
-from jobs.stats import stats_forget
+from jobs.stats import stats_forget, stats_invalidate
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +336,9 @@ def schedules_fire(
     executions: list[Execution] = []
     sends: list[tuple[Execution, float]] = []
     kills: list[tuple[int, bool]] = []
+    # Jobs whose cached stats this tick changes with rows no claim will follow:
+    # runs skipped or buffered, and runs ended or asked to stop (cancel/terminate).
+    changed: set[int] = set()
     default_epsilon = timedelta(seconds=settings.KARMCHARI_DEFAULT_EPSILON)
     for row in rows:
         try:
@@ -367,11 +370,13 @@ def schedules_fire(
         job = row.job
         for skip in decided.skipped:
             executions.append(_skipped(row, skip.slot, skip.reason, now))
+            changed.add(job.pk)
         ran: list[datetime] = []  # slots that run (now or buffered), not skipped
         for slot in decided.run:
             verdict, why = overlap_verdict(job, active[job.pk], buffered[job.pk])
             if verdict == "skip":
                 executions.append(_skipped(row, slot, why, now))
+                changed.add(job.pk)
                 continue
             ran.append(slot)
             execution = Execution(
@@ -383,8 +388,10 @@ def schedules_fire(
             executions.append(execution)
             if verdict in ("cancel", "terminate"):
                 kills.append((job.pk, verdict == "terminate"))
+                changed.add(job.pk)
             if verdict in ("buffer", "cancel"):
                 buffered[job.pk] += 1
+                changed.add(job.pk)
             else:
                 active[job.pk] += 1
                 wait = max(0.0, (slot - now).total_seconds())
@@ -421,6 +428,16 @@ def schedules_fire(
     sends = [(e, delay) for e, delay in sends if e.pk is not None]
     if sends:
         transaction.on_commit(lambda: executions_send(sends))
+    if changed:
+        transaction.on_commit(lambda: _stats_forget_jobs(changed))
+
+
+def _stats_forget_jobs(job_ids: set[int]) -> None:
+    """After a tick commits: the cached stats of the jobs it changed forgotten,
+    once each, in one batch (jobs/redis_batch.py)."""
+    for job_id in job_ids:
+        stats_invalidate(job_id=job_id, pipe=redis_batch.batch)
+    redis_batch.batch.send()
 
 
 def _save_fired(rows: list[Schedule]) -> None:

@@ -43,7 +43,8 @@ def test_it_prepares_the_claim_and_the_end_once_per_connection(
             execution_id=make_execution().pk, worker="w", now=timezone.now()
         )
         assert execution is not None
-        assert pgsql.finish(execution=execution, ended=_ended(), duration=0.5) is False
+        ended = pgsql.finish(execution=execution, ended=_ended(), duration=0.5)
+        assert ended is not None and ended.has_children is False
     claims = [sql for sql in _prepared() if "WITH claimed AS" in sql]
     ends = [sql for sql in _prepared() if "WITH ended AS" in sql]
     assert len(claims) == 1 and len(ends) == 1
@@ -57,7 +58,8 @@ def test_it_sends_them_unprepared_when_told(
         execution_id=make_execution().pk, worker="w", now=timezone.now()
     )
     assert execution is not None
-    assert pgsql.finish(execution=execution, ended=_ended(), duration=0.5) is False
+    ended = pgsql.finish(execution=execution, ended=_ended(), duration=0.5)
+    assert ended is not None and ended.has_children is False
     assert not [sql for sql in _prepared() if "jobs_execution" in sql]
     execution.refresh_from_db()
     assert (execution.status, execution.output) == ("succeeded", "out")

@@ -122,6 +122,29 @@ def test_it_does_not_retry_jobs_that_were_disabled(
     assert not Execution.objects.filter(retry_of=execution).exists()
 
 
+def test_it_does_not_retry_a_run_asked_to_die_and_lets_the_buffered_run_start(
+    agent: Agent,
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable[..., object],
+) -> None:
+    """Asked to die (cancel_other, for the run buffered behind it), the run is lost
+    with its agent before acting on it: a kill is final, so no retry takes the
+    place the buffered run waits for."""
+    job = make_job(overlap_policy="cancel_other", max_retries=3, queue="q")
+    cancelled = running_on(make_execution, "q@box1", job=job)
+    with mock.patch("jobs.control.publish"):
+        services.execution_kill_active(job_id=job.pk, immediate=False, why="x")
+    held = make_execution(job=job)  # buffered: never dispatched
+    with django_capture_on_commit_callbacks(execute=True):  # type: ignore[attr-defined]
+        assert executions_recover_lost(agent=agent) == [cancelled]
+    assert not Execution.objects.filter(retry_of=cancelled).exists()
+    held.refresh_from_db()
+    assert held.dispatched_at is not None
+    assert [call.args[0][0] for call in sent.call_args_list] == [held.pk]
+
+
 def test_it_recovers_each_execution_once(
     agent: Agent,
     make_job: Callable[..., Job],

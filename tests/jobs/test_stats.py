@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -328,3 +329,34 @@ def test_it_reads_a_job_s_recent_runs_in_one_query(
         assert len(body["recent_executions"]) == recent
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+@pytest.mark.parametrize("policy", ["skip", "buffer_one", "cancel_other"])
+def test_it_shows_what_an_overlap_decision_of_beat_recorded(
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Any],
+    settings: Any,
+    django_capture_on_commit_callbacks: Callable,
+    policy: str,
+) -> None:
+    """A slot skipped, buffered, or ending the run before it (cancel_other): rows
+    no claim follows, so the tick itself forgets the job's cached figures."""
+    settings.KARMCHARI_FIRE_AHEAD = 0
+    slot = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    job = make_job(overlap_policy=policy)
+    with (
+        time_machine.travel(slot - timedelta(seconds=30), tick=False) as clock,
+        mock.patch("jobs.tasks.run_execution.apply_async"),
+    ):
+        make_schedule("0 9 * * *", job=job)
+        Execution.objects.create(job=job, dispatched_at=timezone.now())  # queued
+        assert stats.stats_job(job=job)["executions"]["pending"] == 1  # cached
+        clock.move_to(slot)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.schedules_fire_due(now=timezone.now())
+        shown = stats.stats_job(job=job)["executions"]
+    stored = {
+        status: Execution.objects.filter(job=job, status=status).count()
+        for status in ("pending", "skipped", "killed")
+    }
+    assert {status: shown[status] for status in stored} == stored

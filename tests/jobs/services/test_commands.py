@@ -8,8 +8,10 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from jobs import services
 from jobs.models import Execution, ExecutionEvent, ExecutionLogChunk, Job
 
 pytestmark = pytest.mark.django_db
@@ -153,3 +155,23 @@ def test_concurrent_reports_append_in_turn_and_one_end_wins(
     finished = Execution.objects.get(pk=run)
     assert finished.status in ("succeeded", "failed")
     assert f"Reported {finished.status}." in set(ends.values_list("detail", flat=True))
+
+
+def test_it_starts_the_run_buffered_behind_a_pending_run_it_kills(
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    admin_user: Any,
+    django_capture_on_commit_callbacks: Callable,
+) -> None:
+    """Killed before it started, the queued run never ends: the kill itself lets
+    the run buffered behind it start."""
+    job = make_job(overlap_policy="buffer_one")
+    queued = Execution.objects.create(job=job, dispatched_at=timezone.now())
+    held = Execution.objects.create(job=job)  # buffered: never dispatched
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_control(execution=queued, action="kill", user=admin_user)
+    queued.refresh_from_db()
+    held.refresh_from_db()
+    assert queued.status == Execution.Status.KILLED
+    assert held.dispatched_at is not None
+    assert [call.args[0][0] for call in sent.call_args_list] == [held.pk]

@@ -549,3 +549,90 @@ def test_it_releases_each_child_once_when_the_connection_drops_mid_release(
     assert dropped["done"]
     assert Execution.objects.filter(job=second).count() == 1
     assert Execution.objects.filter(job=first).count() == 1
+
+
+@pytest.mark.parametrize("ended", [Execution.Status.FAILED, Execution.Status.TIMED_OUT])
+def test_it_does_not_retry_a_run_asked_to_die_whatever_it_ended_as(
+    make_job: Callable[..., Job], sent: mock.MagicMock, ended: str
+) -> None:
+    """A kill is final: a run that exited before its worker acted on the kill
+    (failed), or was killed during its timeout's grace (timed out), is not run
+    again."""
+    job = make_job(max_retries=2, retry_backoff=1)
+    claimed = services.execution_claim(
+        execution_id=Execution.objects.create(job=job).pk, worker="w"
+    )
+    assert claimed is not None
+    with mock.patch("jobs.control.publish"):
+        services.execution_control(
+            execution=Execution.objects.get(pk=claimed.pk), action="kill", user=None
+        )
+    services.execution_finish(execution=claimed, outcome=Outcome(status=ended))
+    claimed.refresh_from_db()
+    assert (claimed.status, claimed.desired_state) == (ended, "kill")
+    assert not Execution.objects.filter(retry_of=claimed).exists()
+
+
+def test_it_releases_a_buffered_run_when_the_policy_became_buffering_meanwhile(
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """The run was claimed under `skip`; the job switched to buffer_one while it
+    ran, and a slot was buffered behind it. Its end goes by the policy as it is
+    now, not as the claim loaded it."""
+    job = make_job(overlap_policy="skip")
+    claimed = services.execution_claim(
+        execution_id=Execution.objects.create(job=job).pk, worker="w"
+    )
+    assert claimed is not None and claimed.job.overlap_policy == "skip"
+    services.job_update(job=Job.objects.get(pk=job.pk), overlap_policy="buffer_one")
+    held = Execution.objects.create(job=job)  # what the next slot does now
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_finish(
+            execution=claimed, outcome=Outcome(status=Execution.Status.SUCCEEDED)
+        )
+    held.refresh_from_db()
+    assert held.dispatched_at is not None
+    assert [call.args[0][0] for call in sent.call_args_list] == [held.pk]
+
+
+def test_a_failed_run_s_retry_goes_before_the_run_buffered_behind_it(
+    make_job: Callable[..., Job],
+    sent: mock.MagicMock,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """buffer_one, max_concurrent 1: the retry counts as active and the buffered
+    run waits for it (as for a lost run), rather than both going at once."""
+    job = make_job(overlap_policy="buffer_one", max_retries=1, retry_backoff=1)
+    claimed = services.execution_claim(
+        execution_id=Execution.objects.create(job=job).pk, worker="w"
+    )
+    assert claimed is not None
+    held = Execution.objects.create(job=job)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.execution_finish(
+            execution=claimed, outcome=Outcome(status=Execution.Status.FAILED)
+        )
+    retry = Execution.objects.get(retry_of=claimed)
+    held.refresh_from_db()
+    assert (held.status, held.dispatched_at) == ("pending", None)
+    assert [call.args[0][0] for call in sent.call_args_list] == [retry.pk]
+
+
+def test_it_records_a_disabled_child_skipped_once_when_the_follow_ups_run_again(
+    make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    """What the end's reconnect path does: its follow-ups run a second time."""
+    parent = make_job()
+    enabled, disabled = make_job(), make_job(enabled=False)
+    services.job_set_parents(job=enabled, parents=[parent])
+    services.job_set_parents(job=disabled, parents=[parent])
+    execution = Execution.objects.create(job=parent)
+    services.execution_run(execution_id=execution.pk, worker="w")
+    execution.refresh_from_db()
+    executions._execution_after_finish(execution=execution)
+    skipped = Execution.objects.get(job=disabled)
+    assert skipped.status == Execution.Status.SKIPPED
+    assert skipped.parameters == {"parent_execution": execution.pk}
+    assert Execution.objects.filter(job=enabled).count() == 1
