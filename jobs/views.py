@@ -343,11 +343,12 @@ def _preview_answer(
 ) -> dict[str, Any]:
     zone = ZoneInfo(tz)
     after = after or timezone.now()
-    times = (
-        schedules.preview(kind, expression, tz, after, n)
-        if saved is None
-        else services.schedule_upcoming(saved, after=after, n=n)
-    )
+    if saved is None:
+        times = schedules.preview(kind, expression, tz, after, n)
+    elif saved.enabled and saved.job.enabled:
+        times = services.schedule_upcoming(saved, after=after, n=n)
+    else:
+        times = []  # what it will fire: nothing while it or its job is disabled
     return {
         "description": schedules.describe(kind, expression, tz),
         "timezone": tz,

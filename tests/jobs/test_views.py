@@ -543,6 +543,19 @@ def test_a_saved_schedule_s_preview_is_what_it_will_fire(
     assert "after" in extreme.json()
 
 
+@pytest.mark.parametrize("disabled", ["schedule", "job"])
+def test_a_disabled_schedule_s_preview_fires_nothing(
+    api: APIClient, make_schedule: Callable[..., Schedule], disabled: str
+) -> None:
+    """As the admin shows ("Disabled."): it will fire nothing until enabled."""
+    schedule = make_schedule("0 * * * *")
+    target = schedule if disabled == "schedule" else schedule.job
+    type(target).objects.filter(pk=target.pk).update(enabled=False)
+    body = api.get(f"/api/schedules/{schedule.pk}/preview/").json()
+    assert body["fire_times"] == []
+    assert body["description"]
+
+
 # --- Bad input: an answer in 4xx, never a 500 ---------------------------------------
 
 
