@@ -67,31 +67,13 @@ def plan(
     # reading of that day. A tzdata upgrade (a zone dropping DST) moves the real
     # slot: firing the stored one too would run a daily job twice that day.
     horizon = now if until is None or until < now else until
+    stale: list[Skip] = []
     real = parsed.next_after(first - timedelta(microseconds=1))
     if real != first:
         stale = [Skip(first, STALE)]
-        if real is None or real > horizon:
-            ended = real is None or (end_at is not None and real > end_at)
-            return Plan(skipped=stale, next_run_at=None if ended else real)
-        later = plan(
-            parsed,
-            first=real,
-            now=now,
-            epsilon=epsilon,
-            policy=policy,
-            end_at=end_at,
-            repetitions_left=repetitions_left,
-            catchup_window=catchup_window,
-            catchup_max=catchup_max,
-            late_reason=late_reason,
-            scan_limit=scan_limit,
-            until=until,
-        )
-        return Plan(
-            run=later.run,
-            skipped=[*stale, *later.skipped],
-            next_run_at=later.next_run_at,
-        )
+        if real is None:
+            return Plan(skipped=stale)
+        first = real
     limit = horizon if end_at is None else min(horizon, end_at)
     due: list[datetime] = []
     overflow = False
@@ -140,7 +122,7 @@ def plan(
         dropped = late
         why = f"{late_reason}: later than epsilon ({_seconds(epsilon)})"
 
-    skipped: list[Skip] = [backlog] if backlog else []
+    skipped: list[Skip] = [*stale, *([backlog] if backlog else [])]
     skipped += _skip_range(dropped, why)
 
     exhausted = False
