@@ -394,8 +394,10 @@ def schedules_fire(
                 changed.add(job.pk)
             else:
                 active[job.pk] += 1
-                wait = max(0.0, (slot - now).total_seconds())
-                delay = wait + _jitter(row, slot, decided.next_run_at)
+                # Due at its slot plus its jitter; a slot reached late starts at
+                # once if that moment has passed, never past the next slot.
+                due = slot + timedelta(seconds=_jitter(row, slot, decided.next_run_at))
+                delay = max(0.0, (due - now).total_seconds())
                 # Stamped with when it is due, as a retry is: the outbox sweep must
                 # not take a run held back by its jitter for a lost one.
                 execution.dispatched_at = now + timedelta(seconds=delay)
@@ -500,7 +502,8 @@ def _insert_executions(executions: list[Execution]) -> None:
 
 
 def _jitter(row: Schedule, slot: datetime, next_slot: datetime | None) -> float:
-    """Seconds to delay a run: random, or stable per job; never past the next slot."""
+    """Seconds after its slot a run is due: random, or stable per job; always
+    before the next slot."""
     spread = row.jitter.total_seconds() if row.jitter else 0.0
     if spread <= 0:
         return 0.0

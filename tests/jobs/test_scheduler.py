@@ -308,6 +308,36 @@ def test_jitter_delays_within_bounds_and_before_the_next_slot(
     assert all(0 <= d < 60 for d in delays)  # 300 s of jitter, capped by the slot
 
 
+def test_it_starts_a_slot_reached_late_before_the_next_slot_despite_its_jitter(
+    clock: time_machine.Coordinates,
+    beat: Callable[[], float],
+    make_schedule: Callable[..., Schedule],
+    sent: mock.MagicMock,
+) -> None:
+    make_schedule("* * * * *", jitter=timedelta(seconds=50))
+    clock.move_to(T0 + timedelta(seconds=40))  # the beat reaches T0's slot late
+    with mock.patch("jobs.services.schedules.random.uniform", return_value=50.0):
+        beat()
+    [run] = executions()
+    assert run.scheduled_for == T0
+    # Due 50 s after its slot, 10 s from now: not 50 s from now, past T0 + 60 s.
+    assert sent.call_args.kwargs["countdown"] == pytest.approx(10.0)
+    assert run.dispatched_at == T0 + timedelta(seconds=50)
+
+
+def test_it_starts_at_once_a_late_slot_whose_jitter_has_passed(
+    clock: time_machine.Coordinates,
+    beat: Callable[[], float],
+    make_schedule: Callable[..., Schedule],
+    sent: mock.MagicMock,
+) -> None:
+    make_schedule("* * * * *", jitter=timedelta(seconds=50))
+    clock.move_to(T0 + timedelta(seconds=40))
+    with mock.patch("jobs.services.schedules.random.uniform", return_value=20.0):
+        beat()
+    assert sent.call_args.kwargs["countdown"] is None  # due 20 s ago: now
+
+
 def test_hashed_jitter_is_stable_per_job(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
