@@ -150,6 +150,29 @@ def plan(
     return Plan(run=run, skipped=skipped, next_run_at=next_run_at)
 
 
+def unrun(
+    parsed: Parsed,
+    *,
+    first: datetime,
+    until: datetime,
+    why: str,
+    end_at: datetime | None = None,
+    repetitions_left: int | None = None,
+    scan_limit: int = 10_000,
+) -> list[Skip]:
+    """The slots in [first, until] that will never run, named as one record (at
+    the first, counting them): for a schedule re-timed while it had slots due."""
+    limit = until if end_at is None else min(until, end_at)
+    if first > limit:
+        return []
+    slots = _bounded(parsed, first, limit, scan_limit + 1) or [first]
+    if repetitions_left is not None:
+        slots = slots[: max(1, repetitions_left)]
+    if len(slots) > scan_limit:
+        return [Skip(first, f"{why}; more than {scan_limit} slots to {_iso(limit)}")]
+    return _skip_range(slots, why)
+
+
 def _skip_range(slots: list[datetime], why: str) -> list[Skip]:
     """One skipped record for `slots` (at the first, counting the rest), if any."""
     if len(slots) > 1:

@@ -207,12 +207,19 @@ def schedule_save(
     """
     now = timezone.now()
     with transaction.atomic():
-        if changed is not None and not (
-            Schedule.objects.select_for_update().filter(pk=schedule.pk).exists()
-        ):
-            # Deleted by another request meanwhile: a save would insert it again.
-            raise Gone(f"Schedule #{schedule.pk} was deleted meanwhile.")
+        stored: Schedule | None = None
+        if changed is not None:
+            stored = (
+                Schedule.objects.select_for_update()
+                .filter(pk=schedule.pk)
+                .only(*_TIMING_FIELDS, "next_run_at")
+                .first()
+            )
+            if stored is None:
+                # Deleted by another request meanwhile: a save would insert it again.
+                raise Gone(f"Schedule #{schedule.pk} was deleted meanwhile.")
         reenabled = changed is not None and schedule.enabled and not was_enabled
+        unrun: list[firing.Skip] = []
         missed = schedule.next_run_at is not None and schedule.next_run_at <= now
         if changed is None or _TIMING_FIELDS & changed:
             if reenabled and missed:
@@ -225,6 +232,10 @@ def schedule_save(
                     schedule.next_run_at is not None and schedule.next_run_at <= now
                 )
             if not (reenabled and missed):
+                if stored is not None:
+                    unrun = _unrun_before_retiming(
+                        stored, now=now, job=schedule.job, was_enabled=was_enabled
+                    )
                 schedule.next_run_at = schedule_next_run(schedule, after=now)
         moved_from = None
         if changed and "job" in changed:
@@ -234,6 +245,7 @@ def schedule_save(
                 .first()
             )
         schedule.save()
+        _insert_executions([_skipped(schedule, u.slot, u.reason, now) for u in unrun])
         if reenabled and missed and schedule.job.enabled:
             # No epsilon: every slot of the disabled time is missed, so the policy
             # settles them all (run_once: the latest), not each one "still on time".
@@ -248,6 +260,37 @@ def schedule_save(
         stats_forget(job_id=moved_from)  # its next run was this schedule's
     schedules_announce_change()
     return schedule
+
+
+def _unrun_before_retiming(
+    stored: Schedule, *, now: datetime, job: Job, was_enabled: bool
+) -> list[firing.Skip]:
+    """The slots a schedule had due under its old timing, which its new timing
+    drops: recorded as skipped, so that nothing is dropped silently (they were due
+    while its job or it was disabled, or while the beat was behind or down)."""
+    if stored.next_run_at is None or stored.next_run_at > now:
+        return []
+    try:
+        parsed = schedule_parse(
+            kind=stored.kind, expression=stored.expression, tz=stored.timezone
+        )
+    except schedules.ScheduleError:
+        return []
+    cause = (
+        "job was disabled"
+        if not job.enabled
+        else "schedule was disabled"
+        if not was_enabled
+        else "missed"
+    )
+    return firing.unrun(
+        parsed,
+        first=stored.next_run_at,
+        until=now,
+        why=f"{cause}; its schedule was re-timed before it ran",
+        end_at=stored.end_at,
+        repetitions_left=stored.repetitions_left,
+    )
 
 
 def schedule_delete(*, schedule: Schedule) -> None:

@@ -176,3 +176,26 @@ def test_it_runs_the_real_slots_after_a_stale_one_that_is_long_overdue() -> None
     assert result.run == [SUMMER_NINE]
     assert [s.slot for s in result.skipped] == [stale]
     assert result.next_run_at == SUMMER_NINE + DAY
+
+
+def test_it_names_the_slots_a_re_timing_drops_once() -> None:
+    [skip] = firing.unrun(EVERY_MINUTE, first=T0, until=T0 + 2 * MIN, why="gone")
+    assert skip == firing.Skip(T0, "gone; 3 slots to 2026-01-01T12:02:00Z")
+    # Bounded by the schedule's end and by its repetitions left.
+    [skip] = firing.unrun(
+        EVERY_MINUTE, first=T0, until=T0 + 9 * MIN, why="gone", end_at=T0 + MIN
+    )
+    assert skip.reason == "gone; 2 slots to 2026-01-01T12:01:00Z"
+    [skip] = firing.unrun(
+        EVERY_MINUTE, first=T0, until=T0 + 9 * MIN, why="gone", repetitions_left=1
+    )
+    assert skip == firing.Skip(T0, "gone")
+    assert firing.unrun(EVERY_MINUTE, first=T0 + MIN, until=T0, why="gone") == []
+
+
+def test_it_names_a_huge_dropped_backlog_without_scanning_it_all() -> None:
+    until = T0 + timedelta(days=2)
+    [skip] = firing.unrun(
+        EVERY_SECOND, first=T0, until=until, why="gone", scan_limit=1000
+    )
+    assert skip == firing.Skip(T0, "gone; more than 1000 slots to 2026-01-03T12:00:00Z")

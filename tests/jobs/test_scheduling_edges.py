@@ -160,3 +160,48 @@ def test_it_refuses_non_ascii_digits_in_a_cron_field_with_a_400(
     assert "expression" in created.json()
     preview = api.get("/api/schedules/preview/", {"expression": expression})
     assert preview.status_code == 400, preview.content[:200]
+
+
+@pytest.mark.parametrize(
+    ("job_enabled", "schedule_enabled", "cause"),
+    [
+        (False, True, "job was disabled"),
+        (True, False, "schedule was disabled"),
+        (True, True, "missed"),  # the beat was down
+    ],
+)
+def test_it_records_the_slots_a_re_timing_drops_as_skipped(
+    make_job: Callable[..., Job],
+    job_enabled: bool,
+    schedule_enabled: bool,
+    cause: str,
+) -> None:
+    with time_machine.travel(T0 - timedelta(seconds=30), tick=False) as clock:
+        schedule = services.schedule_create(
+            job=make_job(enabled=job_enabled),
+            kind="cron",
+            expression="* * * * *",
+            enabled=schedule_enabled,
+        )
+        clock.move_to(T0 + timedelta(minutes=10, seconds=20))
+        schedule = Schedule.objects.get()
+        services.schedule_update(schedule=schedule, expression="0 * * * *")
+    [(slot, status, reason)] = executions()
+    assert (slot, status) == (T0, "skipped")
+    assert reason == (
+        f"{cause}; its schedule was re-timed before it ran; "
+        "11 slots to 2026-03-02T09:10:00Z"
+    )
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == T0 + timedelta(hours=1)
+
+
+def test_it_records_nothing_when_a_schedule_is_re_timed_before_its_slot(
+    make_job: Callable[..., Job],
+) -> None:
+    with time_machine.travel(T0 - timedelta(seconds=30), tick=False):
+        schedule = services.schedule_create(
+            job=make_job(), kind="cron", expression="* * * * *"
+        )
+        services.schedule_update(schedule=schedule, expression="0 * * * *")
+    assert executions() == []
