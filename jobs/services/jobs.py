@@ -18,7 +18,7 @@ from jobs.services.base import DependencyCycle, Gone
 from jobs.services.overlap import (
     BUFFERING_POLICIES,
     execution_kill_active,
-    executions_send_buffered,
+    executions_settle_buffered,
 )
 from jobs.services.schedules import schedules_announce_change, schedules_fire
 from jobs.stats import stats_forget, stats_invalidate
@@ -131,8 +131,8 @@ def job_update(
                 )
         if "overlap_policy" in fields and job.overlap_policy not in BUFFERING_POLICIES:
             # Ends of runs only look for buffered runs under a buffering policy:
-            # send those held back under the old one now.
-            executions_send_buffered(job=job)
+            # those held back under the old one are decided again now.
+            executions_settle_buffered(job=job)
     stats_forget(job_id=job.pk)
     if "enabled" in fields:
         schedules_announce_change()

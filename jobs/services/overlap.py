@@ -100,19 +100,58 @@ def execution_release_buffered(*, job_id: int) -> Execution | None:
     return oldest
 
 
-def executions_send_buffered(*, job: Job) -> int:
-    """Send every buffered run of a job (its policy no longer buffers)."""
+def executions_settle_buffered(*, job: Job) -> int:
+    """Decide again, oldest first, the runs a buffering policy held back, now that
+    the job's policy no longer buffers, as if their slots fired now: those with room
+    under it start and the others are recorded skipped (`allow_all`, `skip`);
+    `terminate_other` starts the newest and stops the rest. Answers how many start.
+    """
     held = list(
         Execution.objects.filter(
             job=job, status=Execution.Status.PENDING, dispatched_at__isnull=True
-        ).select_related("job")
+        )
+        .select_related("job")
+        .order_by("scheduled_for", "id")
     )
     if not held:
         return 0
     now = timezone.now()
-    Execution.objects.filter(pk__in=[e.pk for e in held]).update(dispatched_at=now)
-    transaction.on_commit(lambda: executions_send([(e, 0.0) for e in held]))
-    return len(held)
+    changed = f"its job's overlap policy became {job.overlap_policy} while it waited"
+    terminate = job.overlap_policy == Job.OverlapPolicy.TERMINATE_OTHER
+    if terminate:
+        start = held[-1:]
+    else:
+        active, _ = executions_active_counts({job.pk})
+        count, start = active[job.pk], []
+        for execution in held:
+            verdict, why = overlap_verdict(job, count, 0)
+            if verdict == "run":
+                start.append(execution)
+                count += 1
+                continue
+            Execution.objects.filter(
+                pk=execution.pk,
+                status=Execution.Status.PENDING,
+                dispatched_at__isnull=True,
+            ).update(
+                status=Execution.Status.SKIPPED,
+                finished_at=now,
+                reason=f"{why}; {changed}",
+            )
+    # Taken before any kill below: its end must not release them a second time.
+    Execution.objects.filter(
+        pk__in=[e.pk for e in start], dispatched_at__isnull=True
+    ).update(dispatched_at=now)
+    if terminate:
+        execution_kill_active(
+            job_id=job.pk,
+            immediate=True,
+            why=f"Its job's overlap policy ({job.overlap_policy}).",
+            spare={start[0].pk},
+        )
+    if start:
+        transaction.on_commit(lambda: executions_send([(e, 0.0) for e in start]))
+    return len(start)
 
 
 def execution_kill_active(
