@@ -43,7 +43,7 @@ def test_it_ignores_reads(api: APIClient) -> None:
     assert not AuditEntry.objects.exists()
 
 
-def test_the_admin_lists_and_exports_entries(
+def test_it_lists_and_exports_entries_in_the_admin(
     admin_client: Client, api: APIClient
 ) -> None:
     api.post("/api/apps/", {"name": "ops"})

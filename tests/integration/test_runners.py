@@ -98,7 +98,7 @@ def test_it_runs_a_celery_task_job_to_its_result(
     assert refused.status_code == 400
 
 
-def test_an_external_process_follows_its_desired_state_through_the_api(
+def test_it_lets_an_external_process_follow_its_desired_state_through_the_api(
     api: Api,
     queue: str,
 ) -> None:

@@ -100,7 +100,7 @@ def test_it_narrows_any_queryset_by_the_path_to_its_app(
 
 
 @on
-def test_superusers_and_access_all_apps_see_every_app(
+def test_it_lets_superusers_and_access_all_apps_see_every_app(
     make_user: Callable[..., User], world: dict[str, App]
 ) -> None:
     boss = make_user("boss", is_superuser=True)
@@ -114,7 +114,7 @@ def test_superusers_and_access_all_apps_see_every_app(
     assert access.is_restricted(None) and not access.apps_for(None).exists()
 
 
-def test_the_admin_role_sees_every_app_and_the_others_do_not() -> None:
+def test_it_lets_the_admin_role_see_every_app_and_no_other_role() -> None:
     granted = Permission.objects.get(codename="access_all_apps").group_set
     assert set(granted.values_list("name", flat=True)) == {"admin"}
 
@@ -122,7 +122,7 @@ def test_the_admin_role_sees_every_app_and_the_others_do_not() -> None:
 # --- The API ------------------------------------------------------------------------
 
 
-def test_the_api_is_unchanged_while_off(
+def test_it_leaves_the_api_unchanged_while_off(
     member: User, world: dict[str, App], make_job: Callable[..., Job]
 ) -> None:
     job = make_job(app=world["theirs"])
@@ -269,7 +269,7 @@ def test_it_cannot_run_or_control_runs_of_other_apps(
 
 
 @on
-def test_stats_count_only_the_users_apps(
+def test_it_counts_only_the_users_apps_in_stats(
     member: User,
     api: APIClient,
     world: dict[str, App],
@@ -301,7 +301,7 @@ def test_stats_count_only_the_users_apps(
 
 
 @on
-def test_superusers_and_access_all_apps_use_the_api_over_every_app(
+def test_it_lets_superusers_and_access_all_apps_use_the_api_over_every_app(
     api: APIClient, make_user: Callable[..., User], world: dict[str, App]
 ) -> None:
     lead = make_user("lead", groups=["viewer"], perms=["jobs.access_all_apps"])
@@ -349,7 +349,7 @@ def test_it_grants_apps_to_users_and_groups_by_name(
 
 
 @on
-def test_granting_an_app_needs_the_change_app_permission(
+def test_it_needs_the_change_app_permission_to_grant_an_app(
     make_user: Callable[..., User], world: dict[str, App]
 ) -> None:
     creator = make_user("creator", perms=["jobs.add_app", "jobs.view_app"])
@@ -405,7 +405,7 @@ def test_it_keeps_children_in_apps_hidden_from_the_editor(
 
 
 @on
-def test_a_delete_leaves_children_in_apps_hidden_from_the_deleter(
+def test_it_leaves_children_in_apps_hidden_from_the_deleter_on_a_delete(
     member: User, world: dict[str, App], make_job: Callable[..., Job]
 ) -> None:
     parent = make_job(app=world["mine"], name="parent")

@@ -129,7 +129,9 @@ def test_it_replaces_the_set_on_put(api: APIClient, job: Job) -> None:
     }
 
 
-def test_a_put_without_secrets_leaves_them_alone(api: APIClient, job: Job) -> None:
+def test_it_leaves_the_secrets_alone_on_a_put_without_them(
+    api: APIClient, job: Job
+) -> None:
     read = api.get(f"/api/jobs/{job.pk}/").json()
     del read["secrets"]
     assert api.put(f"/api/jobs/{job.pk}/", read).status_code == 200
@@ -181,7 +183,7 @@ def test_it_refuses_a_mask_in_the_spec_with_nothing_stored(
     assert not Job.objects.filter(name="masked").exists()
 
 
-def test_the_audit_log_keeps_no_secret_value(api: APIClient, job: Job) -> None:
+def test_it_keeps_no_secret_value_in_the_audit_log(api: APIClient, job: Job) -> None:
     api.patch(
         f"/api/jobs/{job.pk}/?x=1",
         {

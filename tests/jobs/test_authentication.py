@@ -36,7 +36,7 @@ def test_it_refuses_an_address_after_repeated_bad_passwords(
     assert "Retry-After" in response
 
 
-def test_another_user_at_the_same_address_still_signs_in(
+def test_it_still_signs_in_another_user_at_the_same_address(
     anon: APIClient, admin_user: User
 ) -> None:
     """Behind one NAT, a script with a stale password locks out its own user only."""
@@ -64,14 +64,14 @@ def test_it_refuses_the_address_after_guesses_across_usernames(
     )
 
 
-def test_malformed_basic_credentials_count_too(anon: APIClient) -> None:
+def test_it_counts_malformed_basic_credentials_too(anon: APIClient) -> None:
     for _ in range(3):
         response = anon.get("/api/jobs/", HTTP_AUTHORIZATION="Basic %%%")
         assert response.status_code == 401
     assert anon.get("/api/jobs/", HTTP_AUTHORIZATION="Basic %%%").status_code == 429
 
 
-def test_with_redis_down_it_fails_open(
+def test_it_fails_open_with_redis_down(
     anon: APIClient, admin_user: User, settings: Any
 ) -> None:
     """No counts without Redis: a wrong password is a 401 (not a 500) and the right
@@ -95,7 +95,7 @@ def test_it_counts_bad_tokens_too(anon: APIClient) -> None:
     assert anon.get("/api/jobs/", HTTP_AUTHORIZATION="Token nope").status_code == 429
 
 
-def test_a_revoked_token_locks_out_only_itself(
+def test_it_locks_out_only_the_revoked_token_itself(
     anon: APIClient, admin_user: User
 ) -> None:
     revoked, stale = tokens.token_create(user=admin_user, name="old")
@@ -109,7 +109,9 @@ def test_a_revoked_token_locks_out_only_itself(
     assert anon.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
 
 
-def test_other_addresses_are_not_affected(anon: APIClient, admin_user: User) -> None:
+def test_it_leaves_other_addresses_unaffected(
+    anon: APIClient, admin_user: User
+) -> None:
     for _ in range(3):
         anon.get("/api/jobs/", HTTP_AUTHORIZATION="Token nope", REMOTE_ADDR="10.0.0.9")
     response = anon.get(
@@ -120,13 +122,13 @@ def test_other_addresses_are_not_affected(anon: APIClient, admin_user: User) -> 
     assert response.status_code == 200
 
 
-def test_good_credentials_do_not_count(anon: APIClient, admin_user: User) -> None:
+def test_it_does_not_count_good_credentials(anon: APIClient, admin_user: User) -> None:
     for _ in range(5):
         response = anon.get("/api/jobs/", HTTP_AUTHORIZATION=basic("admin", "password"))
         assert response.status_code == 200
 
 
-def test_the_token_endpoint_is_rate_limited(
+def test_it_rate_limits_the_token_endpoint(
     anon: APIClient, admin_user: User, settings: object
 ) -> None:
     settings.KARMCHARI_AUTH_FAILURE_LIMIT = 100  # type: ignore[attr-defined]
@@ -139,7 +141,7 @@ def test_the_token_endpoint_is_rate_limited(
     assert codes[10] == 429
 
 
-def test_the_token_endpoint_shares_the_failed_password_count(
+def test_it_shares_the_failed_password_count_with_the_token_endpoint(
     anon: APIClient, admin_user: User
 ) -> None:
     for _ in range(3):
@@ -160,7 +162,7 @@ def admin_login(client: Client, password: str) -> int:
     return response.status_code
 
 
-def test_the_admin_login_refuses_an_address_after_repeated_bad_passwords(
+def test_it_refuses_an_address_at_the_admin_login_after_repeated_bad_passwords(
     client: Client, admin_user: User
 ) -> None:
     for _ in range(3):
@@ -175,7 +177,7 @@ def test_the_admin_login_refuses_an_address_after_repeated_bad_passwords(
     assert client.get("/admin/").status_code == 302  # not signed in
 
 
-def test_the_admin_login_lets_another_user_at_the_same_address_in(
+def test_it_lets_another_user_at_the_same_address_in_at_the_admin_login(
     client: Client, admin_user: User
 ) -> None:
     User.objects.create_user("other", password="secret", is_staff=True)
@@ -187,7 +189,7 @@ def test_the_admin_login_lets_another_user_at_the_same_address_in(
     assert response.status_code == 302
 
 
-def test_the_admin_login_does_not_count_a_success(
+def test_it_does_not_count_a_success_at_the_admin_login(
     client: Client, admin_user: User
 ) -> None:
     for _ in range(4):
@@ -196,7 +198,7 @@ def test_the_admin_login_does_not_count_a_success(
     assert admin_login(client, "guess") == 200
 
 
-def test_the_admin_login_shows_its_page_while_refusing_sign_ins(
+def test_it_shows_the_admin_login_page_while_refusing_sign_ins(
     client: Client, admin_user: User
 ) -> None:
     for _ in range(3):
@@ -204,7 +206,7 @@ def test_the_admin_login_shows_its_page_while_refusing_sign_ins(
     assert client.get("/admin/login/").status_code == 200
 
 
-def test_the_admin_login_and_the_api_share_one_count(
+def test_it_shares_one_count_between_the_admin_login_and_the_api(
     anon: APIClient, client: Client, admin_user: User
 ) -> None:
     admin_login(client, "guess")
@@ -214,7 +216,7 @@ def test_the_admin_login_and_the_api_share_one_count(
     assert response.status_code == 429
 
 
-def test_behind_the_proxy_it_counts_the_address_the_proxy_saw(
+def test_it_counts_the_address_the_proxy_saw_behind_the_proxy(
     anon: APIClient, settings: object
 ) -> None:
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # type: ignore[attr-defined]
@@ -238,7 +240,7 @@ def test_behind_the_proxy_it_counts_the_address_the_proxy_saw(
     assert (blocked.status_code, other.status_code) == (429, 401)
 
 
-def test_the_admin_login_counts_guesses_from_a_signed_in_user(
+def test_it_counts_guesses_from_a_signed_in_user_at_the_admin_login(
     client: Client, admin_user: User
 ) -> None:
     User.objects.create_user("other", password="secret", is_staff=True)
@@ -252,7 +254,7 @@ def test_the_admin_login_counts_guesses_from_a_signed_in_user(
     assert response.status_code == 429
 
 
-def test_the_token_endpoint_limit_ignores_a_forged_forwarded_for(
+def test_it_ignores_a_forged_forwarded_for_in_the_token_endpoint_limit(
     anon: APIClient, settings: Any
 ) -> None:
     """Keyed by the client's address, not by the header a client can vary."""

@@ -146,7 +146,7 @@ class Clock:
         return self.now
 
 
-def test_the_listener_hears_a_published_command(running: Execution) -> None:
+def test_it_hears_a_published_command_in_the_listener(running: Execution) -> None:
     listener = control.ControlListener(running.pk, worker=WORKER)
     listener.open()
     try:
@@ -158,7 +158,7 @@ def test_the_listener_hears_a_published_command(running: Execution) -> None:
         listener.close()
 
 
-def test_the_listener_reads_a_lost_command_from_the_database_within_seconds(
+def test_it_reads_a_lost_command_from_the_database_within_seconds_in_the_listener(
     running: Execution,
 ) -> None:
     """Subscribed, but the message never came (published while the web process could
@@ -197,7 +197,7 @@ def test_it_keeps_one_subscriber_for_successive_runs(running: Execution) -> None
         second.close()
 
 
-def test_the_listener_reads_a_command_sent_before_it_subscribed(
+def test_it_reads_a_command_sent_before_the_listener_subscribed(
     running: Execution,
 ) -> None:
     services.execution_control(execution=running, action="pause", user=None)
@@ -209,7 +209,7 @@ def test_the_listener_reads_a_command_sent_before_it_subscribed(
         listener.close()
 
 
-def test_the_listener_falls_back_to_the_database_when_redis_is_down(
+def test_it_falls_back_to_the_database_in_the_listener_when_redis_is_down(
     running: Execution,
 ) -> None:
     clock = Clock()
@@ -248,7 +248,7 @@ def test_it_listens_again_after_redis_drops_the_subscription(
         listener.close()
 
 
-def test_a_run_costs_no_redis_command_once_its_thread_is_subscribed(
+def test_it_costs_a_run_no_redis_command_once_its_thread_is_subscribed(
     running: Execution,
 ) -> None:
     control.ControlListener(running.pk, worker=WORKER).open()  # the thread's first run
@@ -310,7 +310,9 @@ def test_it_publishes_nothing_for_a_run_no_worker_has_claimed(
     assert claimed.desired_state == Execution.DesiredState.PAUSE
 
 
-def test_a_thread_listens_for_the_worker_it_runs_for(running: Execution) -> None:
+def test_it_listens_in_each_thread_for_the_worker_that_thread_runs_for(
+    running: Execution,
+) -> None:
     control.ControlListener(running.pk, worker="celery@before").open()
     listener = control.ControlListener(running.pk, worker=WORKER)
     listener.open()
@@ -357,7 +359,7 @@ def test_it_keeps_a_kill_once_asked_for(api: APIClient, running: Execution) -> N
     assert api.post(f"/api/executions/{running.pk}/kill/").status_code == 202
 
 
-def test_a_kill_by_the_system_is_in_the_audit_trail(running: Execution) -> None:
+def test_it_puts_a_kill_by_the_system_in_the_audit_trail(running: Execution) -> None:
     services.execution_kill_active(
         job_id=running.job_id, immediate=False, why="Its job's overlap policy."
     )
@@ -370,7 +372,7 @@ def test_a_kill_by_the_system_is_in_the_audit_trail(running: Execution) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_listener_reads_the_database_again_once_its_connection_died(
+def test_it_reads_the_database_again_once_the_listener_s_connection_died(
     make_execution: Callable[..., Execution],
 ) -> None:
     from django.db import connection

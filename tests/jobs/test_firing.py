@@ -39,7 +39,7 @@ def test_it_skips_a_slot_older_than_epsilon_under_skip() -> None:
     assert result.next_run_at == T0 + MIN
 
 
-def test_run_once_runs_only_the_latest_missed_slot() -> None:
+def test_it_runs_only_the_latest_missed_slot_under_run_once() -> None:
     now = T0 + 10 * MIN + timedelta(seconds=45)  # slots 12:00..12:10, all late
     result = plan(first=T0, now=now)
     assert result.run == [T0 + 10 * MIN]
@@ -50,7 +50,7 @@ def test_run_once_runs_only_the_latest_missed_slot() -> None:
     assert result.next_run_at == T0 + 11 * MIN
 
 
-def test_run_once_prefers_an_on_time_slot_over_late_ones() -> None:
+def test_it_prefers_an_on_time_slot_over_late_ones_under_run_once() -> None:
     now = T0 + 5 * MIN + timedelta(seconds=10)
     result = plan(first=T0, now=now)
     assert result.run == [T0 + 5 * MIN]
@@ -58,14 +58,14 @@ def test_run_once_prefers_an_on_time_slot_over_late_ones() -> None:
     assert "5 slots" in result.skipped[0].reason
 
 
-def test_run_all_runs_every_missed_slot_within_the_window() -> None:
+def test_it_runs_every_missed_slot_within_the_window_under_run_all() -> None:
     now = T0 + 5 * MIN + timedelta(seconds=45)
     result = plan(first=T0, now=now, policy=firing.RUN_ALL)
     assert result.run == [T0 + k * MIN for k in range(6)]
     assert result.skipped == []
 
 
-def test_run_all_is_bounded_by_the_catchup_limit() -> None:
+def test_it_bounds_run_all_by_the_catchup_limit() -> None:
     now = T0 + 5 * MIN + timedelta(seconds=45)
     result = plan(first=T0, now=now, policy=firing.RUN_ALL, catchup_max=2)
     assert result.run == [T0 + 4 * MIN, T0 + 5 * MIN]
@@ -73,7 +73,7 @@ def test_run_all_is_bounded_by_the_catchup_limit() -> None:
     assert "4 slots" in result.skipped[0].reason
 
 
-def test_run_all_is_bounded_by_the_catchup_window() -> None:
+def test_it_bounds_run_all_by_the_catchup_window() -> None:
     now = T0 + 5 * MIN + timedelta(seconds=45)
     result = plan(
         first=T0, now=now, policy=firing.RUN_ALL, catchup_window=timedelta(minutes=3)
@@ -112,7 +112,7 @@ def test_it_summarises_a_huge_backlog_without_scanning_it_all() -> None:
     assert result.next_run_at == T0 + timedelta(days=2, seconds=1)
 
 
-def test_run_once_finds_the_latest_slot_of_a_huge_backlog() -> None:
+def test_it_finds_the_latest_slot_of_a_huge_backlog_under_run_once() -> None:
     first = T0
     now = T0 + timedelta(days=500, minutes=20)  # 12,000 hourly slots missed
     result = plan(HOURLY, first=first, now=now, scan_limit=1000)
@@ -121,7 +121,7 @@ def test_run_once_finds_the_latest_slot_of_a_huge_backlog() -> None:
     assert result.next_run_at == T0 + timedelta(days=500, hours=1)
 
 
-def test_a_late_reason_names_why_slots_were_missed() -> None:
+def test_it_names_why_slots_were_missed_with_a_late_reason() -> None:
     result = plan(
         first=T0,
         now=T0 + 3 * MIN,
@@ -131,7 +131,7 @@ def test_a_late_reason_names_why_slots_were_missed() -> None:
     assert result.skipped[0].reason.startswith("schedule was disabled:")
 
 
-def test_run_all_records_the_slots_its_last_repetitions_leave_out() -> None:
+def test_it_records_the_slots_the_last_repetitions_leave_out_under_run_all() -> None:
     now = T0 + 4 * MIN + timedelta(seconds=50)  # 12:00..12:04 all missed
     result = plan(first=T0, now=now, policy=firing.RUN_ALL, repetitions_left=2)
     assert result.run == [T0 + 3 * MIN, T0 + 4 * MIN]

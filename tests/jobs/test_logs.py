@@ -121,7 +121,7 @@ def test_it_never_splits_a_character(execution: Execution) -> None:
     assert logs.log_read(execution=execution, offset=2).text == "ïve"
 
 
-def test_the_api_answers_new_output_since_an_offset(
+def test_it_answers_new_output_since_an_offset_through_the_api(
     api: APIClient, execution: Execution
 ) -> None:
     logs.LogWriter(execution.pk, clock=Clock()).write(b"line 1\nline 2\n")
@@ -136,9 +136,7 @@ def test_the_api_answers_new_output_since_an_offset(
     assert api.get(f"/api/executions/{execution.pk}/log/?offset=-1").status_code == 400
 
 
-def test_the_stream_sends_output_then_the_end(
-    api: APIClient, execution: Execution
-) -> None:
+def test_it_streams_output_then_the_end(api: APIClient, execution: Execution) -> None:
     published = api.get("/api/schema/", {"format": "json"}).json()
     stream = published["paths"]["/api/executions/{id}/log/stream/"]["get"]
     event_schema = stream["responses"]["200"]["content"]["text/event-stream"]["schema"]
@@ -166,7 +164,7 @@ def test_the_stream_sends_output_then_the_end(
         jsonschema.validate(event, event_schema)
 
 
-def test_the_stream_resumes_from_the_last_event_id(
+def test_it_resumes_the_stream_from_the_last_event_id(
     api: APIClient, execution: Execution
 ) -> None:
     logs.LogWriter(execution.pk, clock=Clock()).write(b"hello world\n")
@@ -180,7 +178,7 @@ def test_the_stream_resumes_from_the_last_event_id(
     assert '"text": "world\\n"' in text
 
 
-def test_external_reports_append_to_the_log(execution: Execution) -> None:
+def test_it_appends_external_reports_to_the_log(execution: Execution) -> None:
     assert logs.log_append(execution_id=execution.pk, data=b"step 1\n") == 7
     assert logs.log_append(execution_id=execution.pk, data=b"step 2\n") == 14
     assert logs.log_read(execution=execution, offset=7).data == b"step 2\n"
@@ -198,7 +196,7 @@ def test_it_keeps_only_the_tail_of_a_report_over_the_cap(execution: Execution) -
 
 
 @override_settings(KARMCHARI_OUTPUT_LIMIT=1024)
-def test_the_download_says_where_the_output_was_cut(
+def test_it_says_in_the_download_where_the_output_was_cut(
     api: APIClient, execution: Execution
 ) -> None:
     writer = logs.LogWriter(execution.pk, clock=Clock())
@@ -213,7 +211,9 @@ def test_the_download_says_where_the_output_was_cut(
     assert "\ufffd" not in text
 
 
-def test_paging_a_finished_log_never_splits_a_character(execution: Execution) -> None:
+def test_it_never_splits_a_character_when_paging_a_finished_log(
+    execution: Execution,
+) -> None:
     logs.LogWriter(execution.pk, clock=Clock()).write("é€…".encode())
     finish(execution)
     pieces, offset = [], 0
@@ -226,7 +226,7 @@ def test_paging_a_finished_log_never_splits_a_character(execution: Execution) ->
     assert [p.decode() for p in pieces] == ["é", "€", "…"]
 
 
-def test_an_external_run_s_stream_expires_once_it_ends(
+def test_it_expires_an_external_run_s_stream_once_the_run_ends(
     api: APIClient,
     make_job: Callable[..., Execution],
     django_capture_on_commit_callbacks: Callable,
@@ -248,7 +248,7 @@ def test_an_external_run_s_stream_expires_once_it_ends(
     assert 0 < redis.ttl(logs.log_key(run)) <= settings.KARMCHARI_LOG_REDIS_TTL
 
 
-def test_the_stream_ignores_a_last_event_id_that_is_not_a_number(
+def test_it_ignores_a_stream_s_last_event_id_that_is_not_a_number(
     api: APIClient, execution: Execution
 ) -> None:
     logs.LogWriter(execution.pk, clock=Clock()).write(b"hello\n")

@@ -50,7 +50,7 @@ def test_it_refuses_an_oversized_form_body_as_it_does_a_json_one(
     )
 
 
-def test_the_kala_api_refuses_deep_json_too(api: APIClient) -> None:
+def test_it_refuses_deep_json_on_the_kala_api_too(api: APIClient) -> None:
     response = api.generic(
         "POST", "/api/v1/job/", DEEP, content_type="application/json"
     )

@@ -34,7 +34,7 @@ def client_for(role: str) -> APIClient:
 SHELL_JOB = {"app": "default", "name": "backup", "spec": {"command": "true"}}
 
 
-def test_the_roles_exist() -> None:
+def test_it_creates_the_roles() -> None:
     assert set(Group.objects.values_list("name", flat=True)) >= {
         "viewer",
         "operator",
@@ -43,7 +43,7 @@ def test_the_roles_exist() -> None:
     }
 
 
-def test_a_viewer_reads_but_cannot_run(make_job: Callable[..., Job]) -> None:
+def test_it_lets_a_viewer_read_but_not_run(make_job: Callable[..., Job]) -> None:
     job = make_job()
     viewer = client_for("viewer")
     assert viewer.get("/api/jobs/").status_code == 200
@@ -51,7 +51,7 @@ def test_a_viewer_reads_but_cannot_run(make_job: Callable[..., Job]) -> None:
     assert viewer.post(f"/api/jobs/{job.pk}/run/").status_code == 403
 
 
-def test_an_operator_runs_but_cannot_edit(make_job: Callable[..., Job]) -> None:
+def test_it_lets_an_operator_run_but_not_edit(make_job: Callable[..., Job]) -> None:
     job = make_job()
     operator = client_for("operator")
     assert operator.post(f"/api/jobs/{job.pk}/run/").status_code == 202
@@ -59,7 +59,7 @@ def test_an_operator_runs_but_cannot_edit(make_job: Callable[..., Job]) -> None:
     assert response.status_code == 403
 
 
-def test_an_editor_cannot_create_or_change_shell_jobs(
+def test_it_refuses_an_editor_creating_or_changing_shell_jobs(
     make_app: Callable[..., App], make_job: Callable[..., Job]
 ) -> None:
     make_app("default")
@@ -72,19 +72,19 @@ def test_an_editor_cannot_create_or_change_shell_jobs(
     assert not Job.objects.filter(name="backup").exists()
 
 
-def test_an_admin_creates_shell_jobs(make_app: Callable[..., App]) -> None:
+def test_it_lets_an_admin_create_shell_jobs(make_app: Callable[..., App]) -> None:
     make_app("default")
     assert client_for("admin").post("/api/jobs/", SHELL_JOB).status_code == 201
 
 
-def test_a_superuser_needs_no_role(
+def test_it_needs_no_role_for_a_superuser(
     api: APIClient, make_app: Callable[..., App]
 ) -> None:
     make_app("default")
     assert api.post("/api/jobs/", SHELL_JOB).status_code == 201
 
 
-def test_the_admin_keeps_shell_jobs_from_editors(
+def test_it_keeps_shell_jobs_from_editors_in_the_admin(
     make_app: Callable[..., App], make_job: Callable[..., Job]
 ) -> None:
     from django.test import Client

@@ -20,7 +20,7 @@ def monitor(make_job: Callable[..., Job]) -> Job:
     return make_job(kind="external", spec={}, ping_grace=timedelta(minutes=5))
 
 
-def test_a_ping_records_a_successful_run(client: Client, monitor: Job) -> None:
+def test_it_records_a_successful_run_for_a_ping(client: Client, monitor: Job) -> None:
     response = client.post(
         f"/ping/{monitor.uid}", data=b"backup done", content_type="text/plain"
     )
@@ -31,7 +31,9 @@ def test_a_ping_records_a_successful_run(client: Client, monitor: Job) -> None:
     assert monitor.success_count == 1
 
 
-def test_start_then_fail_closes_the_same_run(client: Client, monitor: Job) -> None:
+def test_it_closes_the_same_run_on_start_then_fail(
+    client: Client, monitor: Job
+) -> None:
     assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
     [run] = monitor.executions.all()
     assert run.status == "running"
@@ -41,7 +43,7 @@ def test_start_then_fail_closes_the_same_run(client: Client, monitor: Job) -> No
     assert monitor.executions.count() == 1
 
 
-def test_a_ping_finishes_the_run_its_schedule_opened(
+def test_it_finishes_the_run_the_schedule_opened_on_a_ping(
     client: Client, monitor: Job
 ) -> None:
     scheduled = Execution.objects.create(
@@ -57,7 +59,7 @@ def test_a_ping_finishes_the_run_its_schedule_opened(
     assert monitor.executions.count() == 1
 
 
-def test_an_overdue_scheduled_run_is_closed_as_late_and_notified(
+def test_it_closes_and_notifies_an_overdue_scheduled_run_as_late(
     monitor: Job, make_job: Callable[..., Job]
 ) -> None:
     slot = timezone.now() - timedelta(minutes=6)
@@ -147,7 +149,7 @@ def test_it_keeps_the_head_of_a_long_ping_body_and_records_the_ping(
     assert len(run.output.encode()) <= 10_000
 
 
-def test_a_started_run_is_late_only_a_grace_after_its_start(
+def test_it_counts_a_started_run_late_only_a_grace_after_its_start(
     client: Client, monitor: Job
 ) -> None:
     slot = timezone.now() - timedelta(minutes=6)
@@ -168,14 +170,18 @@ def test_a_started_run_is_late_only_a_grace_after_its_start(
     assert queue.call_args.kwargs["events"] == ["late"]
 
 
-def test_a_second_start_starts_the_open_run_again(client: Client, monitor: Job) -> None:
+def test_it_starts_the_open_run_again_on_a_second_start(
+    client: Client, monitor: Job
+) -> None:
     assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
     assert client.get(f"/ping/{monitor.uid}/start").status_code == 200
     assert client.get(f"/ping/{monitor.uid}").status_code == 200
     assert list(monitor.executions.values_list("status", flat=True)) == ["succeeded"]
 
 
-def test_a_start_lands_on_a_run_started_by_hand(client: Client, monitor: Job) -> None:
+def test_it_lands_a_start_on_a_run_started_by_hand(
+    client: Client, monitor: Job
+) -> None:
     from jobs import services
 
     run = services.job_trigger(job=monitor)
@@ -193,7 +199,7 @@ def test_it_records_pings_of_a_disabled_job(client: Client, monitor: Job) -> Non
     assert monitor.executions.get().status == "failed"
 
 
-def test_an_external_run_stays_external_when_its_job_changes_kind(
+def test_it_keeps_an_external_run_external_when_its_job_changes_kind(
     api: Any, make_job: Callable[..., Job], settings: Any
 ) -> None:
     """docs/compat.md: an external job may become a shell job; the run its process

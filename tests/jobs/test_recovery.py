@@ -196,7 +196,7 @@ def test_it_keeps_the_outcome_of_a_run_that_finished_meanwhile(
     assert Execution.objects.get(pk=execution.pk).status == Execution.Status.SUCCEEDED
 
 
-def test_a_lost_run_counts_as_an_error_but_not_in_the_average_duration(
+def test_it_counts_a_lost_run_as_an_error_but_not_in_the_average_duration(
     agent: Agent, make_job: Callable[..., Job], make_execution: Callable[..., Execution]
 ) -> None:
     job = make_job(success_count=1, duration_total=10.0)
@@ -207,7 +207,7 @@ def test_a_lost_run_counts_as_an_error_but_not_in_the_average_duration(
     assert job.average_duration == 10.0
 
 
-def test_a_lost_run_sends_its_failure_notifications(
+def test_it_sends_a_lost_run_s_failure_notifications(
     agent: Agent,
     make_job: Callable[..., Job],
     make_execution: Callable[..., Execution],

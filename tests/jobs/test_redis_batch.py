@@ -58,7 +58,7 @@ def test_it_sends_at_once_when_batching_is_off(redis: Any) -> None:
 
 
 @override_settings(KARMCHARI_REDIS_BATCH_SECONDS=0.01)
-def test_its_thread_sends_the_batch_soon(redis: Any) -> None:
+def test_it_sends_the_batch_soon_from_its_thread(redis: Any) -> None:
     batch = Batch()
     for _ in range(3):
         batch.hincrby(KEY, "count", 1)
@@ -69,7 +69,7 @@ def test_its_thread_sends_the_batch_soon(redis: Any) -> None:
     assert wait_for(lambda: redis.hget(KEY, "count") == b"4", timeout=5)
 
 
-def test_a_forked_process_starts_with_a_batch_of_its_own(redis: Any) -> None:
+def test_it_gives_a_forked_process_a_batch_of_its_own(redis: Any) -> None:
     batch = Batch()
     batch.hincrby(KEY, "count", 1)  # the parent's, sent by the parent
     with mock.patch("jobs.redis_batch.os.getpid", return_value=-1):
@@ -89,7 +89,7 @@ def test_it_never_raises_when_redis_is_down() -> None:
 
 @pytest.mark.django_db
 @override_settings(KARMCHARI_REDIS_BATCH_SECONDS=60)
-def test_an_end_is_in_the_stats_and_metrics_once_its_batch_is_sent(
+def test_it_puts_an_end_in_the_stats_and_metrics_once_its_batch_is_sent(
     make_execution: Callable[..., Execution],
     django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
@@ -116,7 +116,7 @@ def test_an_end_is_in_the_stats_and_metrics_once_its_batch_is_sent(
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_sends_what_it_holds_when_it_stops(
+def test_it_sends_what_a_real_worker_holds_when_the_worker_stops(
     processes: Processes,  # noqa: F811
     queue: str,  # noqa: F811
     make_app: Callable[..., Any],

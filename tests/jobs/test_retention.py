@@ -36,7 +36,7 @@ def test_it_keeps_the_newest_of_each_outcome_and_never_active_runs(
     ]
 
 
-def test_a_job_setting_wins_over_its_apps_which_wins_over_the_default(
+def test_it_lets_a_job_setting_win_over_its_apps_which_wins_over_the_default(
     make_job: Callable[..., Job],
     make_execution: Callable[..., Execution],
     settings: object,
@@ -77,7 +77,7 @@ def test_it_removes_the_events_of_pruned_runs(
     assert not ExecutionEvent.objects.exists()
 
 
-def test_no_limit_keeps_everything(
+def test_it_keeps_everything_with_no_limit(
     make_job: Callable[..., Job],
     make_execution: Callable[..., Execution],
     settings: object,
@@ -89,7 +89,7 @@ def test_no_limit_keeps_everything(
     assert executions_prune() == 0
 
 
-def test_zero_days_on_a_job_lifts_its_apps_limit(
+def test_it_lets_zero_days_on_a_job_lift_its_apps_limit(
     make_job: Callable[..., Job], make_execution: Callable[..., Execution]
 ) -> None:
     job = make_job(keep_days=0, keep_succeeded=None, keep_failed=None)
@@ -102,7 +102,7 @@ def test_zero_days_on_a_job_lifts_its_apps_limit(
     assert job.retention()[2] is None
 
 
-def test_a_prune_refreshes_the_job_s_cached_stats(
+def test_it_refreshes_the_job_s_cached_stats_on_a_prune(
     make_job: Callable[..., Job],
     make_execution: Callable[..., Execution],
     api: object,

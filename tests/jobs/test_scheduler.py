@@ -125,7 +125,7 @@ def test_it_records_a_slot_later_than_epsilon_as_skipped(
     assert not sent.called
 
 
-def test_run_once_after_downtime_runs_the_latest_slot_only(
+def test_it_runs_the_latest_slot_only_after_downtime_under_run_once(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -141,7 +141,7 @@ def test_run_once_after_downtime_runs_the_latest_slot_only(
     assert "6 slots" in rows[0].reason
 
 
-def test_run_all_catches_up_each_missed_slot(
+def test_it_catches_up_each_missed_slot_under_run_all(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -154,7 +154,7 @@ def test_run_all_catches_up_each_missed_slot(
     assert [r.status for r in executions()] == ["pending"] * 5
 
 
-def test_skip_overlap_records_why_the_slot_did_not_run(
+def test_it_records_why_the_slot_did_not_run_under_skip_overlap(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -170,7 +170,7 @@ def test_skip_overlap_records_why_the_slot_did_not_run(
     assert running.pk != slot.pk
 
 
-def test_buffer_one_keeps_one_run_and_starts_it_when_the_other_ends(
+def test_it_keeps_one_run_and_starts_it_when_the_other_ends_under_buffer_one(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -201,7 +201,7 @@ def test_buffer_one_keeps_one_run_and_starts_it_when_the_other_ends(
     assert buffered.dispatched_at is not None
 
 
-def test_buffer_all_buffers_every_run(
+def test_it_buffers_every_run_under_buffer_all(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -216,7 +216,7 @@ def test_buffer_all_buffers_every_run(
     assert Execution.objects.filter(status="pending", dispatched_at=None).count() == 3
 
 
-def test_allow_all_respects_max_concurrent(
+def test_it_respects_max_concurrent_under_allow_all(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -234,7 +234,7 @@ def test_allow_all_respects_max_concurrent(
 @pytest.mark.parametrize(
     ("policy", "sent_now"), [("cancel_other", False), ("terminate_other", True)]
 )
-def test_cancel_and_terminate_ask_the_running_one_to_stop(
+def test_it_asks_the_running_one_to_stop_under_cancel_and_terminate(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -256,7 +256,7 @@ def test_cancel_and_terminate_ask_the_running_one_to_stop(
 
 
 @pytest.mark.parametrize("policy", ["cancel_other", "terminate_other"])
-def test_cancel_and_terminate_end_the_runs_that_have_not_started_yet(
+def test_it_ends_the_runs_that_have_not_started_yet_under_cancel_and_terminate(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -288,7 +288,7 @@ def test_cancel_and_terminate_end_the_runs_that_have_not_started_yet(
     assert (running.status, running.desired_state) == ("running", "kill")
 
 
-def test_jitter_delays_within_bounds_and_before_the_next_slot(
+def test_it_delays_by_jitter_within_bounds_and_before_the_next_slot(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -338,7 +338,7 @@ def test_it_starts_at_once_a_late_slot_whose_jitter_has_passed(
     assert sent.call_args.kwargs["countdown"] is None  # due 20 s ago: now
 
 
-def test_hashed_jitter_is_stable_per_job(
+def test_it_keeps_hashed_jitter_stable_per_job(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -388,7 +388,7 @@ def test_it_stops_when_repetitions_are_exhausted(
     assert len(executions()) == 2
 
 
-def test_an_interval_schedule_runs_its_repeats(
+def test_it_runs_an_interval_schedule_s_repeats(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -403,7 +403,7 @@ def test_an_interval_schedule_runs_its_repeats(
     ]
 
 
-def test_reenabling_applies_the_misfire_policy_to_slots_missed_while_disabled(
+def test_it_applies_the_misfire_policy_to_slots_missed_while_disabled_on_reenabling(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -422,7 +422,7 @@ def test_reenabling_applies_the_misfire_policy_to_slots_missed_while_disabled(
     assert rows[0].reason.startswith("schedule was disabled:")
 
 
-def test_reenabling_runs_only_the_latest_slot_of_a_fast_schedule(
+def test_it_runs_only_the_latest_slot_of_a_fast_schedule_on_reenabling(
     clock: time_machine.Coordinates,
     make_schedule: Callable[..., Schedule],
 ) -> None:
@@ -438,7 +438,7 @@ def test_reenabling_runs_only_the_latest_slot_of_a_fast_schedule(
     assert "run_once runs only the latest missed slot" in rows[0].reason
 
 
-def test_reenabling_a_job_settles_its_schedules_slots(
+def test_it_settles_a_job_s_schedules_slots_when_reenabling_the_job(
     clock: time_machine.Coordinates,
     make_schedule: Callable[..., Schedule],
     make_job: Callable[..., Job],
@@ -455,7 +455,7 @@ def test_reenabling_a_job_settles_its_schedules_slots(
     assert skipped.reason.startswith("job was disabled:")
 
 
-def test_a_bad_row_is_parked_and_the_others_still_fire(
+def test_it_parks_a_bad_row_and_still_fires_the_others(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -525,7 +525,7 @@ def test_it_survives_a_broker_outage(
     assert run.status == "pending" and run.dispatched_at is not None
 
 
-def test_a_disabled_job_does_not_fire(
+def test_it_does_not_fire_a_disabled_job(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -538,7 +538,7 @@ def test_a_disabled_job_does_not_fire(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_beats_at_once_fire_every_slot_exactly_once(
+def test_it_fires_every_slot_exactly_once_with_two_beats_at_once(
     make_job: Callable[..., Job],
 ) -> None:
     """Two beats race over 10,000 slots (1,000 schedules x 10 minutes of simulated
@@ -587,7 +587,7 @@ def test_two_beats_at_once_fire_every_slot_exactly_once(
     ).exists()
 
 
-def test_housekeeping_has_a_worker_prune_old_executions_periodically(
+def test_it_has_a_worker_prune_old_executions_periodically_in_housekeeping(
     settings: Any,
 ) -> None:
     settings.KARMCHARI_PRUNE_SECONDS = 3600
@@ -619,7 +619,7 @@ def test_it_stops_once_closed_even_if_the_shutdown_exception_was_swallowed() -> 
     assert pubsub.get_message.call_count == 1
 
 
-def test_slots_the_overlap_policy_skips_leave_repetitions_left(
+def test_it_leaves_repetitions_left_untouched_by_slots_the_overlap_policy_skips(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],
@@ -643,7 +643,7 @@ def test_slots_the_overlap_policy_skips_leave_repetitions_left(
     assert (schedule.repetitions_left, schedule.next_run_at) == (0, None)
 
 
-def test_the_outbox_sweep_waits_for_a_run_s_jitter(
+def test_it_makes_the_outbox_sweep_wait_for_a_run_s_jitter(
     clock: time_machine.Coordinates,
     beat: Callable[[], float],
     make_schedule: Callable[..., Schedule],

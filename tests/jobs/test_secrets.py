@@ -97,7 +97,9 @@ def test_it_moves_off_the_key_derived_from_secret_key(
 
 
 @pytest.mark.django_db
-def test_rotation_names_what_no_key_can_decrypt(make_app: Callable[..., App]) -> None:
+def test_it_names_what_no_key_can_decrypt_on_rotation(
+    make_app: Callable[..., App],
+) -> None:
     job = services.job_create(app=make_app("ops"), name="j", spec={"command": "x"})
     with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_1]):
         job_secrets_set(job=job, secrets={"LOST_TOKEN": "gone"})
@@ -112,7 +114,7 @@ def test_rotation_names_what_no_key_can_decrypt(make_app: Callable[..., App]) ->
     assert "gone" not in str(caught.value)
 
 
-def test_the_deploy_checks_warn_while_secrets_use_the_derived_key() -> None:
+def test_it_warns_in_the_deploy_checks_while_secrets_use_the_derived_key() -> None:
     with override_settings(KARMCHARI_SECRETS_KEYS=[]):
         assert [m.id for m in check_secrets_keys(None)] == ["karmchari.W001"]
     with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_1]):
@@ -247,7 +249,7 @@ def run_execution(job: Job) -> Execution:
 
 
 @pytest.mark.django_db
-def test_a_shell_run_sees_its_secret_and_its_output_is_stored_masked(
+def test_it_shows_a_shell_run_its_secret_and_stores_its_output_masked(
     make_app: Callable[..., App], caplog: pytest.LogCaptureFixture
 ) -> None:
     job = services.job_create(
@@ -277,7 +279,7 @@ def test_a_shell_run_sees_its_secret_and_its_output_is_stored_masked(
 
 
 @pytest.mark.django_db
-def test_a_crashing_runner_logs_and_records_its_error_masked(
+def test_it_logs_and_records_a_crashing_runner_s_error_masked(
     make_job: Callable[..., Job], caplog: pytest.LogCaptureFixture
 ) -> None:
     job = make_job()
@@ -296,7 +298,7 @@ def test_a_crashing_runner_logs_and_records_its_error_masked(
 
 
 @pytest.mark.django_db
-def test_a_run_whose_secrets_cannot_be_decrypted_fails_saying_so(
+def test_it_fails_a_run_whose_secrets_cannot_be_decrypted_saying_so(
     make_job: Callable[..., Job],
 ) -> None:
     job = make_job()
@@ -335,7 +337,7 @@ def echo_server() -> Iterator[str]:
 
 
 @pytest.mark.django_db
-def test_an_http_run_fills_placeholders_and_masks_what_comes_back(
+def test_it_fills_an_http_run_s_placeholders_and_masks_what_comes_back(
     make_app: Callable[..., App], echo_server: str
 ) -> None:
     Echo.seen.clear()
@@ -363,7 +365,7 @@ def test_an_http_run_fills_placeholders_and_masks_what_comes_back(
 
 
 @pytest.mark.django_db
-def test_an_http_run_with_an_unknown_placeholder_fails_clearly(
+def test_it_fails_an_http_run_with_an_unknown_placeholder_clearly(
     make_app: Callable[..., App],
 ) -> None:
     job = services.job_create(
@@ -383,7 +385,7 @@ def test_an_http_run_with_an_unknown_placeholder_fails_clearly(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_moves_stored_secrets_out_of_specs_and_back() -> None:
+def test_it_migrates_stored_secrets_out_of_specs_and_back() -> None:
     before = [("jobs", "0012_app_access")]
     after = [("jobs", "0013_job_secrets")]
     executor = MigrationExecutor(connection)

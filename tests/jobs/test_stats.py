@@ -55,11 +55,11 @@ def test_it_serves_stats_from_the_cache_until_something_changes(
     assert (per_job["success_count"], per_job["executions"]["succeeded"]) == (1, 1)
 
 
-def test_stats_need_the_view_permission(anon: APIClient) -> None:
+def test_it_needs_the_view_permission_for_stats(anon: APIClient) -> None:
     assert anon.get("/api/stats/").status_code == 401
 
 
-def test_a_claimed_run_shows_as_running_once_committed(
+def test_it_shows_a_claimed_run_as_running_once_committed(
     api: APIClient,
     make_job: Callable[..., Job],
     django_capture_on_commit_callbacks: Callable,
@@ -192,7 +192,7 @@ def test_it_lists_a_job_s_recent_executions_newest_first(
     assert set(recent[0]) >= {"trigger", "attempt", "started_at", "duration"}
 
 
-def test_an_app_s_figures_follow_its_rename(
+def test_it_makes_an_app_s_figures_follow_its_rename(
     api: APIClient,
     make_job: Callable[..., Job],
     django_capture_on_commit_callbacks: Callable,
@@ -205,7 +205,7 @@ def test_an_app_s_figures_follow_its_rename(
     assert api.get("/api/apps/renamed/stats/").json()["app"] == "renamed"
 
 
-def test_one_app_s_figures_do_not_bring_back_another_s_forgotten_ones(
+def test_it_does_not_let_one_app_s_figures_bring_back_another_s_forgotten_ones(
     make_job: Callable[..., Job], make_app: Callable[..., object]
 ) -> None:
     from jobs import stats
@@ -225,7 +225,7 @@ def test_one_app_s_figures_do_not_bring_back_another_s_forgotten_ones(
     assert stats.stats_app(app=first.app)["executions"]["pending"] == 1
 
 
-def test_an_app_s_figures_need_the_jobs_view_permission_too(
+def test_it_needs_the_jobs_view_permission_for_an_app_s_figures_too(
     make_user: Callable[..., object], make_app: Callable[..., object]
 ) -> None:
     from tests.tokens import make_token

@@ -496,7 +496,7 @@ def test_it_caps_an_absurd_page_size(
     assert len(response.json()["results"]) == 1
 
 
-def test_a_new_schedule_is_cron_unless_told_and_must_be_able_to_fire(
+def test_it_makes_a_new_schedule_cron_unless_told_and_refuses_one_that_cannot_fire(
     api: APIClient, make_job: Callable[..., Job]
 ) -> None:
     job = make_job()
@@ -519,7 +519,7 @@ def test_a_new_schedule_is_cron_unless_told_and_must_be_able_to_fire(
         assert field is None or field in refused.json()
 
 
-def test_a_saved_schedule_s_preview_is_what_it_will_fire(
+def test_it_previews_what_a_saved_schedule_will_fire(
     api: APIClient, make_schedule: Callable[..., Schedule]
 ) -> None:
     from django.utils import timezone
@@ -544,7 +544,7 @@ def test_a_saved_schedule_s_preview_is_what_it_will_fire(
 
 
 @pytest.mark.parametrize("disabled", ["schedule", "job"])
-def test_a_disabled_schedule_s_preview_fires_nothing(
+def test_it_previews_a_disabled_schedule_as_firing_nothing(
     api: APIClient, make_schedule: Callable[..., Schedule], disabled: str
 ) -> None:
     """As the admin shows ("Disabled."): it will fire nothing until enabled."""

@@ -104,7 +104,7 @@ def test_it_answers_a_name_with_a_nul_as_invalid_in_a_multipart_body(
     assert not Job.objects.exists()
 
 
-def test_a_run_that_prints_nul_bytes_is_recorded_with_them_replaced(
+def test_it_records_a_run_that_prints_nul_bytes_with_them_replaced(
     make_job: Callable[..., Job],
 ) -> None:
     job = make_job("printf 'a\\000b'; printf 'e\\000' >&2; exit 3")
@@ -117,7 +117,7 @@ def test_a_run_that_prints_nul_bytes_is_recorded_with_them_replaced(
     assert "e\ufffd" in finished.error
 
 
-def test_the_admin_login_form_refuses_a_nul_too(client: Client) -> None:
+def test_it_refuses_a_nul_in_the_admin_login_form_too(client: Client) -> None:
     response = client.post(
         "/admin/login/",
         "username=a%00&password=x",

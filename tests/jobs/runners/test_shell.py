@@ -114,7 +114,7 @@ def test_it_reports_a_signal_death() -> None:
     assert outcome.reason == "Killed by signal SIGKILL."
 
 
-def test_tail_buffer_counts_dropped_bytes() -> None:
+def test_it_counts_dropped_bytes_in_the_tail_buffer() -> None:
     buffer = TailBuffer(4)
     for chunk in (b"abc", b"defgh", b"ij"):
         buffer.write(chunk)

@@ -39,7 +39,7 @@ def test_it_retries_by_hand(
     assert "already being retried as" in again.json()["detail"]
 
 
-def test_an_external_job_runs_as_soon_as_it_is_triggered_and_reports(
+def test_it_runs_an_external_job_as_soon_as_it_is_triggered_and_lets_it_report(
     api: Any, make_job: Callable[..., Job], sent: mock.MagicMock
 ) -> None:
     job = make_job(kind=Job.Kind.EXTERNAL, spec={})
@@ -73,7 +73,7 @@ def test_an_external_job_runs_as_soon_as_it_is_triggered_and_reports(
     assert late.status_code == 409
 
 
-def test_only_external_jobs_report(
+def test_it_lets_only_external_jobs_report(
     api: Any, make_execution: Callable[..., Execution]
 ) -> None:
     execution = make_execution(status=Execution.Status.RUNNING)
@@ -81,7 +81,7 @@ def test_only_external_jobs_report(
     assert response.status_code == 409
 
 
-def test_a_report_with_an_exit_code_out_of_range_stores_nothing(
+def test_it_stores_nothing_for_a_report_with_an_exit_code_out_of_range(
     api: Any, make_job: Callable[..., Job]
 ) -> None:
     job = make_job(kind=Job.Kind.EXTERNAL, spec={})
@@ -98,7 +98,7 @@ def test_a_report_with_an_exit_code_out_of_range_stores_nothing(
     assert Execution.objects.get(pk=run).status == Execution.Status.RUNNING
 
 
-def test_a_report_starts_an_external_run_still_pending(
+def test_it_starts_an_external_run_still_pending_on_a_report(
     api: Any, make_job: Callable[..., Job]
 ) -> None:
     job = make_job(kind=Job.Kind.EXTERNAL, spec={})
@@ -112,7 +112,7 @@ def test_a_report_starts_an_external_run_still_pending(
     assert (job.success_count, job.last_attempted_at is not None) == (1, True)
 
 
-def test_concurrent_reports_append_in_turn_and_one_end_wins(
+def test_it_appends_concurrent_reports_in_turn_and_lets_one_end_win(
     make_job: Callable[..., Job], admin_user: Any, transactional_db: None
 ) -> None:
     from django.db import connection, connections

@@ -175,7 +175,7 @@ def test_it_does_not_retry_a_success_or_a_kill(
     assert services.execution_schedule_retry(execution=killed) is None
 
 
-def test_a_run_whose_job_is_deleted_while_it_runs_ends_quietly(
+def test_it_ends_quietly_a_run_whose_job_is_deleted_while_it_runs(
     make_job: Callable[..., Job],
 ) -> None:
     class DeletingRunner:
@@ -252,7 +252,7 @@ def test_it_links_the_claim_to_the_workers_agent(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_cut_short_by_a_dropped_connection_is_retried_whole(
+def test_it_retries_whole_a_claim_cut_short_by_a_dropped_connection(
     make_execution: Callable[..., Execution],
 ) -> None:
     from django.db import OperationalError, connection
@@ -284,7 +284,7 @@ def test_a_claim_cut_short_by_a_dropped_connection_is_retried_whole(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_claim_committed_but_unanswered_is_taken_up_after_reconnecting(
+def test_it_takes_up_a_claim_committed_but_unanswered_after_reconnecting(
     make_execution: Callable[..., Execution],
 ) -> None:
     from django.db import OperationalError, connection
@@ -332,7 +332,7 @@ def test_it_takes_up_its_own_claim_again_after_a_lost_answer(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_end_committed_but_unanswered_still_sets_off_what_follows(
+def test_it_still_sets_off_what_follows_an_end_committed_but_unanswered(
     make_job: Callable[..., Job],
 ) -> None:
     """The connection dies after the end's commit, before its answer: the retried
@@ -399,7 +399,7 @@ def test_it_forgets_stats_and_records_the_duration_in_one_redis_round_trip(
     assert cache.get(stats._job_key(execution.job_id)) is None
 
 
-def test_an_external_job_s_retries_wait_for_their_backoff(
+def test_it_makes_an_external_job_s_retries_wait_for_their_backoff(
     api: Any,
     make_job: Callable[..., Job],
     sent: mock.MagicMock,
@@ -418,7 +418,7 @@ def test_an_external_job_s_retries_wait_for_their_backoff(
     assert again["status"] == "running"
 
 
-def test_the_retry_backoff_is_capped(settings: Any) -> None:
+def test_it_caps_the_retry_backoff(settings: Any) -> None:
     settings.KARMCHARI_RETRY_BACKOFF_MAX = 600
     assert services.retry_delay(backoff=10, attempt=3) <= 40
     for attempt in (8, 45, 5000):  # 2^4999 would overflow a float
@@ -427,7 +427,7 @@ def test_the_retry_backoff_is_capped(settings: Any) -> None:
     assert 1800 <= services.retry_delay(backoff=3600, attempt=1) <= 3600
 
 
-def test_a_job_disabled_during_its_run_gets_no_retry_and_loses_its_queued_runs(
+def test_it_gives_a_job_disabled_during_its_run_no_retry_and_skips_its_queued_runs(
     make_job: Callable[..., Job], sent: mock.MagicMock
 ) -> None:
     job = make_job(max_retries=3)
@@ -446,7 +446,7 @@ def test_a_job_disabled_during_its_run_gets_no_retry_and_loses_its_queued_runs(
 
 
 @pytest.mark.parametrize("meanwhile", ["disable", "retry_by_hand"])
-def test_an_automatic_retry_waits_for_a_disable_or_a_retry_by_hand(
+def test_it_makes_a_disable_or_a_retry_by_hand_wait_for_an_automatic_retry(
     make_job: Callable[..., Job],
     admin_user: Any,
     transactional_db: None,
@@ -597,7 +597,7 @@ def test_it_releases_a_buffered_run_when_the_policy_became_buffering_meanwhile(
     assert [call.args[0][0] for call in sent.call_args_list] == [held.pk]
 
 
-def test_a_failed_run_s_retry_goes_before_the_run_buffered_behind_it(
+def test_it_puts_a_failed_run_s_retry_before_the_run_buffered_behind_it(
     make_job: Callable[..., Job],
     sent: mock.MagicMock,
     django_capture_on_commit_callbacks: Callable[..., Any],

@@ -60,7 +60,7 @@ def test_it_refuses_dependency_cycles_with_400(
     assert api.get(f"/api/jobs/{c.pk}/").json()["parents"] == [b.pk]
 
 
-def test_two_edits_at_once_cannot_make_a_cycle(
+def test_it_keeps_two_edits_at_once_from_making_a_cycle(
     make_job: Callable[..., Job], transactional_db: None
 ) -> None:
     from django.db import connection, connections
