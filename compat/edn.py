@@ -10,17 +10,22 @@ are keywords in EDN wherever the name allows.
   name ("my key", "2nd"): those stay strings.
 - `loads` reads EDN into that plain form: keywords become their names (without the
   colon), sets and lists become lists; it raises EdnError on anything unreadable or
-  nested deeper than MAX_DEPTH.
+  nested deeper than MAX_DEPTH. With `keywords=True` keyword *values* stay
+  `Keyword`s, for data that is shown back as sent; `plain` makes such data plain.
 - `to_json` is what liberator's JSON rendering makes of the same data: keyword keys
   and values as "ns/name" strings, #inst as ISO 8601, #uuid as a string, ratios as
   numbers.
 - `plain_json` turns read data into something a JSONField can store; `unstorable`
   says first why it cannot (NaN, an infinity, a number beyond a double: JSON has no
   room for them, and the database refuses the row; nesting deeper than MAX_DEPTH).
+- JSON stores a keyword, an #inst or a #uuid value as a string. `tags` lists where
+  read data holds them ([path, "keyword" | "inst" | "uuid"], kept beside the stored
+  data) and `retag` turns those strings back into what the client sent.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -41,7 +46,10 @@ __all__ = [
     "dumps",
     "keyword",
     "loads",
+    "plain",
     "plain_json",
+    "retag",
+    "tags",
     "to_json",
     "unstorable",
 ]
@@ -106,18 +114,18 @@ def _text(value: str) -> str:
     )
 
 
-def _from_edn(value: Any) -> Any:
+def _from_edn(value: Any, keywords: bool) -> Any:
     if isinstance(value, Keyword):
-        return value.name
+        return value if keywords else value.name
     if isinstance(value, date) and not isinstance(value, datetime):
         # `#inst "2016-07-01"` (or "2016"): Clojure reads midnight UTC.
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if isinstance(value, Mapping):
-        return {_key(key): _from_edn(item) for key, item in value.items()}
+        return {_key(key): _from_edn(item, keywords) for key, item in value.items()}
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, Sequence | AbstractSet):
-        return [_from_edn(item) for item in value]
+        return [_from_edn(item, keywords) for item in value]
     if isinstance(value, edn_format.Symbol | edn_format.Char):
         return str(value)
     return value
@@ -128,11 +136,12 @@ def _key(key: Any) -> str:
         return str(key.name)
     if isinstance(key, str):
         return _text(key)
-    return str(_from_edn(key))
+    return str(_from_edn(key, False))
 
 
-def loads(text: str | bytes) -> Any:
-    """One EDN value; None for empty text."""
+def loads(text: str | bytes, *, keywords: bool = False) -> Any:
+    """One EDN value; None for empty text. Keyword values are their names, or with
+    `keywords` the Keywords themselves (keys are always their names)."""
     if isinstance(text, bytes):
         try:
             text = text.decode()
@@ -154,7 +163,19 @@ def loads(text: str | bytes) -> Any:
     # Before converting (recursively), and every answer is printed recursively too.
     if why := _too_deep(value):
         raise EdnError(why)
-    return _from_edn(value)
+    return _from_edn(value, keywords)
+
+
+def plain(value: Any) -> Any:
+    """Data read with `keywords=True` as `loads` reads it without: keyword values
+    as their names."""
+    if isinstance(value, Keyword):
+        return value.name
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
 
 
 def _number(value: float | Decimal | Fraction) -> int | float:
@@ -254,3 +275,93 @@ def plain_json(value: Any) -> Any:
     if why := unstorable(value):
         raise EdnError(why)
     return _json_value(value)
+
+
+# --- Typed values kept beside their JSON form ----------------------------------------
+
+# A keyword's name as edn_format's reader takes it (its KEYWORD token, colon left out).
+_NAME_CHARS = r"[\w.*+!\-?$%&=:#<>@]+"
+_KEYWORD_NAME = re.compile(rf"{_NAME_CHARS}(?:/{_NAME_CHARS})?")
+_TAGS = {Keyword: "keyword", datetime: "inst", uuid.UUID: "uuid"}
+
+
+def tags(value: Any) -> list[list[Any]]:
+    """Where read data holds a keyword, an #inst or a #uuid value, which plain_json
+    stores as a string: `[path, tag]` each, the path being the keys and list
+    positions down to it, the tag "keyword", "inst" or "uuid"."""
+    found: list[list[Any]] = []
+    stack: list[tuple[list[Any], Any]] = [([], value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(([*path, str(key)], child) for key, child in item.items())
+        elif isinstance(item, list | tuple):
+            stack.extend(([*path, index], child) for index, child in enumerate(item))
+        else:
+            tag = next((t for kind, t in _TAGS.items() if isinstance(item, kind)), None)
+            if tag is not None:
+                found.append([path, tag])
+    found.reverse()  # in the data's order
+    return found
+
+
+def _typed(text: str, tag: str) -> Any:
+    """The value a stored string stands for, or None when it is no such value."""
+    if tag == "keyword":
+        return Keyword(text) if _KEYWORD_NAME.fullmatch(text) else None
+    if tag == "inst":
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return moment if moment.tzinfo else None
+    if tag == "uuid":
+        try:
+            uid = uuid.UUID(text)
+        except ValueError:
+            return None
+        return uid if str(uid) == text else None
+    return None
+
+
+def retag(stored: Any, found: Any) -> Any:
+    """A copy of stored data (plain_json's) with the values `tags` found typed
+    again. An entry whose place holds no such string any more (the data was edited
+    since), or that is no entry at all, is passed over."""
+    if not isinstance(found, list) or not found:
+        return stored
+    result = copy.deepcopy(stored)
+    for entry in found:
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 2
+            and isinstance(entry[0], list)
+            and entry[0]
+            and isinstance(entry[1], str)
+        ):
+            continue
+        path, tag = entry
+        holder = result
+        for step in path[:-1]:
+            holder = _child(holder, step)
+        last = path[-1]
+        if _child(holder, last) is None:
+            continue
+        value = _typed(holder[last], tag) if isinstance(holder[last], str) else None
+        if value is not None:
+            holder[last] = value
+    return result
+
+
+def _child(holder: Any, step: Any) -> Any:
+    """holder[step] for a key of a map or a position in a list; else None."""
+    if isinstance(holder, dict) and isinstance(step, str):
+        return holder.get(step)
+    if (
+        isinstance(holder, list)
+        and isinstance(step, int)
+        and not isinstance(step, bool)
+        and 0 <= step < len(holder)
+    ):
+        return holder[step]
+    return None

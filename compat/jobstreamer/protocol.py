@@ -77,9 +77,9 @@ def _no_content() -> HttpResponse:
     return response
 
 
-def read_body(request: HttpRequest) -> Any:
+def read_body(request: HttpRequest, *, keywords: bool = False) -> Any:
     """The EDN or JSON body; None for none, or for another media type (ignored, as
-    JobStreamer does)."""
+    JobStreamer does). With `keywords`, EDN keyword values stay Keywords."""
     media = (request.content_type or "").lower()
     if media not in (EDN, JSON):
         return None
@@ -88,7 +88,11 @@ def read_body(request: HttpRequest) -> Any:
     if not request.body.strip():
         return None
     try:
-        body = edn.loads(request.body) if media == EDN else json.loads(request.body)
+        body = (
+            edn.loads(request.body, keywords=keywords)
+            if media == EDN
+            else json.loads(request.body)
+        )
     except edn.EdnError as exc:
         raise Problem(400, f"IOException: cannot read the EDN body: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -100,8 +104,8 @@ def read_body(request: HttpRequest) -> Any:
     return body
 
 
-def _body_map(request: HttpRequest) -> dict[str, Any]:
-    body = read_body(request)
+def _body_map(request: HttpRequest, *, keywords: bool = False) -> dict[str, Any]:
+    body = read_body(request, keywords=keywords)
     if body is None:
         return {}
     if not isinstance(body, dict):

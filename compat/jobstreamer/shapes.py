@@ -35,6 +35,10 @@ FAILURES = (
     Execution.Status.LOST,
     Execution.Status.KILLED,
 )
+# Where the parameters of a run hold keyword, #inst and #uuid values (edn.tags): kept
+# in Execution.parameters beside them (a run has no other place), so that
+# :job-execution/job-parameters shows them back as sent. A name no body may use.
+PARAMETER_TAGS = "jobstreamer/edn-types"
 
 
 def _app(name: str, user: Any) -> App:
@@ -70,6 +74,26 @@ def _without_none(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if value is not None}
 
 
+def run_parameters(execution: Execution) -> Any:
+    """A run's parameters as the client sent them: keywords, #inst and #uuid values
+    typed again."""
+    stored = execution.parameters or {}
+    if not isinstance(stored, dict) or PARAMETER_TAGS not in stored:
+        return stored
+    rest = {key: value for key, value in stored.items() if key != PARAMETER_TAGS}
+    return edn.retag(rest, stored[PARAMETER_TAGS])
+
+
+def job_definition(job: Job) -> dict[str, Any]:
+    """A job's stored JobStreamer definition as the client sent it: keywords, #inst
+    and #uuid values typed again ({} for a job made otherwise)."""
+    kept = job.legacy.get("jobstreamer", {})
+    stored = kept.get("definition", {}) if isinstance(kept, dict) else {}
+    if not isinstance(stored, dict):
+        return {}
+    return dict(edn.retag(stored, kept.get("types")))
+
+
 def execution_map(execution: Execution) -> dict[str, Any]:
     """Needs `agent` selected (or costs a query)."""
     agent = execution.agent
@@ -95,7 +119,7 @@ def execution_map(execution: Execution) -> dict[str, Any]:
                 "db/ident": Keyword(f"batch-status/{status}")
             },
             "job-execution/exit-status": execution.reason or None,
-            "job-execution/job-parameters": edn.dumps(execution.parameters or {}),
+            "job-execution/job-parameters": edn.dumps(run_parameters(execution)),
         }
     )
 
@@ -133,13 +157,12 @@ def job_map(job: Job) -> dict[str, Any]:
     average = Fraction(round(job.duration_total * 1000), runs) if runs else 0
     upcoming = job.schedules.filter(enabled=True).aggregate(next=Min("next_run_at"))
     latest = job.executions.select_related("agent").order_by("-pk").first()
-    definition = job.legacy.get("jobstreamer", {}).get("definition", {})
     extra = (
         {"job/command": job.spec.get("command")} if job.kind == Job.Kind.SHELL else {}
     )
     return _without_none(
         {
-            **(definition if isinstance(definition, dict) else {}),
+            **job_definition(job),
             **extra,
             "db/id": job.pk,
             "job/id": job.name,

@@ -22,6 +22,7 @@ from compat.jobstreamer.protocol import (
     answer,
 )
 from compat.jobstreamer.shapes import (
+    PARAMETER_TAGS,
     _agents_answer,
     _app,
     _job,
@@ -139,11 +140,14 @@ def _save_job(
     owner: App, name: str, definition: dict[str, Any], user: Any
 ) -> tuple[Job, bool]:
     stored = edn.plain_json(definition)
-    command = shell_command(definition)
+    command = shell_command(stored)
     kind, spec = (
         (Job.Kind.SHELL, {"command": command}) if command else (Job.Kind.BATCH, stored)
     )
-    legacy = {"jobstreamer": {"definition": stored}}
+    kept: dict[str, Any] = {"definition": stored}
+    if found := edn.tags(definition):
+        kept["types"] = found  # shown back typed (shapes.job_definition)
+    legacy = {"jobstreamer": kept}
     existing = owner.jobs.filter(name=name).first()
     shell = kind == Job.Kind.SHELL or (existing and existing.kind == Job.Kind.SHELL)
     if shell and not may_manage_shell(user):
@@ -186,8 +190,8 @@ def _job_name(data: dict[str, Any], fallback: str | None = None) -> str:
 
 def _jobs_create(request: HttpRequest, user: Any, app: str) -> HttpResponse:
     owner = _app(app, user)
-    data = _body_map(request)
-    job, _ = _save_job(owner, _job_name(data), data, user)
+    data = _body_map(request, keywords=True)
+    job, _ = _save_job(owner, _job_name(edn.plain(data)), data, user)
     return answer(request, job_map(job), 201)
 
 
@@ -197,8 +201,8 @@ def _job_get(request: HttpRequest, user: Any, app: str, name: str) -> HttpRespon
 
 def _job_put(request: HttpRequest, user: Any, app: str, name: str) -> HttpResponse:
     job = _job(app, name, user)
-    data = _body_map(request)
-    given = _first(data, "job/name", "job/id", "id", "name")
+    data = _body_map(request, keywords=True)
+    given = _first(edn.plain(data), "job/name", "job/id", "id", "name")
     if given is not None and given != name:
         raise Problem(400, "Renaming a job is not supported; job/name must match.")
     job, _ = _save_job(job.app, name, data, user)
@@ -275,7 +279,12 @@ def _executions_create(
     request: HttpRequest, user: Any, app: str, name: str
 ) -> HttpResponse:
     job = _job(app, name, user)
-    parameters = edn.plain_json(_body_map(request))
+    body = _body_map(request, keywords=True)
+    if PARAMETER_TAGS in body:
+        raise Problem(400, f"{PARAMETER_TAGS} is reserved; use another name.")
+    parameters = edn.plain_json(body)
+    if found := edn.tags(body):
+        parameters[PARAMETER_TAGS] = found  # shown back typed (shapes.run_parameters)
     if job.kind == Job.Kind.BATCH:
         raise Problem(400, NOT_RUNNABLE)
     latest = job.executions.order_by("-pk").first()

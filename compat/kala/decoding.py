@@ -3,6 +3,7 @@ struct, with Go's type checks."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from typing import Any
@@ -20,6 +21,45 @@ _GO_TIME = re.compile(
     re.ASCII,
 )
 UINT64_MAX = 2**64 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A \u escape of a surrogate half: only such an escape puts one in decoded text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class _MinusZero(int):
+    """A JSON `-0`: zero to Go's ParseInt, but no uint (ParseUint refuses a sign)."""
+
+
+def _go_int(literal: str) -> int:
+    return _MinusZero(0) if literal == "-0" else int(literal)
+
+
+def _go_replace(error: UnicodeError) -> tuple[str, int]:
+    """Go's decoder reads bytes that are no UTF-8 one at a time (utf8.DecodeRune
+    gives RuneError, size 1): each becomes a U+FFFD. Python reports a run of them
+    (a truncated sequence) as one error, so the run gets one U+FFFD per byte."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return "\ufffd" * (error.end - error.start), error.end
+
+
+codecs.register_error("kala-go-replace", _go_replace)
+
+
+def _go_text(text: str) -> str:
+    """A decoded JSON string as Go's unquote leaves it: a \\u escape of a lone
+    surrogate half is U+FFFD (json.loads keeps the half, no database stores it)."""
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
+
+
+def _go_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _go_text(value)
+    if isinstance(value, dict):
+        return {_go_text(key): _go_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_go_strings(item) for item in value]
+    return value
 
 
 # Go types of the fields Kala's Job struct decodes (and of its nested structs), as
@@ -84,7 +124,7 @@ def _go_type_ok(value: Any, kind: str) -> bool:
         return False
     number: int = value
     if kind == "uint":
-        return 0 <= number <= UINT64_MAX
+        return 0 <= number <= UINT64_MAX and not isinstance(number, _MinusZero)
     return INT64_MIN <= number <= INT64_MAX
 
 
@@ -102,13 +142,18 @@ def _check_struct(data: dict[str, Any], types: dict[str, str], where: str) -> No
 def decode(body: bytes) -> dict[str, Any]:
     """Go's json.Unmarshal into Kala's Job: keys case-insensitive, unknown keys
     ignored, wrong JSON types refused (nested ones too), null leaves the zero
-    value. UTF-8 only: a byte order mark is an invalid character, as in Go."""
+    value. Text as Go reads it: each byte that is no UTF-8 is a U+FFFD (in a
+    string; elsewhere it is an invalid character), as is an escaped lone surrogate;
+    a byte order mark is an invalid character."""
     if len(body) > MAX_BODY:
         raise KalaError("http: request body too large")
     try:
         # From a str, json refuses a leading BOM (from bytes it would skip it).
-        data = json.loads((body or b"null").decode())
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        text = (body or b"null").decode("utf-8", "kala-go-replace")
+        data = json.loads(text, parse_int=_go_int)
+        if _SURROGATE_ESCAPE.search(text):
+            data = _go_strings(data)
+    except (ValueError, RecursionError) as exc:
         raise KalaError(f"invalid JSON: {exc}") from None
     if found := unstorable_path(data):
         raise KalaError(f"invalid JSON: {found[1]}")

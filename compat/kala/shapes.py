@@ -22,6 +22,10 @@ _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # program to exec). A shell job needs a command, so such a job gets this one, which
 # fails as an exec of nothing does; the Kala API still shows the command as sent.
 BLANK_COMMAND = "exit 127"
+# Kala's retries are a Go uint; Karmchari records each retry as a run whose attempt
+# number (Execution.attempt, at most 32767) is one more than the retries before it.
+# More retries than that are kept as sent and shown back, and 32766 are made.
+RETRIES_LIMIT = 32766
 _RAN = [
     s for s in Execution.FINAL_STATUSES if s != Execution.Status.SKIPPED
 ]  # skipped slots are not runs: no null stats
@@ -47,6 +51,15 @@ def _schedule_text(job: Job, schedule: Schedule | None) -> str:
     if kept.get("expression") == schedule.expression:
         return str(kept.get("schedule", schedule.expression))
     return schedule.expression
+
+
+def _retries(job: Job) -> int:
+    """Kala's retries as sent, while the job still has the most Karmchari makes
+    (once max_retries is edited natively, what it says)."""
+    kept = job.legacy.get("kala", {}).get("retries")
+    if job.max_retries == RETRIES_LIMIT and isinstance(kept, str) and kept.isdigit():
+        return int(kept)
+    return job.max_retries
 
 
 def _command_text(job: Job) -> str:
@@ -132,7 +145,7 @@ def job_json(job: Job, history: list[Execution]) -> dict[str, Any]:
         "dependent_jobs": [str(c.uid) for c in children] or None,
         "parent_jobs": [str(p.uid) for p in parents] or None,
         "schedule": _schedule_text(job, schedule),
-        "retries": job.max_retries,
+        "retries": _retries(job),
         "epsilon": _epsilon_text(job, schedule),
         # Flat, as the seed README shows them; nested below, as Kala sends them.
         **metadata,

@@ -179,3 +179,57 @@ KEYS = st.from_regex(r"[a-z]{1,8}", fullmatch=True)
 )
 def test_what_it_writes_it_reads_back(value: object) -> None:
     assert edn.loads(edn.dumps(value)) == value
+
+
+def test_it_keeps_keyword_values_when_asked_and_makes_them_plain_again() -> None:
+    text = "{:k :batch-status/queued :v [:a {:b :c}] :s #{:x}}"
+    typed = edn.loads(text, keywords=True)
+    assert typed["k"] == Keyword("batch-status/queued")
+    assert typed["v"] == [Keyword("a"), {"b": Keyword("c")}]
+    assert edn.plain(typed) == edn.loads(text)
+
+
+def test_it_types_stored_keywords_instants_and_uuids_again() -> None:
+    typed = edn.loads(
+        f'{{:k :a/b :t #inst "2015-04-13T09:00:00.5Z" :u #uuid "{UID}" '
+        ':l [1 :x {:y #inst "2016"}] :s ":k" :n 2}',
+        keywords=True,
+    )
+    found = edn.tags(typed)
+    assert found == [
+        [["k"], "keyword"],
+        [["t"], "inst"],
+        [["u"], "uuid"],
+        [["l", 1], "keyword"],
+        [["l", 2, "y"], "inst"],
+    ]
+    stored = json.loads(json.dumps(edn.plain_json(typed)))
+    retyped = edn.retag(stored, json.loads(json.dumps(found)))
+    assert retyped == {
+        "k": Keyword("a/b"),
+        "t": datetime(2015, 4, 13, 9, 0, 0, 500000, tzinfo=UTC),
+        "u": UID,
+        "l": [1, Keyword("x"), {"y": datetime(2016, 1, 1, tzinfo=UTC)}],
+        "s": ":k",
+        "n": 2,
+    }
+    assert stored["k"] == "a/b"  # a copy: the stored data stay plain
+    assert edn.dumps(retyped) == edn.dumps(typed)
+
+
+def test_it_passes_over_tags_whose_place_changed() -> None:
+    stored = {"k": "two words", "t": "yesterday", "u": "X", "l": [], "m": {"a": 1}}
+    found = [
+        [["k"], "keyword"],
+        [["t"], "inst"],
+        [["u"], "uuid"],
+        [["l", 0], "keyword"],
+        [["m", "a"], "keyword"],
+        [["m", "a", "b"], "keyword"],
+        [["gone"], "keyword"],
+        [[], "keyword"],
+        "junk",
+        [["k"], "symbol"],
+    ]
+    assert edn.retag(stored, found) == stored
+    assert edn.retag(stored, "junk") is stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -558,3 +559,89 @@ def test_it_refuses_a_job_name_longer_than_the_database_holds(
     assert response.status_code == 400
     assert b"longer than 200 characters" in response.content
     assert not Job.objects.filter(name=name).exists()
+
+
+TYPED_JOB = (
+    '{:job/name "typed" :job/command "true" :level :log/debug '
+    ':since #inst "2016-07-01T10:20:30.123Z" :owner #uuid "{uid}" '
+    ':steps [{:id :s1 :on [:completed #inst "2016"]}] :label ":not-a-keyword"}'
+)
+
+
+def test_it_shows_keyword_inst_and_uuid_values_back_as_sent(
+    curl: Client, app: str
+) -> None:
+    uid = uuid.uuid4()
+    body = TYPED_JOB.replace("{uid}", str(uid))
+    created = send(curl, "post", f"/{app}/jobs", body)
+    assert created.status_code == 201, created.content
+    for response in (created, curl.get(f"/{app}/job/typed")):
+        raw = response.content.decode()
+        shown = edn.loads(raw, keywords=True)
+        assert shown["level"] == edn.Keyword("log/debug")
+        assert shown["since"] == datetime(2016, 7, 1, 10, 20, 30, 123000, tzinfo=UTC)
+        assert shown["owner"] == uid and f'#uuid "{uid}"' in raw
+        step = shown["steps"][0]
+        assert step["id"] == edn.Keyword("s1")
+        assert step["on"] == [
+            edn.Keyword("completed"),
+            datetime(2016, 1, 1, tzinfo=UTC),
+        ]
+        # A string that looks like a keyword stays a string.
+        assert shown["label"] == ":not-a-keyword"
+    # The job is still the shell job its command makes; /api/ sees plain JSON.
+    job = Job.objects.get(name="typed")
+    assert (job.kind, job.spec) == (Job.Kind.SHELL, {"command": "true"})
+    assert job.legacy["jobstreamer"]["definition"]["level"] == "log/debug"
+    # JSON answers are unchanged: names, ISO instants and uuids as strings.
+    answer = json.loads(
+        curl.get(f"/{app}/job/typed", HTTP_ACCEPT="application/json").content
+    )
+    assert answer["level"] == "log/debug"
+    assert answer["since"] == "2016-07-01T10:20:30.123Z"
+    assert answer["owner"] == str(uid)
+    assert answer["steps"] == [
+        {"id": "s1", "on": ["completed", "2016-01-01T00:00:00.000Z"]}
+    ]
+    # An update keeps the types it sends, and only those.
+    put = send(curl, "put", f"/{app}/job/typed", '{:job/command "true" :level "x"}')
+    assert put.status_code == 200, put.content
+    shown = edn.loads(curl.get(f"/{app}/job/typed").content, keywords=True)
+    assert shown["level"] == "x" and "since" not in shown
+
+
+def test_it_shows_run_parameters_back_as_sent(curl: Client, app: str) -> None:
+    send(curl, "post", f"/{app}/jobs", '{:job/name "run" :job/command "true"}')
+    uid = uuid.uuid4()
+    body = f'{{:mode :full :at #inst "2016-07-01T00:00:00Z" :id #uuid "{uid}" :n "x"}}'
+    response = send(curl, "post", f"/{app}/job/run/executions", body)
+    assert response.status_code == 201, response.content
+    execution = Execution.objects.get()
+    for shown in (
+        read(response),
+        read(curl.get(f"/{app}/job/run/execution/{execution.pk}")),
+    ):
+        text = shown["job-execution/job-parameters"]
+        assert edn.loads(text, keywords=True) == {
+            "mode": edn.Keyword("full"),
+            "at": datetime(2016, 7, 1, tzinfo=UTC),
+            "id": uid,
+            "n": "x",
+        }
+    assert execution.parameters["mode"] == "full"
+    # The same string in JSON: an EDN text, as the original's pr-str.
+    answer = json.loads(
+        curl.get(
+            f"/{app}/job/run/execution/{execution.pk}", HTTP_ACCEPT="application/json"
+        ).content
+    )
+    assert ":mode :full" in answer["job-execution/job-parameters"]
+    # The name the types are kept under is no parameter a client may send.
+    execution.status = Execution.Status.SUCCEEDED
+    execution.save(update_fields=["status"])
+    reserved = json.dumps({"jobstreamer/edn-types": []})
+    response = curl.post(
+        f"/{app}/job/run/executions", reserved, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert Execution.objects.count() == 1

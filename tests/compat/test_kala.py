@@ -310,6 +310,11 @@ def test_it_keeps_free_text_and_duplicate_names(curl: Client) -> None:
         {"name": "x", "command": "true", "metadata": {"Error_Count": -1}},
         {"name": "x", "command": "true", "metadata": {"last_success": "yesterday"}},
         {"name": "x", "command": "true", "retries": 2**64},
+        # Go's ParseUint: no sign, no fraction or exponent.
+        '{"name": "x", "command": "true", "retries": -0}',
+        '{"name": "x", "command": "true", "retries": 4e4}',
+        '{"name": "x", "command": "true", "retries": 40000.0}',
+        '{"name": "x", "command": "true", "metadata": {"error_count": -0}}',
         # A UTF-8 byte order mark is an invalid character to Go's decoder.
         b"\xef\xbb\xbf" + json.dumps({"name": "x", "command": "true"}).encode(),
     ],
@@ -598,3 +603,45 @@ def test_it_recomputes_the_next_run_from_a_manual_start(curl: Client) -> None:
         services.schedules_fire_due(now=slot)
     fired = Execution.objects.filter(trigger=Execution.Trigger.SCHEDULE)
     assert fired.count() == 4
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "application/json"]
+)
+def test_it_reads_bytes_that_are_no_utf8_as_go_does(
+    curl: Client, content_type: str
+) -> None:
+    """Go's decoder makes each byte that is no UTF-8 a U+FFFD (a truncated sequence
+    one per byte), as it does with an escaped lone surrogate half."""
+    body = b'{"name": "caf\xe9 \xe2\x82!", "command": "echo \\ud800 \xff"}'
+    response = curl.post("/api/v1/job/", body, content_type=content_type)
+    assert response.status_code == 201, response.content
+    job = go(curl.get(f"/api/v1/job/{json.loads(response.content)['id']}/"))["job"]
+    assert job["name"] == "caf\ufffd \ufffd\ufffd!"
+    assert job["command"] == "echo \ufffd \ufffd"
+    lone = create(curl, name="lone \ud800", command="true")
+    assert go(curl.get(f"/api/v1/job/{lone}/"))["job"]["name"] == "lone \ufffd"
+    # Outside a string such a byte is an invalid character, to Go too.
+    response = curl.post(
+        "/api/v1/job/", b'{"name": "x"}\xff', content_type=content_type
+    )
+    assert response.status_code == 400
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.parametrize("retries", [32766, 32767, 40000, 2**31, 2**64 - 1])
+def test_it_takes_any_go_uint_of_retries_and_shows_it_back(
+    curl: Client, retries: int
+) -> None:
+    """Kala's retries are a Go uint: any is accepted and shown back; Karmchari
+    makes at most 32766 (a run's attempt number must fit its field)."""
+    job_id = create(curl, schedule=SCHEDULE, retries=retries)
+    job = Job.objects.get(uid=job_id)
+    assert job.max_retries == min(retries, 32766)
+    raw = curl.get(f"/api/v1/job/{job_id}/").content
+    assert f'"retries":{retries},'.encode() in raw
+    listed = go(curl.get("/api/v1/job/"))["jobs"][job_id]
+    assert listed["retries"] == retries
+    # Edited natively, the job shows what it has.
+    services.job_update(job=job, max_retries=5)
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["retries"] == 5
