@@ -8,12 +8,20 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator, validate_email
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    RegexValidator,
+    validate_email,
+)
 from django.db import models
 from django.db.models import Q
 
 from agents.models import Agent
 from jobs.runners import ENV_NAME
+
+# Execution.attempt is a small integer: the highest attempt number a run can have.
+MAX_ATTEMPT = 32767
 
 # App names become URL segments in the JobStreamer compat API (/{app}/jobs), so names
 # of top-level routes are refused.
@@ -139,7 +147,10 @@ class Job(models.Model):
     timeout = models.PositiveIntegerField(
         null=True, blank=True, help_text="Seconds before the run is stopped."
     )
-    max_retries = models.PositiveSmallIntegerField(default=0)
+    # The last attempt's number (1 + max_retries) must fit Execution.attempt.
+    max_retries = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(MAX_ATTEMPT - 1)]
+    )
     retry_backoff = models.PositiveIntegerField(
         default=10, help_text="Seconds before the first retry; doubles each attempt."
     )

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from jobs import control, logs
-from jobs.models import Execution, ExecutionEvent, Job
+from jobs.models import MAX_ATTEMPT, Execution, ExecutionEvent, Job
 from jobs.runners import PAUSABLE_KINDS, Outcome
 from jobs.secrets import SecretError, job_secrets_reveal, mask_text
 from jobs.services.base import Conflict, ServiceError, actor_name, event_actor
@@ -265,6 +265,11 @@ def execution_retry(*, execution: Execution, user: Any) -> Execution:
         raise Conflict(
             f"Execution #{execution.pk} is still {execution.status}; "
             "kill it or wait for it to finish before retrying."
+        )
+    if execution.attempt >= MAX_ATTEMPT:
+        raise Conflict(
+            f"Execution #{execution.pk} is attempt {execution.attempt}, the highest "
+            "a run can have; run its job instead."
         )
     disabled = Conflict(f"Job {execution.job.name!r} is disabled; enable it first.")
     if not execution.job.enabled:

@@ -12,7 +12,13 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import Execution, ExecutionEvent, ExecutionLogChunk, Job
+from jobs.models import (
+    MAX_ATTEMPT,
+    Execution,
+    ExecutionEvent,
+    ExecutionLogChunk,
+    Job,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -37,6 +43,35 @@ def test_it_retries_by_hand(
     again = api.post(f"/api/executions/{failed.pk}/retry/")
     assert again.status_code == 409
     assert "already being retried as" in again.json()["detail"]
+
+
+def test_it_refuses_a_retry_past_the_highest_attempt_number(
+    api: Any, make_job: Callable[..., Job], sent: mock.MagicMock
+) -> None:
+    last = Execution.objects.create(
+        job=make_job(), status=Execution.Status.FAILED, attempt=MAX_ATTEMPT
+    )
+    response = api.post(f"/api/executions/{last.pk}/retry/")
+    assert response.status_code == 409
+    assert "the highest a run can have" in response.json()["detail"]
+    assert not sent.called and Execution.objects.count() == 1
+
+
+def test_it_refuses_more_retries_than_a_run_can_number(
+    api: Any, make_job: Callable[..., Job]
+) -> None:
+    job = make_job()
+    response = api.patch(
+        f"/api/jobs/{job.pk}/", {"max_retries": MAX_ATTEMPT}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["max_retries"] == [
+        f"Ensure this value is less than or equal to {MAX_ATTEMPT - 1}."
+    ]
+    response = api.patch(
+        f"/api/jobs/{job.pk}/", {"max_retries": MAX_ATTEMPT - 1}, format="json"
+    )
+    assert response.status_code == 200
 
 
 def test_it_runs_an_external_job_as_soon_as_it_is_triggered_and_lets_it_report(
