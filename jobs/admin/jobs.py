@@ -20,7 +20,14 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from jobs import access, charts, services, stats
-from jobs.admin.base import AppListFilter, AppScopedAdmin, _change_link, _seconds, _when
+from jobs.admin.base import (
+    AppListFilter,
+    AppScopedAdmin,
+    LockingInlineFormSet,
+    _change_link,
+    _seconds,
+    _when,
+)
 from jobs.admin.schedules import ScheduleInline, _save_schedule_form, schedule_meaning
 from jobs.models import Execution, Job, JobSecret, Schedule
 from jobs.permissions import SHELL_DENIED, can_manage_shell_jobs, may_change_jobs
@@ -149,6 +156,7 @@ class JobSecretInline(admin.TabularInline[JobSecret, Job]):
 
     model = JobSecret
     form = JobSecretForm
+    formset = LockingInlineFormSet
     extra = 0
     fields = ["name", "new_value", "updated"]
     readonly_fields = ["updated"]
@@ -579,10 +587,8 @@ class JobAdmin(AppScopedAdmin[Job]):
             if name != "parents" and name in {f.name for f in Job._meta.concrete_fields}
         }
         if fields:
-            stored = Job.objects.filter(pk=obj.pk).first()
-            if stored is None:
-                raise services.Gone(f"Job {obj.name!r} was deleted meanwhile.")
-            services.job_update(job=stored, **fields)
+            # Its row is locked since save_form (LockingAdmin): it is there.
+            services.job_update(job=Job.objects.get(pk=obj.pk), **fields)
 
     # Deletes go through the service (Kala's rule: children left with no other
     # parent go too, and running executions are stopped); the confirmation page
@@ -707,7 +713,11 @@ class JobAdmin(AppScopedAdmin[Job]):
                     request, f"{job}: {SHELL_DENIED} Left as it was.", messages.WARNING
                 )
                 continue
-            services.job_update(job=job, enabled=enabled)
+            try:
+                services.job_update(job=job, enabled=enabled)
+            except services.Gone as exc:  # deleted since the list was read
+                self.message_user(request, f"{exc} Left out.", messages.WARNING)
+                continue
             done += 1
         verb = "Enabled" if enabled else "Disabled"
         self.message_user(request, f"{verb} {done} job(s).")

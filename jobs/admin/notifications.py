@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
 from jobs import access
-from jobs.admin.base import AppScopedAdmin
+from jobs.admin.base import AppScopedAdmin, LockingAdmin
 from jobs.models import NotificationChannel, NotificationDelivery, NotificationRule
 from karmchari_site.admin_ui import CappedPaginator
 
@@ -28,7 +28,7 @@ class NotificationRuleForm(forms.ModelForm[NotificationRule]):
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin[NotificationChannel]):
+class NotificationChannelAdmin(LockingAdmin[NotificationChannel]):
     list_display = ["name", "kind", "target", "enabled", "created"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "target"]

@@ -7,7 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
@@ -17,7 +17,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
 from jobs import schedules, services
-from jobs.admin.base import AppScopedAdmin
+from jobs.admin.base import AppScopedAdmin, LockingInlineFormSet
 from jobs.models import Job, Schedule
 
 UPCOMING_ON_PAGE = 5
@@ -112,6 +112,7 @@ def schedule_upcoming(obj: Schedule, n: int = UPCOMING_ON_PAGE) -> SafeString | 
 class ScheduleInline(admin.TabularInline[Schedule, Job]):
     model = Schedule
     form = ScheduleForm
+    formset = LockingInlineFormSet
     extra = 0
     fields = ["kind", "expression", "timezone", "enabled", "meaning", "upcoming"]
     readonly_fields = ["meaning", "upcoming"]
@@ -211,12 +212,22 @@ class ScheduleAdmin(AppScopedAdmin[Schedule]):
 
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        for schedule in queryset.select_related("job__app"):
-            services.schedule_update(schedule=schedule, enabled=True)
-        self.message_user(request, f"Enabled {len(queryset)} schedule(s).")
+        self._set_enabled(request, queryset, True)
 
     @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._set_enabled(request, queryset, False)
+
+    def _set_enabled(
+        self, request: HttpRequest, queryset: QuerySet[Schedule], enabled: bool
+    ) -> None:
+        done = 0
         for schedule in queryset.select_related("job__app"):
-            services.schedule_update(schedule=schedule, enabled=False)
-        self.message_user(request, f"Disabled {len(queryset)} schedule(s).")
+            try:
+                services.schedule_update(schedule=schedule, enabled=enabled)
+            except services.Gone as exc:  # deleted since the list was read
+                self.message_user(request, f"{exc} Left out.", messages.WARNING)
+                continue
+            done += 1
+        verb = "Enabled" if enabled else "Disabled"
+        self.message_user(request, f"{verb} {done} schedule(s).")

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from jobs import access, tokens
+from jobs.admin.base import LockingAdmin
 from jobs.models import ApiToken
 
 
@@ -30,7 +31,7 @@ def may_make_token_for(creator: Any, user: Any) -> bool:
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
+class ApiTokenAdmin(LockingAdmin[ApiToken]):
     """Tokens are made here with a name; the key is shown once, in a message."""
 
     list_display = ["name", "user", "prefix", "created", "last_used_at", "revoked_at"]

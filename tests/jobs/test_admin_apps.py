@@ -115,7 +115,8 @@ def test_it_does_not_500_on_an_app_deleted_while_its_page_was_saved(
 
     assert response.redirect_chain[-1][0] == "/admin/jobs/app/"
     assert [str(m) for m in response.context["messages"]] == [
-        "App 'renamed' was deleted meanwhile. Your changes were not saved."
+        "App 'renamed' was deleted by someone else while you were editing it. Your "
+        "changes were not saved."
     ]
     # The page's transaction was rolled back, the simulated delete with it.
     assert App.objects.get().name == "doomed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -13,8 +14,8 @@ from django.test import Client
 
 from jobs import services
 from jobs.admin import JobForm
-from jobs.admin.jobs import JobAdmin
-from jobs.models import App, Execution, Job, Schedule
+from jobs.admin.jobs import JobAdmin, JobSecretForm
+from jobs.models import App, Execution, Job, JobSecret, Schedule
 from jobs.runners import SECRET_MASK
 from jobs.secrets import job_secrets_reveal
 from tests.jobs.conftest import NumQueries
@@ -206,6 +207,9 @@ def _job_page_data(page: object, **extra: object) -> dict[str, object]:
     data["spec"] = json.dumps(form.initial["spec"])
     data["tags"] = json.dumps(form.initial["tags"])
     data["legacy"] = "{}"
+    for name, field in form.fields.items():
+        if field.show_hidden_initial:  # as the browser posts them back
+            data[f"initial-{name}"] = form[name].value()
     data["enabled"] = "on"
     for formset in page.context["inline_admin_formsets"]:  # type: ignore[attr-defined]
         management = formset.formset.management_form
@@ -586,8 +590,153 @@ def test_it_does_not_bring_back_a_job_deleted_while_its_page_was_saved(
 
     assert response.redirect_chain[-1][0] == "/admin/jobs/job/"
     assert [str(m) for m in response.context["messages"]] == [
-        "Job 'doomed' was deleted meanwhile. Your changes were not saved."
+        "Job 'doomed' was deleted by someone else while you were editing it. Your "
+        "changes were not saved."
     ]
     # The page's transaction was rolled back, the simulated delete with it; the edit
     # was never applied.
     assert Job.objects.get(pk=job.pk).description == ""
+
+
+def _messages(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_it_does_not_link_parents_to_a_job_deleted_while_its_page_was_saved(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only its parents changed: no field of the job's own row to save, so nothing
+    noticed the job had gone, and its links were written for a missing job."""
+    job, parent = make_job(name="doomed"), make_job(name="parent")
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    real_save_form = JobAdmin.save_form
+
+    def deleted_meanwhile(self: JobAdmin, *args: Any, **kwargs: Any) -> Any:
+        Job.objects.filter(pk=job.pk).delete()
+        return real_save_form(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobAdmin, "save_form", deleted_meanwhile)
+    response = admin_client.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        _job_page_data(page, parents=[parent.pk]),
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/job/"
+    assert _messages(response) == [
+        "Job 'doomed' was deleted by someone else while you were editing it. Your "
+        "changes were not saved."
+    ]
+    assert not parent.children.exists()
+
+
+def test_it_does_not_bring_back_a_secret_deleted_while_the_job_page_was_saved(
+    admin_client: Client,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    job = services.job_create(
+        app=make_app(), name="sync", spec={"command": "sync.sh"},
+        secrets={"A_TOKEN": "old-value"},
+    )  # fmt: skip
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    real_clean = JobSecretForm.clean
+
+    def deleted_meanwhile(self: JobSecretForm) -> dict[str, Any]:
+        # After the page read the row (its id checked), before the save.
+        JobSecret.objects.filter(job=job).delete()
+        return real_clean(self)
+
+    monkeypatch.setattr(JobSecretForm, "clean", deleted_meanwhile)
+    response = admin_client.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        _job_page_data(page, **{"secrets-0-new_value": "new-value"}),
+        follow=True,
+    )
+
+    # Back to the job's page, read afresh: the job stands, only its secret went.
+    assert response.redirect_chain[-1][0] == f"/admin/jobs/job/{job.pk}/change/"
+    assert _messages(response) == [
+        "Job secret 'A_TOKEN' was deleted by someone else while you were editing "
+        "it. Your changes were not saved."
+    ]
+    # It was made anew with the page's value. Here the page's transaction was
+    # rolled back, the simulated delete with it.
+    assert job_secrets_reveal(job_id=job.pk) == {"A_TOKEN": "old-value"}
+
+
+def test_it_says_a_schedule_deleted_before_the_job_page_was_saved_is_gone(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    make_schedule: Callable[..., Schedule],
+) -> None:
+    """Django refused the page with "Select a valid choice" on a hidden field."""
+    job = make_job(name="nightly")
+    schedule = make_schedule("0 3 * * *", job=job)
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    Schedule.objects.filter(pk=schedule.pk).delete()
+
+    response = admin_client.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        _job_page_data(
+            page, description="edited", **{"schedules-0-expression": "0 4 * * *"}
+        ),
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == f"/admin/jobs/job/{job.pk}/change/"
+    assert _messages(response) == [
+        "Schedule '0 4 * * * (UTC)' was deleted by someone else while you were "
+        "editing it. Your changes were not saved."
+    ]
+    assert not Schedule.objects.exists()
+    assert Job.objects.get(pk=job.pk).description == ""
+
+
+def test_it_leaves_out_a_job_deleted_while_disabling_in_bulk(
+    admin_client: Client,
+    make_job: Callable[..., Job],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    doomed, kept = make_job(name="doomed"), make_job(name="kept")
+    real_update = services.job_update
+
+    def deleted_meanwhile(*, job: Job, **fields: Any) -> Job:
+        Job.objects.filter(pk=doomed.pk).delete()
+        return real_update(job=job, **fields)
+
+    monkeypatch.setattr(services, "job_update", deleted_meanwhile)
+    response = admin_client.post(
+        "/admin/jobs/job/",
+        {"action": "disable", "_selected_action": [doomed.pk, kept.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert _messages(response) == [
+        "Job 'doomed' was deleted meanwhile. Left out.",
+        "Disabled 1 job(s).",
+    ]
+    assert not Job.objects.get(pk=kept.pk).enabled
+
+
+def test_it_deletes_a_secret_row_someone_else_deleted_first_without_a_word(
+    admin_client: Client, make_app: Callable[..., App]
+) -> None:
+    job = services.job_create(
+        app=make_app(), name="sync", spec={"command": "sync.sh"},
+        secrets={"A_TOKEN": "old-value"},
+    )  # fmt: skip
+    page = admin_client.get(f"/admin/jobs/job/{job.pk}/change/")
+    JobSecret.objects.filter(job=job).delete()
+
+    response = admin_client.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        _job_page_data(page, description="edited", **{"secrets-0-DELETE": "on"}),
+    )
+
+    assert response.status_code == 302, response.context["errors"]
+    assert Job.objects.get(pk=job.pk).description == "edited"
+    assert not JobSecret.objects.exists()

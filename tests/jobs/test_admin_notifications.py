@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.test import Client
 
-from jobs.models import App
+from jobs.admin.notifications import NotificationChannelAdmin, NotificationRuleAdmin
+from jobs.models import App, NotificationChannel, NotificationRule
+from tests.jobs.test_races import race
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 
@@ -98,3 +104,108 @@ def test_it_refuses_a_channel_target_its_kind_cannot_send_to(
     assert not NotificationChannel.objects.exists()
     assert add(fixed).status_code == 302
     assert NotificationChannel.objects.get().target == fixed
+
+
+def _deleted_before_save(
+    monkeypatch: pytest.MonkeyPatch, model_admin: type[Any], rows: QuerySet[Any]
+) -> None:
+    """Someone else deletes `rows` after the page's request read them, before it
+    saves (inside the page's transaction: its rollback brings them back)."""
+    real_save_form = model_admin.save_form
+
+    def deleted_meanwhile(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rows.delete()
+        return real_save_form(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_admin, "save_form", deleted_meanwhile)
+
+
+def _messages(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_it_does_not_bring_back_a_channel_deleted_while_its_page_was_saved(
+    admin_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h"
+    )
+    _deleted_before_save(
+        monkeypatch,
+        NotificationChannelAdmin,
+        NotificationChannel.objects.filter(pk=channel.pk),
+    )
+
+    response = admin_client.post(
+        f"/admin/jobs/notificationchannel/{channel.pk}/change/",
+        {"name": "renamed", "kind": "webhook", "target": "https://x.test/h"},
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/notificationchannel/"
+    assert _messages(response) == [
+        "Notification channel 'renamed' was deleted by someone else while you were "
+        "editing it. Your changes were not saved."
+    ]
+    # Django's save() found no row to update and inserted it again, as edited. Here
+    # the page's transaction was rolled back, the simulated delete with it.
+    stored = NotificationChannel.objects.get()
+    assert (stored.name, stored.enabled) == ("hook", True)
+
+
+def test_it_does_not_bring_back_a_rule_deleted_while_its_page_was_saved(
+    admin_client: Client,
+    make_app: Callable[..., App],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h"
+    )
+    rule = NotificationRule.objects.create(
+        channel=channel, app=make_app("ops"), events=["failure"]
+    )
+    _deleted_before_save(
+        monkeypatch, NotificationRuleAdmin, NotificationRule.objects.filter(pk=rule.pk)
+    )
+
+    response = admin_client.post(
+        f"/admin/jobs/notificationrule/{rule.pk}/change/",
+        {"channel": channel.pk, "app": rule.app_id, "events": ["late"]},
+        follow=True,
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/notificationrule/"
+    assert _messages(response) == [
+        "Notification rule 'late -> hook' was deleted by someone else while you were "
+        "editing it. Your changes were not saved."
+    ]
+    assert NotificationRule.objects.get().events == ["failure"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_channel_deleted_by_a_concurrent_request_deleted(
+    admin_user: User,
+) -> None:
+    """The race itself, on PostgreSQL (SQLite's IMMEDIATE transactions keep the
+    delete out of the page's): the delete commits between the page's read of the
+    channel and its save."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL: SQLite serialises writers, no race")
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h"
+    )
+    client = Client(raise_request_exception=False)
+    client.force_login(admin_user)
+
+    answer = race(
+        "jobs.admin.base.lock_stored",
+        lambda: client.post(
+            f"/admin/jobs/notificationchannel/{channel.pk}/change/",
+            {"name": "renamed", "kind": "webhook", "target": "https://x.test/h"},
+        ),
+        meanwhile=lambda: NotificationChannel.objects.filter(pk=channel.pk).delete(),
+    )
+
+    assert answer.status_code == 302
+    assert answer["Location"] == "/admin/jobs/notificationchannel/"
+    assert not NotificationChannel.objects.exists()

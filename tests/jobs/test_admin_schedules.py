@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from jobs import services
 from jobs.admin.schedules import ScheduleAdmin
 from jobs.models import Job, Schedule
 from tests.jobs.conftest import NumQueries, staff
@@ -191,7 +192,37 @@ def test_it_does_not_500_on_a_schedule_deleted_while_its_page_was_saved(
 
     assert response.redirect_chain[-1][0] == "/admin/jobs/schedule/"
     assert [str(m) for m in response.context["messages"]] == [
-        f"Schedule #{schedule.pk} was deleted meanwhile. Your changes were not saved."
+        "Schedule '0 10 * * * (UTC)' was deleted by someone else while you were "
+        "editing it. Your changes were not saved."
     ]
     # The page's transaction was rolled back, the simulated delete with it.
     assert Schedule.objects.get().expression == "0 9 * * *"
+
+
+def test_it_leaves_out_a_schedule_deleted_while_enabling_in_bulk(
+    admin_client: Client,
+    make_schedule: Callable[..., Schedule],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It was a 500, and the others were left unsaid."""
+    doomed = make_schedule("0 9 * * *", enabled=False)
+    kept = make_schedule("0 10 * * *", enabled=False)
+    real_update = services.schedule_update
+
+    def deleted_meanwhile(*, schedule: Schedule, **fields: Any) -> Schedule:
+        Schedule.objects.filter(pk=doomed.pk).delete()
+        return real_update(schedule=schedule, **fields)
+
+    monkeypatch.setattr(services, "schedule_update", deleted_meanwhile)
+    response = admin_client.post(
+        "/admin/jobs/schedule/",
+        {"action": "enable", "_selected_action": [doomed.pk, kept.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Schedule #{doomed.pk} was deleted meanwhile. Left out.",
+        "Enabled 1 schedule(s).",
+    ]
+    assert Schedule.objects.get().enabled

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import time_machine
@@ -12,6 +13,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs import tokens
+from jobs.admin.tokens import ApiTokenAdmin
 from jobs.models import ApiToken
 
 pytestmark = pytest.mark.django_db
@@ -106,3 +108,27 @@ def test_the_admin_makes_no_token_with_rights_its_maker_lacks(
     made = client.post("/admin/jobs/apitoken/add/", {"user": viewer.pk, "name": "ci"})
     assert made.status_code == 302
     assert ApiToken.objects.filter(user=viewer).exists()
+
+
+def test_it_says_a_token_deleted_while_its_page_was_saved_is_gone(
+    admin_client: Client, admin_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of a token is editable, but its page has a Save button: it answered
+    "changed successfully" (and logged a change) for a token deleted meanwhile."""
+    token, _ = tokens.token_create(user=admin_user, name="grafana")
+    real_save_form = ApiTokenAdmin.save_form
+
+    def deleted_meanwhile(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ApiToken.objects.filter(pk=token.pk).delete()
+        return real_save_form(self, *args, **kwargs)
+
+    monkeypatch.setattr(ApiTokenAdmin, "save_form", deleted_meanwhile)
+    response = admin_client.post(
+        f"/admin/jobs/apitoken/{token.pk}/change/", {}, follow=True
+    )
+
+    assert response.redirect_chain[-1][0] == "/admin/jobs/apitoken/"
+    assert [str(m) for m in response.context["messages"]] == [
+        f"API token {str(token)!r} was deleted by someone else while you were "
+        "editing it. Your changes were not saved."
+    ]
