@@ -36,9 +36,14 @@ def token_create(*, user: Any, name: str) -> tuple[ApiToken, str]:
 
 
 def token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke a token (again is a no-op). One deleted meanwhile is left deleted: a
+    conditional UPDATE, never a save that could fail or bring its row back."""
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+        now = timezone.now()
+        ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+            revoked_at=now
+        )
+        token.revoked_at = now
     return token
 
 

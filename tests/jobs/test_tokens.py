@@ -28,6 +28,15 @@ def test_it_stores_only_a_hash_of_the_key(admin_user: User) -> None:
     assert tokens.token_authenticate(key=key) == stored
 
 
+def test_it_leaves_a_token_deleted_meanwhile_deleted_when_revoking_it(
+    admin_user: User,
+) -> None:
+    token, _ = tokens.token_create(user=admin_user, name="ci")
+    ApiToken.objects.filter(pk=token.pk).delete()  # by someone else, meanwhile
+    assert tokens.token_revoke(token=token).revoked_at is not None
+    assert not ApiToken.objects.exists()
+
+
 def test_a_revoked_token_no_longer_authenticates(
     anon: APIClient, admin_user: User
 ) -> None:
