@@ -9,7 +9,12 @@ exponential backoff, its attempts and last error kept as the delivery log. A sen
 broker refused leaves the row pending; beat's housekeeping sends it again
 (notifications_resend_stale), as the outbox sweep does for runs.
 
-Which rules apply: a job's own rules, or else its app's (NotificationRule).
+Which rules apply: a job's own rules, or else its app's (NotificationRule). A channel
+hears of an event of a run once, however many of those rules send it there.
+
+Retries: an attempt that ends failed, timed out or lost while a retry follows is not
+news yet (its end says so: jobs.services.execution_schedule_retry marks it); only the
+last attempt's failure is sent, and `recovery` follows only a failure that was.
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from jobs.models import (
     Execution,
+    ExecutionEvent,
     Job,
     NotificationChannel,
     NotificationDelivery,
@@ -123,7 +129,7 @@ def _events_of(execution: Execution, job: Job) -> list[str]:
     if execution.status != Execution.Status.SUCCEEDED:
         return [Event.FAILURE]
     events.append(Event.SUCCESS)
-    previous = (
+    earlier = (
         Execution.objects.filter(
             job_id=execution.job_id,
             status__in=[Execution.Status.SUCCEEDED, *FAILURE_STATUSES],
@@ -133,28 +139,57 @@ def _events_of(execution: Execution, job: Job) -> list[str]:
         # A pending run killed before it started (by an operator, or the `cancel`
         # overlap policy) never ran: nothing to recover from.
         .exclude(status=Execution.Status.KILLED, started_at__isnull=True)
+    )
+    # An attempt retried automatically was never reported as a failure: a success
+    # after it (its retry's, say) recovers from nothing. One retried by hand was.
+    retried = Exists(
+        Execution.objects.filter(
+            retry_of=OuterRef("pk"), trigger=Execution.Trigger.RETRY
+        )
+    ) & ~Exists(
+        ExecutionEvent.objects.filter(
+            execution=OuterRef("pk"), action=ExecutionEvent.Action.RETRY
+        )
+    )
+    previous = (
+        earlier.exclude(retried)
         .order_by("-finished_at", "-id")
         .values_list("status", "finished_at")
         .first()
     )
     # Retention may have dropped the failures since (keep_failed 0), or every earlier
     # run (a weekly job keeping a day): the job's own last error, which a success does
-    # not touch, still tells.
+    # not touch, still tells, unless it is that of an attempt retried automatically
+    # (then what came before it is not known any more: no recovery).
     last_error = job.last_error_at
     if previous is None:
         # Its last success before this run, as the job was loaded before the run
         # ended (the claim loads it; the end has since moved the stored one to this
         # run, and a job loaded after the end shows that: no recovery).
         before = execution.job.last_success_at
-        if last_error is not None and (before is None or last_error > before):
+        news = last_error is not None and (before is None or last_error > before)
+    else:
+        status, finished_at = previous
+        if status != Execution.Status.SUCCEEDED:
             events.append(Event.RECOVERY)
-        return events
-    status, finished_at = previous
-    if status != Execution.Status.SUCCEEDED or (
-        last_error is not None and finished_at is not None and last_error > finished_at
-    ):
+            return events
+        news = (
+            last_error is not None
+            and finished_at is not None
+            and last_error > finished_at
+        )
+    if news and not earlier.filter(retried, finished_at__gte=last_error).exists():
         events.append(Event.RECOVERY)
     return events
+
+
+def retry_follows(execution: Execution) -> bool:
+    """Whether the end of this attempt scheduled another (or found one already
+    there): set by jobs.services.execution_schedule_retry, in memory, before the
+    end's notifications run. No guess from max_retries: a job disabled, deleted or
+    given fewer retries meanwhile, or a kill, gets no retry, and its failure is
+    the last."""
+    return bool(getattr(execution, "retry_follows", False))
 
 
 def _is_slow(execution: Execution, job: Job, factor: float) -> bool:
@@ -204,13 +239,17 @@ def _iso(value: Any) -> str | None:
 def notifications_queue(
     *, job: Job, execution: Execution | None, events: list[str]
 ) -> list[NotificationDelivery]:
-    """Record a delivery per matching rule and event; send each after commit. `slow`
-    goes only to the rules by whose own slow_factor the run was slow."""
-    made: list[NotificationDelivery] = []
+    """Record a delivery per channel and event that any matching rule sends there
+    (two rules sending failures to one webhook make one message); send each after
+    commit. `slow` goes only to the channels of rules by whose own slow_factor the
+    run was slow. A run's event already recorded for a channel is not recorded
+    again (its end heard twice: a worker recording it again after a dropped
+    connection)."""
+    wanted: dict[tuple[int, str], NotificationChannel] = {}
     for rule in notification_rules(job=job):
-        wanted = set(rule.events)
         for event in events:
-            if event not in wanted:
+            key = (rule.channel_id, event)
+            if event not in rule.events or key in wanted:
                 continue
             if event == Event.SLOW and not (
                 execution is not None
@@ -221,18 +260,27 @@ def notifications_queue(
                 )
             ):
                 continue
-            try:
-                with transaction.atomic():
-                    delivery = NotificationDelivery.objects.create(
-                        channel=rule.channel,
-                        job=job,
-                        execution=execution,
-                        event=event,
-                        payload=_payload(event, job, execution),
-                    )
-            except IntegrityError:
-                continue  # a late alert already recorded for this run
-            made.append(delivery)
+            wanted[key] = rule.channel
+    if wanted and execution is not None:
+        recorded = NotificationDelivery.objects.filter(
+            execution=execution, event__in={event for _, event in wanted}
+        ).values_list("channel_id", "event")
+        for key in recorded:
+            wanted.pop(key, None)
+    made: list[NotificationDelivery] = []
+    for (_, event), channel in wanted.items():
+        try:
+            with transaction.atomic():
+                delivery = NotificationDelivery.objects.create(
+                    channel=channel,
+                    job=job,
+                    execution=execution,
+                    event=event,
+                    payload=_payload(event, job, execution),
+                )
+        except IntegrityError:
+            continue  # a late alert recorded for this run meanwhile
+        made.append(delivery)
     if made:
         ids = [delivery.pk for delivery in made]
         transaction.on_commit(lambda: _deliveries_send(ids))
@@ -294,6 +342,9 @@ def execution_changed(*, execution: Execution) -> None:
         # The common case, no rule anywhere near this job, costs no query at all on
         # the hot path of every run.
         if not _has_rules(execution.job):
+            return
+        if execution.is_finished and retry_follows(execution):
+            # Not news yet, slow or not: the last attempt's end will be.
             return
         jobs = Job.objects.select_related("app")
         started_late = _may_have_started_late(execution)
@@ -433,8 +484,10 @@ def _slack_escape(text: str) -> str:
 
 def _text(payload: dict[str, Any], escape: Callable[[str], str] = str) -> str:
     execution = payload.get("execution") or {}
+    attempts = execution.get("attempt") or 1
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
     what = {
-        Event.FAILURE: f"failed ({execution.get('status')}, exit code "
+        Event.FAILURE: f"failed{tries} ({execution.get('status')}, exit code "
         f"{execution.get('exit_code')})",
         Event.SUCCESS: "succeeded",
         Event.START: "started",

@@ -227,10 +227,14 @@ def execution_finish(
             )
             return execution
         logger.info("execution %s: its end was recorded; going on", execution.pk)
-    transaction.on_commit(lambda: _execution_ended(execution=execution))
-    # The retry first: it counts as active, so a buffered run waits for it rather
-    # than both going past max_concurrent (as for a lost run, jobs/recovery.py).
-    _execution_after_finish(execution=execution)
+    try:
+        # The retry first: it counts as active, so a buffered run waits for it
+        # rather than both going past max_concurrent (as for a lost run,
+        # jobs/recovery.py). Before the end's notifications, which run at once
+        # outside a transaction: they tell by it whether a retry follows.
+        _execution_after_finish(execution=execution)
+    finally:
+        transaction.on_commit(lambda: _execution_ended(execution=execution))
     if policy is None or policy in BUFFERING_POLICIES:
         execution_release_buffered(job_id=execution.job_id)
     return execution
@@ -521,6 +525,7 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
             )
             return None
         if execution.retries.filter(trigger=Execution.Trigger.RETRY).exists():
+            _retry_follows(execution)
             return None  # retried already, automatically or by hand
         delay = retry_delay(backoff=current["retry_backoff"], attempt=execution.attempt)
         retry = Execution.objects.create(
@@ -535,6 +540,7 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
             lambda: execution_send_later(execution=retry, delay=delay)
         )
         stats_forget(job_id=job.pk)  # its pending retry counts
+    _retry_follows(execution)
     logger.info(
         "execution %s %s; attempt %s in %.1fs",
         execution.pk,
@@ -543,6 +549,12 @@ def execution_schedule_retry(*, execution: Execution) -> Execution | None:
         delay,
     )
     return retry
+
+
+def _retry_follows(execution: Execution) -> None:
+    """Tell the end's notifications (notifications.retry_follows) that this attempt's
+    failure is not the last: in memory, no column and no query on the run path."""
+    execution.retry_follows = True  # type: ignore[attr-defined]
 
 
 def execution_send_later(*, execution: Execution, delay: float) -> None:

@@ -107,7 +107,10 @@ def rule(
 
 
 def run(
-    job: Job, status: str, seconds: float = 1.0, capture: Callable | None = None
+    job: Job,
+    status: str,
+    seconds: float = 1.0,
+    capture: Callable[..., Any] | None = None,
 ) -> Execution:
     execution = Execution.objects.create(
         job=job,
@@ -124,7 +127,7 @@ def run(
 
 
 def test_it_posts_a_signed_webhook_on_failure(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, secret="s3", events=["failure"])
 
@@ -154,7 +157,7 @@ def test_it_posts_a_signed_webhook_on_failure(
 
 
 def test_it_retries_a_failing_webhook_and_keeps_a_delivery_log(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
     receiver.answers = [500, 502]
@@ -173,7 +176,7 @@ def test_it_retries_a_failing_webhook_and_keeps_a_delivery_log(
 
 @override_settings(KARMCHARI_NOTIFY_MAX_ATTEMPTS=2)
 def test_it_gives_up_after_the_last_attempt_and_counts_it(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
     receiver.answers = [500, 500, 500]
@@ -189,7 +192,9 @@ def test_it_gives_up_after_the_last_attempt_and_counts_it(
 
 
 def test_it_emails_through_djangos_mail_settings(
-    job: Job, mailoutbox: list[mail.EmailMessage], django_capture_on_commit_callbacks
+    job: Job,
+    mailoutbox: list[mail.EmailMessage],
+    django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     rule(
         job=job,
@@ -206,7 +211,7 @@ def test_it_emails_through_djangos_mail_settings(
 
 
 def test_it_posts_slack_text(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="slack", target=receiver.url, events=["success"])
 
@@ -218,7 +223,7 @@ def test_it_posts_slack_text(
 
 
 def test_it_notifies_recovery_after_failures_only(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, events=["recovery"])
     capture = django_capture_on_commit_callbacks
@@ -233,7 +238,7 @@ def test_it_notifies_recovery_after_failures_only(
 
 
 def test_it_notifies_recovery_after_retention_dropped_the_failures(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     """keep_failed=0 keeps no failure: the job's own last error still tells."""
     rule(job=job, kind="webhook", target=receiver.url, events=["recovery"])
@@ -255,7 +260,7 @@ def test_it_uses_the_apps_rules_unless_the_job_has_its_own(
     make_job: Callable[..., Job],
     receiver: Receiver,
     mailoutbox: list[mail.EmailMessage],
-    django_capture_on_commit_callbacks: Callable,
+    django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     other = make_job(app=job.app, name="other")
     rule(app=job.app, kind="webhook", target=receiver.url, events=["failure"])
@@ -269,7 +274,7 @@ def test_it_uses_the_apps_rules_unless_the_job_has_its_own(
 
 
 def test_it_notifies_start_when_a_worker_claims_the_run(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, events=["start"])
     execution = Execution.objects.create(job=job)
@@ -282,7 +287,7 @@ def test_it_notifies_start_when_a_worker_claims_the_run(
 
 
 def test_it_notifies_a_run_much_slower_than_its_average(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, events=["slow"], slow_factor=3)
     capture = django_capture_on_commit_callbacks
@@ -300,8 +305,8 @@ def test_it_notifies_a_run_much_slower_than_its_average(
 def test_it_notifies_a_late_scheduled_run_once(
     job: Job,
     receiver: Receiver,
-    make_schedule: Callable,
-    django_capture_on_commit_callbacks: Callable,
+    make_schedule: Callable[..., Any],
+    django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     rule(job=job, kind="webhook", target=receiver.url, events=["late"])
     schedule = make_schedule(job=job, epsilon=timedelta(seconds=30))
@@ -327,8 +332,8 @@ def test_it_notifies_a_late_scheduled_run_once(
 def test_runs_skipped_because_their_job_was_disabled_are_not_late(
     job: Job,
     receiver: Receiver,
-    make_schedule: Callable,
-    django_capture_on_commit_callbacks: Callable,
+    make_schedule: Callable[..., Any],
+    django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     from jobs import services
 
@@ -356,7 +361,7 @@ def test_it_asks_nothing_of_the_database_for_a_job_without_rules(
 
 
 def test_it_hears_of_a_new_rule_at_once_in_the_same_process(
-    job: Job, django_capture_on_commit_callbacks: Callable
+    job: Job, django_capture_on_commit_callbacks: Callable[..., Any]
 ) -> None:
     run(job, "failed", capture=django_capture_on_commit_callbacks)
     rule(job=job, kind="email", target="ops@example.com", events=["failure"])
@@ -801,3 +806,233 @@ def test_it_leaves_deliveries_a_disabled_channel_stopped_out_of_the_failure_metr
     )
     [family] = list(notifications.notification_metrics())
     assert {s.labels["kind"]: s.value for s in family.samples}["email"] == 0
+
+
+def test_it_sends_an_event_once_per_channel_whatever_rules_match(
+    job: Job,
+    make_job: Callable[..., Job],
+    receiver: Receiver,
+    mailoutbox: list[mail.EmailMessage],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """Two rules of a job send failures to one Slack webhook (one of them recoveries
+    too), a third to email; two rules of the app both to the webhook. One message
+    per channel and event: each channel hears of a failure once."""
+    slack = NotificationChannel.objects.create(
+        name="slack", kind="slack", target=receiver.url
+    )
+    email = NotificationChannel.objects.create(
+        name="email", kind="email", target="ops@example.com"
+    )
+    for events in (["failure"], ["failure", "recovery"]):
+        NotificationRule.objects.create(channel=slack, job=job, events=events)
+    NotificationRule.objects.create(channel=email, job=job, events=["failure"])
+    other = make_job(app=job.app, name="other")
+    for events in (["failure"], ["failure", "start"]):
+        NotificationRule.objects.create(channel=slack, app=job.app, events=events)
+    capture = django_capture_on_commit_callbacks
+
+    finished_run(job, "failed", capture)
+    finished_run(other, "failed", capture)
+
+    texts = [json.loads(r["body"])["text"].splitlines()[0] for r in receiver.requests]
+    assert sorted(texts) == [
+        "[Karmchari] ops/backup failed (failed, exit code 2)",
+        "[Karmchari] ops/other failed (failed, exit code 2)",
+    ]
+    assert [m.subject.split()[1] for m in mailoutbox] == ["ops/backup"]
+
+
+def test_it_sends_slow_to_a_channel_once_if_any_of_its_rules_finds_the_run_slow(
+    job: Job, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """One channel, two `slow` rules (3x and 10x the average): a run 15x the average
+    is slow by both, one message; a run 5x is slow by the first only, still one."""
+    channel = NotificationChannel.objects.create(
+        name="ops", kind="email", target="ops@example.com"
+    )
+    for factor in (3, 10):
+        NotificationRule.objects.create(
+            channel=channel, job=job, events=["slow"], slow_factor=factor
+        )
+    for _ in range(3):
+        finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=10)
+
+    finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=150)
+    assert NotificationDelivery.objects.filter(event="slow").count() == 1
+    # The average is 45 s now.
+    finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=225)
+    assert NotificationDelivery.objects.filter(event="slow").count() == 2
+
+
+def test_it_sends_an_event_of_a_run_once_when_its_end_is_heard_again(
+    job: Job, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """A worker records an end again after a dropped connection lost its answer, and
+    the end's follow-ups (its notifications among them) run twice: the channel
+    still gets the failure once."""
+    channel_rule("ops", job=job, events=["failure"])
+    execution = finished_run(job, "failed", django_capture_on_commit_callbacks)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.execution_changed(execution=execution)
+
+    assert NotificationDelivery.objects.filter(event="failure").count() == 1
+
+
+def attempt_end(
+    execution: Execution, status: str, seconds: float = 1.0
+) -> Execution | None:
+    """Run one attempt (the execution, pending) to its end, as a worker does; the
+    retry the end scheduled, if any. The job is loaded at the claim, as the worker
+    loads it."""
+    Execution.objects.filter(pk=execution.pk).update(
+        status="running", started_at=timezone.now() - timedelta(seconds=seconds)
+    )
+    execution = Execution.objects.select_related("job__app").get(pk=execution.pk)
+    services.execution_finish(
+        execution=execution,
+        outcome=Outcome(status=status, exit_code=0 if status == "succeeded" else 2),
+    )
+    return Execution.objects.filter(retry_of=execution, trigger="retry").first()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_notifies_only_the_last_attempts_failure_and_says_how_many_were_made(
+    make_app: Callable[..., App],
+    make_job: Callable[..., Job],
+    mailoutbox: list[mail.EmailMessage],
+) -> None:
+    """max_retries 2: the first two attempts fail and are retried (their failure,
+    and the first one's being slow, is not news yet); the third fails for good,
+    slow: one failure, which says three attempts were made, and one `slow`. Outside
+    a test transaction, as a worker ends a run: its notifications run at once when
+    the end commits."""
+    job = make_job(app=make_app("ops"), name="backup", max_retries=2)
+    channel_rule("ops", job=job, events=["failure", "slow"], slow_factor=3)
+    for _ in range(3):
+        attempt_end(Execution.objects.create(job=job), "succeeded", seconds=10)
+
+    with mock.patch("jobs.services.executions.executions_send"):
+        second = attempt_end(Execution.objects.create(job=job), "timed_out", 60)
+        assert second is not None
+        assert mailoutbox == []
+        third = attempt_end(second, "failed", seconds=60)
+        assert third is not None
+        assert mailoutbox == []
+        assert attempt_end(third, "failed", seconds=300) is None
+
+    assert sorted(m.subject for m in mailoutbox) == [
+        "[Karmchari] ops/backup failed after 3 attempts (failed, exit code 2)",
+        "[Karmchari] ops/backup is slow: took 300.0s, much longer than its average",
+    ]
+
+
+def test_it_notifies_a_failure_whose_retry_could_not_be_scheduled(
+    job: Job,
+    mailoutbox: list[mail.EmailMessage],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """max_retries 2, but the job was disabled while its first attempt ran: no retry
+    follows, so this failure is the last one and is sent."""
+    Job.objects.filter(pk=job.pk).update(max_retries=2)
+    channel_rule("ops", job=job, events=["failure"])
+    execution = Execution.objects.create(job=job)
+    Job.objects.filter(pk=job.pk).update(enabled=False)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert attempt_end(execution, "failed") is None
+
+    assert [m.subject for m in mailoutbox] == [
+        "[Karmchari] ops/backup failed (failed, exit code 2)"
+    ]
+
+
+def test_it_notifies_recovery_only_after_a_failure_that_was_sent(
+    job: Job,
+    receiver: Receiver,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """max_retries 1. A run whose first attempt fails and whose retry succeeds never
+    failed as far as the operator heard: no recovery. A run that fails both attempts
+    is a failure; the next run recovers, even at its second attempt."""
+    Job.objects.filter(pk=job.pk).update(max_retries=1)
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure", "recovery"])
+    capture = django_capture_on_commit_callbacks
+
+    def attempts(*statuses: str) -> None:
+        execution: Execution | None = Execution.objects.create(job=job)
+        for status in statuses:
+            assert execution is not None
+            with (
+                mock.patch("jobs.services.executions.executions_send"),
+                capture(execute=True),
+            ):
+                execution = attempt_end(execution, status)
+
+    attempts("succeeded")
+    attempts("failed", "succeeded")
+    assert receiver.requests == []
+    attempts("failed", "failed")
+    attempts("failed", "succeeded")
+    attempts("succeeded")
+
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == [
+        "failure",
+        "recovery",
+    ]
+
+
+def test_it_notifies_recovery_when_a_retry_by_hand_succeeds(
+    job: Job,
+    receiver: Receiver,
+    admin_user: Any,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """No automatic retries: the failure is sent; the operator retries the run by
+    hand and it succeeds: that is a recovery."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure", "recovery"])
+    capture = django_capture_on_commit_callbacks
+    run(job, "succeeded", capture=capture)
+    failed = run(job, "failed", capture=capture)
+    with (
+        mock.patch("jobs.services.commands.execution_send_later"),
+        capture(execute=True),
+    ):
+        retry = services.execution_retry(execution=failed, user=admin_user)
+    with capture(execute=True):
+        attempt_end(retry, "succeeded")
+
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == [
+        "failure",
+        "recovery",
+    ]
+
+
+@pytest.mark.parametrize(("max_retries", "sent"), [(1, []), (0, ["failure"])])
+def test_it_notifies_a_lost_run_only_when_no_retry_follows(
+    job: Job,
+    receiver: Receiver,
+    max_retries: int,
+    sent: list[str],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """Its agent went offline: a lost run is retried like a failed one, and its
+    failure is news only when no retry follows."""
+    from jobs import recovery
+    from tests.jobs.conftest import make_agent
+
+    Job.objects.filter(pk=job.pk).update(max_retries=max_retries)
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    agent = make_agent("w1@host")
+    Execution.objects.create(
+        job=job, status="running", worker=agent.name, started_at=timezone.now()
+    )
+    with (
+        mock.patch("jobs.services.executions.executions_send"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        [lost] = recovery.executions_recover_lost(agent=agent)
+
+    assert lost.retries.exists() == bool(max_retries)
+    assert [json.loads(r["body"])["event"] for r in receiver.requests] == sent
