@@ -74,7 +74,7 @@ def kala_job(curl: Client) -> str:
 
 
 @on
-def test_karmchari_refuses_registering_in_an_app_the_caller_cannot_see(
+def test_it_refuses_a_karmchari_registration_in_an_app_the_caller_cannot_see(
     member: Client, hidden: App
 ) -> None:
     response = member.post("/registerJob", {"type": "teams"})
@@ -87,7 +87,7 @@ def test_karmchari_refuses_registering_in_an_app_the_caller_cannot_see(
 
 
 @on
-def test_karmchari_grants_the_app_it_makes_to_its_restricted_caller(
+def test_it_grants_the_app_karmchari_makes_to_its_restricted_caller(
     member: Client,
 ) -> None:
     assert member.post("/registerJob", {"type": "upload"}).status_code == 200
@@ -96,7 +96,7 @@ def test_karmchari_grants_the_app_it_makes_to_its_restricted_caller(
 
 
 @on
-def test_karmchari_answers_job_not_available_for_a_hidden_run(
+def test_it_answers_job_not_available_in_karmchari_for_a_hidden_run(
     member: Client, curl: Client, hidden: App
 ) -> None:
     answer = curl.post("/registerJob", {"type": "teams"}).content.decode()
@@ -114,7 +114,7 @@ def test_karmchari_answers_job_not_available_for_a_hidden_run(
 
 
 @on
-def test_kala_shows_and_runs_only_jobs_of_the_callers_apps(
+def test_it_shows_and_runs_only_jobs_of_the_callers_apps_in_kala(
     member: Client, curl: Client, hidden: App, make_app: Callable[..., App]
 ) -> None:
     job_id = kala_job(curl)  # with no schedule, it runs once at once
@@ -147,7 +147,7 @@ def test_kala_shows_and_runs_only_jobs_of_the_callers_apps(
 
 
 @on
-def test_kala_refuses_creating_a_job_in_an_app_the_caller_cannot_see(
+def test_it_refuses_creating_a_kala_job_in_an_app_the_caller_cannot_see(
     member: Client, hidden: App
 ) -> None:
     body = json.dumps({"name": "nightly", "command": "true"})
@@ -160,7 +160,7 @@ def test_kala_refuses_creating_a_job_in_an_app_the_caller_cannot_see(
 
 
 @on
-def test_jobstreamer_shows_and_acts_only_on_the_callers_apps(
+def test_it_shows_and_acts_only_on_the_callers_apps_in_jobstreamer(
     member: Client,
     mine: App,
     make_app: Callable[..., App],
@@ -197,7 +197,7 @@ def test_jobstreamer_shows_and_acts_only_on_the_callers_apps(
 
 
 @on
-def test_jobstreamer_refuses_taking_over_an_app_the_caller_cannot_see(
+def test_it_refuses_a_jobstreamer_takeover_of_an_app_the_caller_cannot_see(
     member: Client, make_app: Callable[..., App]
 ) -> None:
     make_app("theirs", description="kept")
@@ -210,7 +210,7 @@ def test_jobstreamer_refuses_taking_over_an_app_the_caller_cannot_see(
 
 
 @on
-def test_jobstreamer_lists_only_the_callers_runs_on_an_agent(
+def test_it_lists_only_the_callers_runs_on_an_agent_in_jobstreamer(
     member: Client,
     mine: App,
     make_app: Callable[..., App],
@@ -235,7 +235,7 @@ def test_jobstreamer_lists_only_the_callers_runs_on_an_agent(
 
 
 @on
-def test_an_anonymous_caller_of_an_open_api_sees_every_app(
+def test_it_shows_every_app_to_an_anonymous_caller_of_an_open_api(
     client: Client, curl: Client, hidden: App, settings: Any
 ) -> None:
     job_id = kala_job(curl)
@@ -264,7 +264,7 @@ def test_it_is_unchanged_while_off(member: Client, curl: Client, hidden: App) ->
 # --- Shell jobs need their own permission, as in the native API ----------------------
 
 
-def test_kala_refuses_a_shell_job_to_a_caller_without_the_shell_permission(
+def test_it_refuses_a_kala_shell_job_to_a_caller_without_the_shell_permission(
     make_user: Callable[..., User], hidden: App
 ) -> None:
     make_user("editor", groups=["editor"])
@@ -276,7 +276,7 @@ def test_kala_refuses_a_shell_job_to_a_caller_without_the_shell_permission(
     assert not Job.objects.exists()
 
 
-def test_jobstreamer_refuses_a_shell_job_to_a_caller_without_the_shell_permission(
+def test_it_refuses_a_jobstreamer_shell_job_to_a_caller_without_the_shell_permission(
     make_user: Callable[..., User], mine: App
 ) -> None:
     make_user("editor", groups=["editor"])
@@ -313,7 +313,7 @@ def give(*perms: str) -> None:
         )
 
 
-def test_jobstreamer_apps_need_the_app_permissions(
+def test_it_needs_the_app_permissions_for_jobstreamer_apps(
     operator: Client, make_app: Callable[..., App]
 ) -> None:
     make_app("prod", description="Production")
@@ -333,7 +333,7 @@ def test_jobstreamer_apps_need_the_app_permissions(
     assert App.objects.get(name="prod").description == "changed"
 
 
-def test_jobstreamer_schedules_need_the_schedule_permissions(
+def test_it_needs_the_schedule_permissions_for_jobstreamer_schedules(
     operator: Client, make_job: Callable[..., Job], mine: App
 ) -> None:
     make_job(app=mine, name="nightly")
@@ -360,7 +360,7 @@ def test_jobstreamer_schedules_need_the_schedule_permissions(
     assert not Schedule.objects.exists()
 
 
-def test_kala_needs_add_schedule_for_a_job_with_a_schedule(
+def test_it_needs_add_schedule_for_a_kala_job_with_a_schedule(
     operator: Client, make_app: Callable[..., App]
 ) -> None:
     make_app("default")
@@ -376,7 +376,7 @@ def test_kala_needs_add_schedule_for_a_job_with_a_schedule(
     assert Schedule.objects.get().job.name == "n"
 
 
-def test_the_editor_role_may_manage_apps_and_schedules(
+def test_it_lets_the_editor_role_manage_apps_and_schedules(
     member: Client, make_job: Callable[..., Job], mine: App
 ) -> None:
     body = app_body("mine", "Mine")

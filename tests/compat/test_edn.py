@@ -177,7 +177,7 @@ KEYS = st.from_regex(r"[a-z]{1,8}", fullmatch=True)
         max_leaves=20,
     )
 )
-def test_what_it_writes_it_reads_back(value: object) -> None:
+def test_it_reads_back_any_nested_value_it_writes(value: object) -> None:
     assert edn.loads(edn.dumps(value)) == value
 
 

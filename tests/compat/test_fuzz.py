@@ -121,7 +121,7 @@ def no_5xx(response: Any, what: str) -> None:
 
 @FUZZ
 @given(body=st.dictionaries(st.one_of(KALA_KEYS, TEXT), VALUE, max_size=8))
-def test_kala_never_answers_5xx(curl: Client, body: dict[str, Any]) -> None:
+def test_it_never_answers_5xx_in_kala(curl: Client, body: dict[str, Any]) -> None:
     data = json.dumps(body)
     created = curl.post("/api/v1/job/", data, content_type=FORM)
     no_5xx(created, data)
@@ -154,7 +154,7 @@ def test_kala_never_answers_5xx(curl: Client, body: dict[str, Any]) -> None:
         ]
     ),
 )
-def test_any_path_segment_never_answers_5xx(
+def test_it_never_answers_5xx_to_any_path_segment(
     curl: Client, segment: str, method: str, route: str
 ) -> None:
     # As a client sends it: UTF-8, percent-encoded (a lone surrogate as its bytes).
@@ -164,7 +164,7 @@ def test_any_path_segment_never_answers_5xx(
 
 @FUZZ
 @given(app=EDN_VALUE, job=EDN_VALUE, schedule=EDN_VALUE, as_json=st.booleans())
-def test_jobstreamer_never_answers_5xx(
+def test_it_never_answers_5xx_in_jobstreamer(
     curl: Client, app: Any, job: Any, schedule: Any, as_json: bool
 ) -> None:
     kind, encode = (
@@ -195,7 +195,7 @@ def test_jobstreamer_never_answers_5xx(
     fields=st.dictionaries(st.sampled_from(["type", "id", "command"]), TEXT),
     url=st.sampled_from(["/registerJob", "/jobState"]),
 )
-def test_karmchari_never_answers_5xx(
+def test_it_never_answers_5xx_in_karmchari(
     curl: Client, fields: dict[str, str], url: str
 ) -> None:
     form = urlencode(fields, encoding="utf-8", errors="surrogatepass")

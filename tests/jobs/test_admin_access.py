@@ -80,7 +80,7 @@ def choices(response: Any, field: str) -> set[str]:
     return {str(obj) for obj in form.fields[field].queryset}
 
 
-def test_the_console_is_unchanged_while_off(
+def test_it_leaves_the_console_unchanged_while_off(
     operator: Client, theirs: App, make_job: Callable[..., Job]
 ) -> None:
     job = make_job(app=theirs, name="their-job")
@@ -89,7 +89,7 @@ def test_the_console_is_unchanged_while_off(
 
 
 @on
-def test_changelists_show_only_the_users_apps(
+def test_it_shows_only_the_users_apps_in_changelists(
     operator: Client,
     mine: App,
     theirs: App,
@@ -121,7 +121,7 @@ def test_changelists_show_only_the_users_apps(
 
 
 @on
-def test_pages_of_other_apps_answer_as_missing(
+def test_it_answers_pages_of_other_apps_as_missing(
     operator: Client,
     theirs: App,
     make_job: Callable[..., Job],
@@ -175,7 +175,7 @@ def test_it_cannot_run_or_control_runs_of_other_apps(
 
 
 @on
-def test_forms_offer_only_the_users_apps_and_jobs(
+def test_it_offers_only_the_users_apps_and_jobs_in_forms(
     operator: Client,
     mine: App,
     theirs: App,
@@ -208,7 +208,7 @@ def test_forms_offer_only_the_users_apps_and_jobs(
 
 
 @on
-def test_the_job_page_hides_and_keeps_dependencies_in_other_apps(
+def test_it_hides_and_keeps_dependencies_in_other_apps_on_the_job_page(
     operator: Client,
     mine: App,
     theirs: App,
@@ -256,7 +256,7 @@ def test_the_job_page_hides_and_keeps_dependencies_in_other_apps(
 
 
 @on
-def test_the_dashboard_counts_only_the_users_apps(
+def test_it_counts_only_the_users_apps_on_the_dashboard(
     operator: Client,
     admin_client: Client,
     mine: App,
@@ -285,7 +285,7 @@ def test_the_dashboard_counts_only_the_users_apps(
 
 
 @on
-def test_notification_rules_of_other_apps_are_hidden(
+def test_it_hides_notification_rules_of_other_apps(
     operator: Client, mine: App, theirs: App, make_job: Callable[..., Job]
 ) -> None:
     channel = NotificationChannel.objects.create(name="hook", kind="webhook")
@@ -301,7 +301,7 @@ def test_notification_rules_of_other_apps_are_hidden(
 
 
 @on
-def test_an_app_made_in_the_console_is_granted_to_its_restricted_maker(
+def test_it_grants_an_app_made_in_the_console_to_its_restricted_maker(
     operator: Client,
 ) -> None:
     response = operator.get("/admin/jobs/app/add/")

@@ -149,7 +149,7 @@ def test_it_lists_the_next_fire_times_over_all_schedules(
     assert {f["schedule_id"] for f in fires} >= {every_minute.pk}
 
 
-def test_a_change_through_a_service_refreshes_the_dashboard(
+def test_it_refreshes_the_dashboard_after_a_change_through_a_service(
     make_job: Callable[..., Job],
     django_capture_on_commit_callbacks: Callable[..., object],
 ) -> None:
@@ -160,6 +160,6 @@ def test_a_change_through_a_service_refreshes_the_dashboard(
     assert stats.stats_dashboard()["pending"] == 1
 
 
-def test_a_user_without_job_permissions_sees_no_figures() -> None:
+def test_it_shows_no_figures_to_a_user_without_job_permissions() -> None:
     html = staff().get("/admin/").content.decode()
     assert "k-figures" not in html

@@ -48,7 +48,7 @@ def test_it_lists_executions_with_badges_and_never_counts_the_table(
         admin_client.get("/admin/jobs/execution/?status__exact=running")
 
 
-def test_the_execution_list_says_more_than_the_cap(
+def test_it_says_more_than_the_cap_on_the_execution_list(
     admin_client: Client,
     make_execution: Callable[..., Execution],
     monkeypatch: pytest.MonkeyPatch,
@@ -64,7 +64,7 @@ def test_the_execution_list_says_more_than_the_cap(
     assert "(more than 3)" in html
 
 
-def test_the_execution_list_reads_no_column_of_the_whole_table(
+def test_it_reads_no_column_of_the_whole_table_for_the_execution_list(
     admin_client: Client, make_execution: Callable[..., Execution]
 ) -> None:
     """No date hierarchy (a DISTINCT over every row), and a search that goes through
@@ -102,7 +102,7 @@ def test_the_execution_list_reads_no_column_of_the_whole_table(
         ({"job_id": 1}, "jobs_execution_job_newest"),
     ],
 )
-def test_the_execution_list_queries_use_an_index(
+def test_it_uses_an_index_for_the_execution_list_queries(
     filters: dict[str, object], index: str
 ) -> None:
     plan = (
@@ -114,7 +114,7 @@ def test_the_execution_list_queries_use_an_index(
     assert index in plan, plan
 
 
-def test_the_execution_page_shows_status_duration_attempts_audit_and_log(
+def test_it_shows_status_duration_attempts_audit_and_log_on_the_execution_page(
     admin_client: Client,
     make_job: Callable[..., Job],
     make_execution: Callable[..., Execution],
@@ -165,7 +165,7 @@ def test_the_execution_page_shows_status_duration_attempts_audit_and_log(
 # --- Permissions ----------------------------------------------------------------------
 
 
-def test_a_viewer_sees_no_control_buttons_and_the_endpoints_refuse(
+def test_it_shows_a_viewer_no_control_buttons_and_refuses_them_at_the_endpoints(
     make_job: Callable[..., Job], make_execution: Callable[..., Execution]
 ) -> None:
     client = staff("jobs.view_job", "jobs.view_execution", "jobs.view_schedule")

@@ -108,7 +108,7 @@ def test_it_shows_schedules_runs_dependencies_and_stats_on_the_job_page(
     assert f"/admin/jobs/execution/?job__id__exact={job.pk}" in html
 
 
-def test_saving_the_job_page_keeps_its_runs_and_schedules(
+def test_it_keeps_the_runs_and_schedules_when_the_job_page_is_saved(
     admin_client: Client,
     make_job: Callable[..., Job],
     make_schedule: Callable[..., Schedule],
@@ -160,7 +160,7 @@ def test_saving_the_job_page_keeps_its_runs_and_schedules(
     assert Execution.objects.get(pk=run.pk).status == Execution.Status.SUCCEEDED
 
 
-def test_the_job_form_refuses_a_bad_spec_and_a_dependency_cycle(
+def test_it_refuses_a_bad_spec_and_a_dependency_cycle_in_the_job_form(
     make_job: Callable[..., Job],
 ) -> None:
     parent = make_job(name="p")
@@ -187,7 +187,7 @@ def test_the_job_form_refuses_a_bad_spec_and_a_dependency_cycle(
     assert "would depend on itself" in str(form.errors["parents"])
 
 
-def test_the_job_form_does_not_offer_a_job_as_its_own_parent(
+def test_it_does_not_offer_a_job_as_its_own_parent_in_the_job_form(
     make_job: Callable[..., Job],
 ) -> None:
     job, other = make_job(name="self"), make_job(name="other")
@@ -228,7 +228,7 @@ def _job_page_data(page: object, **extra: object) -> dict[str, object]:
     return data
 
 
-def test_the_job_page_shows_secret_names_never_their_values(
+def test_it_shows_secret_names_never_their_values_on_the_job_page(
     admin_client: Client, make_app: Callable[..., App]
 ) -> None:
     job = services.job_create(
@@ -270,7 +270,7 @@ def test_the_job_page_shows_secret_names_never_their_values(
     assert "fresh-value" not in history
 
 
-def test_the_job_page_changes_and_deletes_secrets(
+def test_it_changes_and_deletes_secrets_on_the_job_page(
     admin_client: Client, make_app: Callable[..., App]
 ) -> None:
     job = services.job_create(
@@ -292,7 +292,7 @@ def test_the_job_page_changes_and_deletes_secrets(
     assert job_secrets_reveal(job_id=job.pk) == {"A_TOKEN": "new-value"}
 
 
-def test_the_job_page_needs_a_value_for_a_new_secret(
+def test_it_needs_a_value_for_a_new_secret_on_the_job_page(
     admin_client: Client, make_job: Callable[..., Job]
 ) -> None:
     job = make_job()
@@ -312,7 +312,7 @@ def test_the_job_page_needs_a_value_for_a_new_secret(
 
 
 @pytest.mark.parametrize("role", ["viewer", "editor"])
-def test_the_job_page_shows_secrets_read_only_to_who_cannot_edit_the_job(
+def test_it_shows_secrets_read_only_on_the_job_page_to_who_cannot_edit_the_job(
     role: str, make_app: Callable[..., App]
 ) -> None:
     from django.contrib.auth.models import Group
@@ -347,7 +347,7 @@ def test_the_job_page_shows_secrets_read_only_to_who_cannot_edit_the_job(
     assert job_secrets_reveal(job_id=job.pk) == {"A_KEY": "v4lue"}
 
 
-def test_adding_a_job_in_the_admin_moves_spec_secrets_out(
+def test_it_moves_spec_secrets_out_when_a_job_is_added_in_the_admin(
     admin_client: Client, make_app: Callable[..., App]
 ) -> None:
     app = make_app()
@@ -382,7 +382,7 @@ def test_adding_a_job_in_the_admin_moves_spec_secrets_out(
     }
 
 
-def test_run_now_starts_a_run_and_opens_its_page(
+def test_it_starts_a_run_and_opens_its_page_on_run_now(
     admin_client: Client, make_job: Callable[..., Job]
 ) -> None:
     job = make_job()
@@ -396,7 +396,7 @@ def test_run_now_starts_a_run_and_opens_its_page(
     assert admin_client.get(f"/admin/jobs/job/{job.pk}/run/").status_code == 405
 
 
-def test_run_now_on_a_disabled_job_says_why(
+def test_it_says_why_a_disabled_job_does_not_run_now(
     admin_client: Client, make_job: Callable[..., Job]
 ) -> None:
     job = make_job(enabled=False)
@@ -405,7 +405,7 @@ def test_run_now_on_a_disabled_job_says_why(
     assert not Execution.objects.exists()
 
 
-def test_list_actions_run_enable_and_disable_through_services(
+def test_it_runs_enables_and_disables_jobs_through_services_in_list_actions(
     admin_client: Client, make_job: Callable[..., Job]
 ) -> None:
     jobs = [make_job(), make_job()]

@@ -30,7 +30,9 @@ def test_it_lists_schedules_with_their_meaning_in_constant_queries(
     assert response.content.decode().count("every 5 minutes of every hour") == 3
 
 
-def test_the_schedule_form_says_what_is_wrong(make_job: Callable[..., Job]) -> None:
+def test_it_says_what_is_wrong_in_the_schedule_form(
+    make_job: Callable[..., Job],
+) -> None:
     from jobs.admin import ScheduleForm
 
     job = make_job()
@@ -47,7 +49,7 @@ def test_the_schedule_form_says_what_is_wrong(make_job: Callable[..., Job]) -> N
     assert "Mars/Base" in str(form.errors["timezone"])
 
 
-def test_the_schedule_page_previews_an_expression_as_it_is_typed(
+def test_it_previews_an_expression_on_the_schedule_page_as_it_is_typed(
     admin_client: Client, make_schedule: Callable[..., Schedule]
 ) -> None:
     schedule = make_schedule("0 12 * * *")

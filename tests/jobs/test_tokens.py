@@ -37,7 +37,7 @@ def test_it_leaves_a_token_deleted_meanwhile_deleted_when_revoking_it(
     assert not ApiToken.objects.exists()
 
 
-def test_a_revoked_token_no_longer_authenticates(
+def test_it_no_longer_authenticates_a_revoked_token(
     anon: APIClient, admin_user: User
 ) -> None:
     token, key = tokens.token_create(user=admin_user, name="ci")
@@ -66,7 +66,7 @@ def test_it_records_the_last_use_at_most_once_a_minute(
         assert ApiToken.objects.get(pk=token.pk).last_used_at > first
 
 
-def test_the_token_endpoint_makes_a_new_named_token(
+def test_it_makes_a_new_named_token_at_the_token_endpoint(
     anon: APIClient, admin_user: User
 ) -> None:
     response = anon.post(
@@ -77,13 +77,15 @@ def test_the_token_endpoint_makes_a_new_named_token(
     assert ApiToken.objects.get().name == "laptop"
 
 
-def test_the_command_prints_a_working_key(admin_user: User, capsys: object) -> None:
+def test_it_prints_a_working_key_from_the_create_token_command(
+    admin_user: User, capsys: object
+) -> None:
     call_command("create_token", "admin", "--name", "deploy")
     key = capsys.readouterr().out.strip()  # type: ignore[attr-defined]
     assert tokens.token_authenticate(key=key) is not None
 
 
-def test_the_admin_shows_the_key_once_and_revokes(
+def test_it_shows_the_key_once_in_the_admin_and_revokes_it(
     admin_client: Client, admin_user: User
 ) -> None:
     response = admin_client.post(
@@ -100,7 +102,7 @@ def test_the_admin_shows_the_key_once_and_revokes(
     assert token.revoked_at is not None
 
 
-def test_the_admin_makes_no_token_with_rights_its_maker_lacks(
+def test_it_makes_no_token_in_the_admin_with_rights_its_maker_lacks(
     make_user: Callable[..., User], admin_user: User
 ) -> None:
     staff = make_user("tokenadmin", groups=["admin"], is_staff=True)
