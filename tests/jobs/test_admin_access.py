@@ -414,20 +414,6 @@ def test_it_refuses_a_token_for_a_user_who_sees_apps_the_maker_cannot(
     assert ApiToken.objects.get().user == peer
 
 
-on = override_settings(KARMCHARI_PER_APP_ACCESS=True)
-
-PERMS = [
-    f"jobs.{verb}_{model}"
-    for model in ("app", "job", "schedule", "execution", "notificationrule")
-    for verb in ("view", "add", "change")
-]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
-    cache.clear()
-
-
 @on
 @pytest.mark.parametrize(
     "url", ["/admin/jobs/schedule/add/", "/admin/jobs/notificationrule/add/"]
