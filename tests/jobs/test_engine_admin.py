@@ -29,7 +29,7 @@ def test_it_shows_control_buttons_and_the_live_log(
     )
 
 
-def test_a_button_calls_the_service_and_records_the_operator(
+def test_it_calls_the_service_from_a_button_and_records_the_operator(
     admin_client: Client, make_execution: Callable[..., Execution]
 ) -> None:
     execution = make_execution(status=Execution.Status.RUNNING)
@@ -48,7 +48,7 @@ def test_a_button_calls_the_service_and_records_the_operator(
     assert "Control events" in page.content.decode()
 
 
-def test_a_refused_command_is_reported_not_raised(
+def test_it_reports_a_refused_command_rather_than_raising_it(
     admin_client: Client, make_execution: Callable[..., Execution]
 ) -> None:
     done = make_execution(status=Execution.Status.FAILED)
@@ -62,7 +62,7 @@ def test_a_refused_command_is_reported_not_raised(
     )
 
 
-def test_bulk_kill_kills_pending_executions(
+def test_it_kills_pending_executions_in_bulk(
     admin_client: Client, make_execution: Callable[..., Execution]
 ) -> None:
     pending = [make_execution(), make_execution()]

@@ -329,7 +329,7 @@ def test_it_notifies_a_late_scheduled_run_once(
     assert (payload["event"], payload["execution"]["id"]) == ("late", execution.pk)
 
 
-def test_runs_skipped_because_their_job_was_disabled_are_not_late(
+def test_it_does_not_report_runs_skipped_for_a_disabled_job_as_late(
     job: Job,
     receiver: Receiver,
     make_schedule: Callable[..., Any],
