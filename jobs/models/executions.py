@@ -197,7 +197,10 @@ class ExecutionEvent(models.Model):
         RETRY = "retry"
         REPORT = "report"
 
-    execution = models.ForeignKey(Execution, models.CASCADE, related_name="events")
+    # Indexed by jobs_event_execution, which leads with it.
+    execution = models.ForeignKey(
+        Execution, models.CASCADE, related_name="events", db_index=False
+    )
     action = models.CharField(max_length=20, choices=Action.choices)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -228,7 +231,10 @@ class ExecutionLogChunk(models.Model):
     that fall out of the capped tail, so the log survives a Redis restart.
     """
 
-    execution = models.ForeignKey(Execution, models.CASCADE, related_name="log_chunks")
+    # Indexed by jobs_logchunk_unique_offset, which leads with it.
+    execution = models.ForeignKey(
+        Execution, models.CASCADE, related_name="log_chunks", db_index=False
+    )
     offset = models.PositiveBigIntegerField()
     data = models.BinaryField()
 

@@ -31,7 +31,8 @@ class Job(models.Model):
         TERMINATE_OTHER = "terminate_other", "Terminate the running one"
         ALLOW_ALL = "allow_all", "Allow all"
 
-    app = models.ForeignKey(App, models.PROTECT, related_name="jobs")
+    # Indexed by the (app, name) unique constraint, which leads with it.
+    app = models.ForeignKey(App, models.PROTECT, related_name="jobs", db_index=False)
     name = models.CharField(max_length=200, validators=[slug_validator])
     uid = models.UUIDField(
         "UUID",
@@ -201,7 +202,8 @@ class JobSecret(models.Model):
     worker running the job decrypts it.
     """
 
-    job = models.ForeignKey(Job, models.CASCADE, related_name="secrets")
+    # Indexed by the (job, name) unique constraint, which leads with it.
+    job = models.ForeignKey(Job, models.CASCADE, related_name="secrets", db_index=False)
     name = models.CharField(
         max_length=255,
         validators=[secret_name_validator],
