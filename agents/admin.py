@@ -177,6 +177,17 @@ class AgentAdmin(admin.ModelAdmin[Agent]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # Workers register themselves.
 
+    def has_delete_permission(
+        self, request: HttpRequest, obj: Agent | None = None
+    ) -> bool:
+        # Only an offline agent's row (the bulk action asks this of each row too).
+        # An agent is recovered from by going offline: deleting the row of one that
+        # is not would leave what it runs `running` for ever if its worker is dead,
+        # since no sweep would ever find it.
+        if obj is not None and obj.status != Agent.Status.OFFLINE:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def save_model(
         self, request: HttpRequest, obj: Agent, form: Any, change: bool
     ) -> None:

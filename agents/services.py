@@ -19,6 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Func
 from django.db.models.functions import Now
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from agents import live
 from agents.models import Agent
@@ -194,18 +195,32 @@ def agent_mark_offline(*, agent: Agent, reason: str) -> Agent:
     return agent
 
 
-def _go_offline(*, agent: Agent, reason: str) -> bool:
+def _go_offline(
+    *, agent: Agent, reason: str, unless_heard_by: datetime | None = None
+) -> bool:
     """Offline + agent_went_offline in one transaction; False if already offline.
 
     The instance_id condition keeps a late sweep from hitting a new instance that has
-    just taken the row over.
+    just taken the row over. `unless_heard_by`: the sweep's "now"; the agent is judged
+    again with its row locked, on its saved and live stamps read afresh, so a
+    heartbeat that came in after the sweep read them keeps it online (its running
+    executions would otherwise be given up as lost while it still runs them). A
+    heartbeat publishes to Redis before it saves the row: one that waits on the lock
+    was too late either way.
     """
     with transaction.atomic():
-        changed = (
-            Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id)
-            .exclude(status=Agent.Status.OFFLINE)
-            .update(status=Agent.Status.OFFLINE)
+        mine = Agent.objects.filter(pk=agent.pk, instance_id=agent.instance_id).exclude(
+            status=Agent.Status.OFFLINE
         )
+        if unless_heard_by is not None:
+            row = mine.select_for_update().only("last_heartbeat").first()
+            if row is None:
+                return False
+            sample = live.read_one(agent.instance_id, now=unless_heard_by.timestamp())
+            if _heard_from(row, sample=sample, now=unless_heard_by):
+                logger.info("agent %s: heard from again; stays online", agent.name)
+                return False
+        changed = mine.update(status=Agent.Status.OFFLINE)
         if changed:
             logger.warning("agent %s is offline: %s", agent.name, reason)
             agent_went_offline.send(sender=Agent, agent=agent, reason=reason)
@@ -279,7 +294,11 @@ def agents_sweep_stale(*, now: datetime | None = None) -> list[Agent]:
         last = seen_at or agent.last_heartbeat
         reason = f"No heartbeat since {last:%Y-%m-%d %H:%M:%S} UTC." if last else ""
         try:
-            if _go_offline(agent=agent, reason=reason or "Never sent a heartbeat."):
+            if _go_offline(
+                agent=agent,
+                reason=reason or "Never sent a heartbeat.",
+                unless_heard_by=now,
+            ):
                 agent.status = Agent.Status.OFFLINE
                 went_offline.append(agent)
         except Exception:
@@ -296,7 +315,16 @@ def _control(*, agent: Agent, command: str, timeout: float) -> None:
         raise AgentConflict(f"Agent {agent.name!r} consumes no queues.")
     method = getattr(app.control, command)
     for queue in agent.queues:
-        replies = method(queue, destination=[agent.name], reply=True, timeout=timeout)
+        try:
+            replies = method(
+                queue, destination=[agent.name], reply=True, timeout=timeout
+            )
+        except (KombuOperationalError, OSError) as error:
+            # The broker is down: no worker can be told anything (503, not 500).
+            raise AgentUnreachable(
+                f"Agent {agent.name!r} cannot be reached: the broker is "
+                f"unreachable ({error})."
+            ) from error
         answers = [answer for reply in replies or [] for answer in reply.values()]
         if not answers:
             raise AgentUnreachable(

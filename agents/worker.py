@@ -86,7 +86,6 @@ class WorkerAgent:
         self._saved_running: list[int] | None = None
         # The worker's consumer, once it is ready; consuming only while registered.
         self.consumer: Any = None
-        self.consuming = True
 
     def register(self) -> Agent | None:
         try:
@@ -121,17 +120,19 @@ class WorkerAgent:
             return
         for queue in self.queues:
             consumer.cancel_task_queue(queue)
-        self.consuming = False
 
     def _consume(self, on: bool) -> None:
         """Start or stop consuming, from the heartbeat thread (the consumer's loop
-        runs the change, as Celery's own add_consumer/cancel_consumer do)."""
-        if self.consumer is None or self.consuming == on:
+        runs the change, as Celery's own add_consumer/cancel_consumer do).
+
+        Always sent, never skipped by what this object last did: an operator's
+        drain or resume changes the consumer behind its back (Celery's remote
+        control), and both changes are no-ops on a queue already in that state."""
+        if self.consumer is None:
             return
         change = self.consumer.add_task_queue if on else self.consumer.cancel_task_queue
         for queue in self.queues:
             self.consumer.call_soon(change, queue)
-        self.consuming = on
         logger.warning(
             "agent %s: %s its queues", self.name, "consuming" if on else "left"
         )

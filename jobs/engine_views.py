@@ -21,6 +21,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -81,6 +82,19 @@ SSE_EVENT_SCHEMA: dict[str, Any] = {
 }
 
 
+_GONE = "No Execution matches the given query."
+
+
+def _status_now(execution: Execution) -> str | None:
+    """The run's status as the database has it now; None once it is deleted."""
+    status: str | None = (
+        Execution.objects.filter(pk=execution.pk)
+        .values_list("status", flat=True)
+        .first()
+    )
+    return status
+
+
 def _slice_answer(execution: Execution, piece: logs.LogSlice) -> dict[str, Any]:
     return {
         "offset": piece.offset,
@@ -117,11 +131,15 @@ class _LogEvents:
             frames.append(f"id: {self.offset}\nevent: output\ndata: {body}\n\n")
         then = self.AGAIN if piece.data else self.WAIT
         if piece.finished:
-            self.execution.refresh_from_db(fields=["status"])
-            end = json.dumps(
-                {"status": self.execution.status, "next_offset": self.offset}
-            )
-            frames.append(f"id: {self.offset}\nevent: end\ndata: {end}\n\n")
+            status = _status_now(self.execution)
+            if status is None:
+                # Deleted while streamed: say so rather than keep the stream
+                # open on keep-alives until KARMCHARI_LOG_STREAM_SECONDS.
+                gone = json.dumps({"detail": _GONE})
+                frames.append(f"event: error\ndata: {gone}\n\n")
+            else:
+                end = json.dumps({"status": status, "next_offset": self.offset})
+                frames.append(f"id: {self.offset}\nevent: end\ndata: {end}\n\n")
             then = self.STOP
         elif time.monotonic() >= self.stop_at:
             then = self.STOP
@@ -274,7 +292,10 @@ class ExecutionEngineActions:
         query = LogQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         piece = logs.log_read(execution=execution, **query.validated_data)
-        execution.refresh_from_db(fields=["status"])
+        status = _status_now(execution)
+        if status is None:
+            raise NotFound(_GONE)  # deleted meanwhile (its job was, or retention)
+        execution.status = status
         return Response(_slice_answer(execution, piece))
 
     @extend_schema(

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -51,6 +52,9 @@ class LogWriter:
         self._clock = clock
         self._pending = bytearray()
         self._stored: deque[tuple[int, int]] = deque()  # (offset, end) in the DB
+        # Where a store whose outcome is unknown began (it raised, perhaps after
+        # its commit went through).
+        self._unsure_from: int | None = None
         self._next_flush = clock() + settings.KARMCHARI_LOG_FLUSH_SECONDS
         self._redis_retry_at = 0.0
 
@@ -75,27 +79,50 @@ class LogWriter:
         if not self._pending:
             return
         offset = self.size - len(self._pending)
+        unsure = self._unsure_from
         try:
-            ExecutionLogChunk.objects.create(
-                execution_id=self.execution_id, offset=offset, data=bytes(self._pending)
-            )
-            self._stored.append((offset, self.size))
-            self._pending.clear()
-            stale: list[int] = []
-            while self._stored and self._stored[0][1] <= self.size - self.limit:
-                stale.append(self._stored.popleft()[0])
-            if stale:
-                ExecutionLogChunk.objects.filter(
-                    execution_id=self.execution_id, offset__in=stale
-                ).delete()
+            with transaction.atomic() if unsure is not None else nullcontext():
+                if unsure is not None:
+                    # A failed store may have committed all the same (the
+                    # connection dropped before its answer came back): whatever is
+                    # stored from there on is ours, a prefix of what is pending, or
+                    # cut from the head by now. Without this the same offset would
+                    # be refused as a duplicate for the rest of the run.
+                    ExecutionLogChunk.objects.filter(
+                        execution_id=self.execution_id, offset__gte=unsure
+                    ).delete()
+                ExecutionLogChunk.objects.create(
+                    execution_id=self.execution_id,
+                    offset=offset,
+                    data=bytes(self._pending),
+                )
         except DatabaseError:
-            logger.exception(
-                "could not store output of %s; will retry", self.execution_id
-            )
-            if not connection.in_atomic_block:
-                # Perhaps the connection died (a failover): the next try opens a
-                # new one instead of failing on the dead one for the rest of the run.
-                connection.close()
+            if unsure is None:
+                self._unsure_from = offset
+            self._store_failed()
+            return
+        self._unsure_from = None
+        self._stored.append((offset, self.size))
+        self._pending.clear()
+        stale = [o for o, end in self._stored if end <= self.size - self.limit]
+        if not stale:
+            return
+        try:
+            ExecutionLogChunk.objects.filter(
+                execution_id=self.execution_id, offset__in=stale
+            ).delete()
+        except DatabaseError:
+            self._store_failed()  # they stay listed: the next flush drops them
+            return
+        for _ in stale:
+            self._stored.popleft()
+
+    def _store_failed(self) -> None:
+        logger.exception("could not store output of %s; will retry", self.execution_id)
+        if not connection.in_atomic_block:
+            # Perhaps the connection died (a failover): the next try opens a
+            # new one instead of failing on the dead one for the rest of the run.
+            connection.close()
 
     def close(self) -> None:
         self.flush()
@@ -244,9 +271,13 @@ def log_read(*, execution: Execution, offset: int, limit: int = 1 << 20) -> LogS
     yet) ends the slice there, and the next read gets those bytes.
     """
     limit = max(limit, 4)
-    finished = Execution.objects.filter(
-        pk=execution.pk, status__in=Execution.FINAL_STATUSES
-    ).exists()
+    status = (
+        Execution.objects.filter(pk=execution.pk)
+        .values_list("status", flat=True)
+        .first()
+    )
+    # Deleted (its job was, or retention pruned it): no more output will come.
+    finished = status is None or status in Execution.FINAL_STATUSES
     sizes: list[int] = []
 
     def trimmed(upto: int) -> bool:

@@ -3,8 +3,9 @@
 Runs as the `jobs.prune_executions` task, which beat sends every
 KARMCHARI_PRUNE_SECONDS. Deletes go by primary key in batches, so PostgreSQL only
 locks the rows it removes and the table stays writable; active executions (pending,
-running, paused) are never touched, nor an attempt an active retry answers. Age is
-counted from a run's end. An execution's events and log chunks go with it.
+running, paused) are never touched, nor the earlier attempts of an active retry, nor
+the parent run an active dependant was started by. Age is counted from a run's end.
+An execution's events and log chunks go with it.
 """
 
 from __future__ import annotations
@@ -93,15 +94,46 @@ def execution_prune_job(*, job: Job, now: datetime, batch: int = 1000) -> int:
         ).order_by("id")
         doomed += list(old.values_list("id", flat=True)[:cap])
     if doomed:
-        # A retry still to run (or running) keeps the attempt it retries: its
-        # chain, and the failure it answers, stay readable until it ends.
-        retried = Execution.objects.filter(
-            job=job, status__in=Execution.ACTIVE_STATUSES, retry_of__isnull=False
-        ).values_list("retry_of_id", flat=True)
-        doomed = sorted(set(doomed) - set(retried))
+        doomed = sorted(set(doomed) - _still_referenced(job=job))
     for start in range(0, len(doomed), batch):
         with transaction.atomic():
-            Execution.objects.filter(pk__in=doomed[start : start + batch]).delete()
+            # Only the ids: Django's delete loads the rows it deletes, and a run's
+            # output and error tails may be a megabyte each.
+            Execution.objects.filter(pk__in=doomed[start : start + batch]).only(
+                "pk"
+            ).delete()
     if doomed:
         stats_forget(job_id=job.pk)
     return len(doomed)
+
+
+def _still_referenced(*, job: Job) -> set[int]:
+    """The job's finished runs that a run still to end (pending, running, paused)
+    points to: every earlier attempt of its retry chain, so the chain and the failures
+    it answers stay readable until it ends, and the parent run a dependant (or a
+    retry of one, which carries its parameters) was started by."""
+    active = Execution.objects.filter(status__in=Execution.ACTIVE_STATUSES).order_by()
+    kept: set[int] = set()
+    # One query per step back along the chains: as many as the longest one's
+    # attempts, each by primary key.
+    step = set(
+        active.filter(job=job, retry_of__isnull=False).values_list(
+            "retry_of_id", flat=True
+        )
+    )
+    while step:
+        kept |= step
+        step = (
+            set(
+                Execution.objects.filter(pk__in=step, retry_of__isnull=False)
+                .order_by()
+                .values_list("retry_of_id", flat=True)
+            )
+            - kept
+        )
+    for parent in active.filter(job__parents=job).values_list(
+        "parameters__parent_execution", flat=True
+    ):
+        if isinstance(parent, int):
+            kept.add(parent)
+    return kept

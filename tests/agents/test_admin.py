@@ -12,6 +12,7 @@ from agents import services
 from agents.admin import history_svg
 from agents.models import Agent
 from agents.stats import Point
+from jobs.models import Execution
 from tests.agents.conftest import make_sample
 
 pytestmark = pytest.mark.django_db
@@ -145,3 +146,38 @@ def test_a_viewer_sees_no_drain_button_and_the_endpoint_refuses(
     assert client.post(f"/admin/agents/agent/{agent.pk}/drain/").status_code == 403
     assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
     control.cancel_consumer.assert_not_called()
+
+
+def test_it_deletes_only_offline_agents(
+    admin_client: Client,
+    make_agent: Callable[..., Agent],
+    make_execution: Callable[..., Execution],
+) -> None:
+    """Recovery goes by an agent going offline: deleting the row of one that is
+    not would leave its runs `running` for ever if its worker is dead."""
+    alive = make_agent()
+    run = make_execution(status="running", worker=alive.name, agent=alive)
+    gone = make_agent(status=Agent.Status.OFFLINE)
+
+    response = admin_client.post(
+        f"/admin/agents/agent/{alive.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 403
+    response = admin_client.post(
+        "/admin/agents/agent/",
+        {
+            "action": "delete_selected",
+            "_selected_action": [alive.pk, gone.pk],
+            "post": "yes",
+        },
+    )
+    assert Agent.objects.filter(pk=alive.pk).exists()
+    assert Execution.objects.get(pk=run.pk).agent_id == alive.pk
+
+    html = admin_client.get(f"/admin/agents/agent/{gone.pk}/change/").content
+    assert f"/admin/agents/agent/{gone.pk}/delete/".encode() in html
+    response = admin_client.post(
+        f"/admin/agents/agent/{gone.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert not Agent.objects.filter(pk=gone.pk).exists()

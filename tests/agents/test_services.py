@@ -259,6 +259,35 @@ def test_it_judges_liveness_by_the_servers_clocks_not_the_workers(
     assert services.agents_sweep_stale(now=later) == [behind]
 
 
+@pytest.mark.parametrize("saved", [True, False], ids=["row", "live-stamp"])
+@override_settings(KARMCHARI_AGENT_WINDOW_SECONDS=15, KARMCHARI_AGENT_DB_SECONDS=0)
+def test_it_keeps_online_an_agent_that_beats_while_the_sweep_judges_it(
+    make_agent: Callable[..., Agent],
+    make_execution: Callable[..., Any],
+    saved: bool,
+) -> None:
+    """The beat lands between the sweep's read of the stamps and its write: the
+    agent is alive, and what it runs must not be given up as lost."""
+    agent = make_agent(last_heartbeat=timezone.now() - timedelta(seconds=60))
+    run = make_execution(status="running", worker=agent.name, agent=agent)
+    read_many = live.read_many
+
+    def read_then_beat(*args: Any, **kwargs: Any) -> Any:
+        samples = read_many(*args, **kwargs)
+        services.agent_heartbeat(agent=agent, sample=make_sample(), persist=saved)
+        return samples
+
+    with mock.patch.object(live, "read_many", read_then_beat):
+        assert services.agents_sweep_stale() == []
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
+    run.refresh_from_db()
+    assert run.status == "running"
+    # Silent from now on (its live stamp expired), it goes offline in time.
+    live.forget(agent.instance_id)
+    later = timezone.now() + timedelta(seconds=60)
+    assert services.agents_sweep_stale(now=later) == [agent]
+
+
 def test_it_leaves_the_agent_online_when_a_receiver_fails(
     make_agent: Callable[..., Agent],
 ) -> None:

@@ -7,6 +7,7 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework.test import APIClient
 
 from agents import services
@@ -94,6 +95,20 @@ def test_it_answers_409_for_offline_and_503_for_unreachable_agents(
     response = api.post(f"/api/agents/{make_agent().pk}/drain/")
     assert response.status_code == 503
     assert "did not answer" in response.json()["detail"]
+
+
+def test_it_answers_503_when_the_broker_is_unreachable(
+    api: APIClient, make_agent: Callable[..., Agent], control: mock.MagicMock
+) -> None:
+    refused = KombuOperationalError("Error 111 connecting to 127.0.0.1:6379.")
+    control.cancel_consumer.side_effect = refused
+    control.add_consumer.side_effect = refused
+    agent = make_agent()
+    for verb in ("drain", "resume"):
+        response = api.post(f"/api/agents/{agent.pk}/{verb}/")
+        assert response.status_code == 503
+        assert "broker is unreachable" in response.json()["detail"]
+    assert Agent.objects.get(pk=agent.pk).status == Agent.Status.ONLINE
 
 
 def test_it_needs_change_permission_to_drain(

@@ -8,7 +8,7 @@ import pytest
 from django.db import DatabaseError
 from django.test import override_settings
 
-from agents import live
+from agents import live, services
 from agents.models import Agent
 from agents.worker import WorkerAgent, running_executions
 from tests.agents.conftest import make_sample
@@ -171,3 +171,27 @@ def test_it_stops_consuming_while_another_live_worker_holds_its_name() -> None:
     consumer.run_loop()
     assert consumer.consuming == {"a", "b"}
     assert Agent.objects.get(name="w8@box").instance_id == worker.instance_id
+
+
+@override_settings(KARMCHARI_AGENT_DB_SECONDS=0)
+def test_it_stops_consuming_when_taken_over_after_an_operator_resumed_it() -> None:
+    """Drained at start, resumed by an operator (Celery's add_consumer, behind the
+    worker agent's back), then its name taken over: it must leave its queues."""
+    Agent.objects.create(name="w9@box", status=Agent.Status.OFFLINE, drained=True)
+    worker = WorkerAgent(name="w9@box", queues=["a", "b"], running=list)
+    worker.register()
+    consumer = FakeConsumer()
+    worker.ready(consumer)
+    assert consumer.consuming == set()
+    with mock.patch("karmchari_site.celery.app.control") as control:
+        control.add_consumer.return_value = [{"w9@box": {"ok": "consuming"}}]
+        services.agent_resume(agent=Agent.objects.get(name="w9@box"))
+    for queue in ("a", "b"):
+        consumer.add_task_queue(queue)  # what the remote command does
+    other = Agent.objects.get(name="w9@box")
+    other.instance_id, other.host, other.pid = uuid.uuid4(), "elsewhere", 1
+    other.save()
+    live.publish(instance_id=other.instance_id, sample=make_sample())
+    worker.beat()  # AgentGone
+    consumer.run_loop()
+    assert consumer.consuming == set()

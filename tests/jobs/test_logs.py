@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 from django_redis import get_redis_connection
 from rest_framework.test import APIClient
@@ -176,6 +176,46 @@ def test_it_resumes_the_stream_from_the_last_event_id(
     )
     text = b"".join(response.streaming_content).decode()
     assert '"text": "world\\n"' in text
+
+
+@override_settings(KARMCHARI_LOG_STREAM_SECONDS=2)
+def test_it_ends_the_stream_with_an_error_when_the_run_is_deleted(
+    api: APIClient, execution: Execution
+) -> None:
+    """Its job deleted while it runs: the stream says so at once instead of
+    sending keep-alives until KARMCHARI_LOG_STREAM_SECONDS."""
+    logs.LogWriter(execution.pk, clock=Clock()).write(b"hello\n")
+    response = api.get(
+        f"/api/executions/{execution.pk}/log/stream/",
+        HTTP_ACCEPT="text/event-stream",
+    )
+    frames = iter(response.streaming_content)
+    assert next(frames) == b"retry: 1000\n\n"
+    assert b"event: output" in next(frames)
+    assert next(frames) == b": keep-alive\n\n"
+    Execution.objects.filter(pk=execution.pk).delete()
+    with mock.patch("jobs.engine_views._STREAM_POLL_SECONDS", 0):
+        rest = list(frames)
+    assert len(rest) == 1
+    assert rest[0].startswith(b"event: error\n")
+    data = rest[0].decode().split("data: ", 1)[1]
+    assert json.loads(data) == {"detail": "No Execution matches the given query."}
+
+
+def test_it_answers_404_when_the_run_is_deleted_during_a_read(
+    api: APIClient, execution: Execution
+) -> None:
+    read = logs.log_read
+
+    def read_then_delete(**kwargs: object) -> logs.LogSlice:
+        piece = read(**kwargs)  # type: ignore[arg-type]
+        Execution.objects.filter(pk=execution.pk).delete()
+        return piece
+
+    with mock.patch.object(logs, "log_read", read_then_delete):
+        response = api.get(f"/api/executions/{execution.pk}/log/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No Execution matches the given query."}
 
 
 def test_it_appends_external_reports_to_the_log(execution: Execution) -> None:
@@ -352,6 +392,37 @@ def test_it_stores_output_again_once_its_dead_connection_is_replaced(
         )
     )
     assert stored == b"before\n" + b"".join(b"line %d\n" % n for n in range(10))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_output_after_a_store_whose_answer_was_lost(
+    make_execution: Callable[..., Execution],
+) -> None:
+    """The chunk's INSERT commits, then the connection drops before the answer
+    comes back: the same offset again must not be refused for the rest of the run
+    (the stored log, and the finished run's output, would stop there)."""
+    execution = make_execution(status=Execution.Status.RUNNING)
+    get_redis_connection("default").delete(logs.log_key(execution.pk))
+    writer = logs.LogWriter(execution.pk, clock=Clock())
+    writer.write(b"one\n")
+    writer.flush()
+    create = ExecutionLogChunk.objects.create
+    calls: list[int] = []
+
+    def commit_then_drop(**fields: object) -> ExecutionLogChunk:
+        chunk = create(**fields)
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return chunk
+
+    with mock.patch.object(ExecutionLogChunk.objects, "create", commit_then_drop):
+        writer.write(b"two\n")
+        writer.flush()
+        writer.write(b"three\n")
+        writer.close()
+    assert logs.log_tail_text(execution_id=execution.pk) == "one\ntwo\nthree\n"
+    assert list(ExecutionLogChunk.objects.values_list("offset", flat=True)) == [0, 4]
 
 
 def test_it_expires_a_stream_restarted_after_redis_lost_it(

@@ -5,9 +5,11 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs.models import Execution, ExecutionEvent, Job
+from jobs.models import Execution, ExecutionEvent, ExecutionLogChunk, Job
 from jobs.retention import executions_prune
 from jobs.tasks import prune_executions
 
@@ -145,3 +147,56 @@ def test_it_counts_days_from_a_run_s_end(
     )
     assert executions_prune() == 0
     assert executions_prune(now=timezone.now() + timedelta(days=1)) == 1
+
+
+def test_it_keeps_every_attempt_of_a_retry_chain_still_to_end(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    job = make_job(keep_failed=0)
+    first = make_execution(job=job, status="failed")
+    second = make_execution(job=job, status="failed", retry_of=first, attempt=2)
+    third = make_execution(job=job, status="running", retry_of=second, attempt=3)
+    assert executions_prune() == 0
+    assert statuses(job) == ["failed", "failed", "running"]
+
+    Execution.objects.filter(pk=third.pk).update(status="failed")
+    assert executions_prune() == 3
+
+
+def test_it_keeps_the_parent_run_of_a_dependant_still_to_end(
+    make_job: Callable[..., Job], make_execution: Callable[..., Execution]
+) -> None:
+    parent = make_job(keep_succeeded=0)
+    child = make_job()
+    child.parents.add(parent)
+    released = make_execution(job=parent, status="succeeded")
+    older = make_execution(job=parent, status="succeeded")
+    waiting = make_execution(
+        job=child,
+        status="pending",
+        trigger="dependency",
+        parameters={"parent_execution": released.pk},
+    )
+    assert executions_prune() == 1
+    assert list(parent.executions.values_list("pk", flat=True)) == [released.pk]
+
+    Execution.objects.filter(pk=waiting.pk).update(status="succeeded")
+    assert executions_prune() == 1
+    assert not parent.executions.filter(pk__in=[released.pk, older.pk]).exists()
+
+
+def test_it_deletes_runs_without_loading_their_output(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    """A run's output and error tails may be a megabyte each: a batch of a thousand
+    loaded to be deleted could take gigabytes."""
+    job = make_job(keep_failed=0)
+    doomed = make_execution(job=job, status="failed", output="o" * 1000)
+    ExecutionLogChunk.objects.create(execution=doomed, offset=0, data=b"o" * 1000)
+    ExecutionEvent.objects.create(execution=doomed, action="kill")
+    with CaptureQueriesContext(connection) as queries:
+        assert executions_prune() == 1
+    assert not [q["sql"] for q in queries if '"output"' in q["sql"]]
+    assert not ExecutionLogChunk.objects.exists()
+    assert not ExecutionEvent.objects.exists()
