@@ -4,8 +4,9 @@ Runs as the `jobs.prune_executions` task, which beat sends every
 KARMCHARI_PRUNE_SECONDS. Deletes go by primary key in batches, so PostgreSQL only
 locks the rows it removes and the table stays writable; active executions (pending,
 running, paused) are never touched, nor the earlier attempts of an active retry, nor
-the parent run an active dependant was started by. Age is counted from a run's end.
-An execution's events and log chunks go with it.
+the parent run an active dependant was started by, nor a run that ended less than
+JUST_ENDED ago (what follows an end, its retry or its notifications, still reads it).
+Age is counted from a run's end. An execution's events and log chunks go with it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from jobs.models import Execution, Job, NotificationDelivery
 from jobs.stats import stats_forget
 
 logger = logging.getLogger(__name__)
+
+# A run's end is committed before its retry is made: a prune in between would take
+# the run (keep_failed 0) and with it the retry. Kept this long, then counted again.
+JUST_ENDED = timedelta(minutes=1)
 
 
 def executions_prune(*, now: datetime | None = None, batch: int = 1000) -> int:
@@ -75,7 +80,9 @@ def execution_prune_job(*, job: Job, now: datetime, batch: int = 1000) -> int:
     drains over a few runs instead of loading millions of ids at once."""
     cap = 10 * batch
     keep_succeeded, keep_failed, keep_days = job.retention()
-    finished = Execution.objects.filter(job=job, status__in=Execution.FINAL_STATUSES)
+    finished = Execution.objects.filter(
+        job=job, status__in=Execution.FINAL_STATUSES
+    ).exclude(finished_at__gt=now - JUST_ENDED)
     doomed: list[int] = []
     groups = (
         (finished.filter(status=Execution.Status.SUCCEEDED), keep_succeeded),

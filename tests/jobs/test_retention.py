@@ -200,3 +200,16 @@ def test_it_deletes_runs_without_loading_their_output(
     assert not [q["sql"] for q in queries if '"output"' in q["sql"]]
     assert not ExecutionLogChunk.objects.exists()
     assert not ExecutionEvent.objects.exists()
+
+
+def test_it_keeps_a_run_that_has_just_ended_until_what_follows_it_is_done(
+    make_job: Callable[..., Job],
+    make_execution: Callable[..., Execution],
+) -> None:
+    # Its end is committed before its retry is made: a prune in between must not
+    # take it (and with it the retry).
+    job = make_job(keep_failed=0, max_retries=1)
+    ended = timezone.now() - timedelta(seconds=10)
+    make_execution(job=job, status="failed", finished_at=ended)
+    assert executions_prune() == 0
+    assert executions_prune(now=ended + timedelta(minutes=2)) == 1
