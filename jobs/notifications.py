@@ -15,6 +15,14 @@ hears of an event of a run once, however many of those rules send it there.
 Retries: an attempt that ends failed, timed out or lost while a retry follows is not
 news yet (its end says so: jobs.services.execution_schedule_retry marks it); only the
 last attempt's failure is sent, and `recovery` follows only a failure that was.
+
+Flood control (NotificationState, one row per channel and job): the first failure
+or late run goes out at once; while the channel was told the job is failing, more
+are recorded `held` and counted, and one reminder reports them once the rule's
+repeat_every has passed; the next success is a recovery that says how many were
+held back. A job that keeps flipping between failing and ok (more than
+FLAP_CHANGES changes within repeat_every) is told nothing more until it has been
+stable for repeat_every. See docs/notifications.md.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from contextlib import nullcontext
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -45,10 +54,14 @@ from jobs.models import (
     NotificationRule,
     Schedule,
 )
+from jobs.models.notifications import FLAP_CHANGES, NotificationState, Verdict
 
 logger = logging.getLogger(__name__)
 
 Event = NotificationRule.Event
+# Flood control (NotificationState): what a channel hears of a failing job.
+PROBLEMS = frozenset({Event.FAILURE, Event.LATE})
+CONTROLLED = PROBLEMS | {Event.RECOVERY}
 FAILURE_STATUSES = (
     Execution.Status.FAILED,
     Execution.Status.TIMED_OUT,
@@ -244,12 +257,29 @@ def notifications_queue(
     commit. `slow` goes only to the channels of rules by whose own slow_factor the
     run was slow. A run's event already recorded for a channel is not recorded
     again (its end heard twice: a worker recording it again after a dropped
-    connection)."""
-    wanted: dict[tuple[int, str], NotificationChannel] = {}
+    connection).
+
+    `failure`, `late` and `recovery` go through flood control (_pair_problem,
+    _pair_ok): one held back is recorded `held` and not sent. Answers the
+    deliveries to send."""
+    plain: dict[tuple[int, str], NotificationChannel] = {}
+    # Per channel: the flood-controlled events its rules send it, and the shortest
+    # repeat_every of those rules (the most talkative one wins, as for `slow`).
+    gets: dict[int, set[str]] = {}
+    repeat: dict[int, timedelta] = {}
+    channels: dict[int, NotificationChannel] = {}
     for rule in notification_rules(job=job):
+        watched = CONTROLLED.intersection(rule.events)
+        if watched:
+            gets.setdefault(rule.channel_id, set()).update(watched)
+            every = repeat.get(rule.channel_id)
+            repeat[rule.channel_id] = (
+                rule.repeat_every if every is None else min(every, rule.repeat_every)
+            )
+            channels[rule.channel_id] = rule.channel
         for event in events:
             key = (rule.channel_id, event)
-            if event not in rule.events or key in wanted:
+            if event in CONTROLLED or event not in rule.events or key in plain:
                 continue
             if event == Event.SLOW and not (
                 execution is not None
@@ -260,31 +290,183 @@ def notifications_queue(
                 )
             ):
                 continue
-            wanted[key] = rule.channel
-    if wanted and execution is not None:
-        recorded = NotificationDelivery.objects.filter(
-            execution=execution, event__in={event for _, event in wanted}
-        ).values_list("channel_id", "event")
-        for key in recorded:
-            wanted.pop(key, None)
+            plain[key] = rule.channel
+    # A success ends a failure each channel that gets failures, lates or
+    # recoveries was told of (a recovery, if it wants those).
+    ok = Event.SUCCESS in events
+    problems = [event for event in events if event in PROBLEMS]
+    asked = {event for _, event in plain}
+    if gets:
+        asked.update(problems)
+        if ok and any(Event.RECOVERY in wanted for wanted in gets.values()):
+            asked.add(Event.RECOVERY)
+    recorded: set[tuple[int, str]] = set()
+    if execution is not None and asked:
+        recorded = set(
+            NotificationDelivery.objects.filter(
+                execution=execution, event__in=asked
+            ).values_list("channel_id", "event")
+        )
     made: list[NotificationDelivery] = []
-    for (_, event), channel in wanted.items():
-        try:
-            with transaction.atomic():
-                delivery = NotificationDelivery.objects.create(
+    for (channel_id, event), channel in plain.items():
+        if (channel_id, event) not in recorded:
+            made.append(
+                NotificationDelivery.objects.create(
                     channel=channel,
                     job=job,
                     execution=execution,
                     event=event,
                     payload=_payload(event, job, execution),
                 )
-        except IntegrityError:
-            continue  # a late alert recorded for this run meanwhile
-        made.append(delivery)
-    if made:
-        ids = [delivery.pk for delivery in made]
+            )
+    for channel_id, wanted in sorted(gets.items()):
+        for event in problems:
+            if event in wanted and (channel_id, event) not in recorded:
+                delivery = _pair_problem(
+                    channel=channels[channel_id],
+                    job=job,
+                    execution=execution,
+                    event=event,
+                    repeat=repeat[channel_id],
+                )
+                if delivery is not None:
+                    made.append(delivery)
+    if ok and gets:
+        made.extend(
+            _pair_ok(
+                job=job,
+                execution=execution,
+                channels={
+                    channels[cid]: repeat[cid]
+                    for cid in sorted(gets)
+                    if (cid, Event.RECOVERY) not in recorded
+                },
+                gets=gets,
+                recovery=Event.RECOVERY in events,
+            )
+        )
+    sending = [d for d in made if d.status == NotificationDelivery.Status.PENDING]
+    if sending:
+        ids = [delivery.pk for delivery in sending]
         transaction.on_commit(lambda: _deliveries_send(ids))
+    return sending
+
+
+def _pair_problem(
+    *,
+    channel: NotificationChannel,
+    job: Job,
+    execution: Execution | None,
+    event: str,
+    repeat: timedelta,
+) -> NotificationDelivery | None:
+    """A failure or late run for one channel: sent at once if the channel was told
+    the job is ok, held back while it was told it is failing, and sent as a
+    reminder with the count once repeat_every has passed since the last message.
+    The pair's row is locked for the decision and the delivery it makes: of two
+    workers ending runs of one job at once, the second waits and holds its failure
+    back. None: already recorded for this run (a late alert, meanwhile)."""
+    try:
+        with transaction.atomic():
+            state, _ = NotificationState.objects.select_for_update().get_or_create(
+                job=job, channel=channel
+            )
+            verdict = state.observe(
+                failing=True,
+                now=timezone.now(),
+                repeat=repeat,
+                last_success_at=job.last_success_at,
+            )
+            delivery = _record(channel, job, execution, event, verdict)
+            state.save(update_fields=NotificationState.OBSERVED)
+    except IntegrityError:
+        return None  # jobs_delivery_once_per_event: a late alert recorded meanwhile
+    return delivery
+
+
+def _pair_ok(
+    *,
+    job: Job,
+    execution: Execution | None,
+    channels: dict[NotificationChannel, timedelta],
+    gets: dict[int, set[str]],
+    recovery: bool,
+) -> list[NotificationDelivery]:
+    """A success, for each channel that gets failures, lates or recoveries: one
+    told the job is failing hears it recovered (with how many failures were held
+    back), if it wants recoveries; while flapping that is held back. A channel told
+    nothing of this failure (one that gets only recoveries, or whose failure rule
+    came later) hears of a recovery as the job's history tells it (`recovery`:
+    _events_of), as before flood control.
+
+    A healthy job's success costs one read and no transaction: only rows with
+    something to change are locked, read again under the lock."""
+    if not channels:
+        return []  # its recoveries recorded already: the end heard twice
+    Health = NotificationState.Health
+    pending = (
+        NotificationState.objects.filter(job=job, channel__in=list(channels))
+        .filter(
+            Q(told=Health.FAILING)
+            | Q(health=Health.FAILING)
+            | Q(changes__gt=FLAP_CHANGES)
+        )
+        .order_by("channel_id")  # one locking order: no deadlock between two ends
+    )
+    made: list[NotificationDelivery] = []
+    locking = pending.exists()
+    with transaction.atomic() if locking else nullcontext():
+        states = (
+            {s.channel_id: s for s in pending.select_for_update()} if locking else {}
+        )
+        now = timezone.now()
+        for channel, every in channels.items():
+            verdict = Verdict(Verdict.NONE)
+            state = states.get(channel.pk)
+            if state is not None:
+                verdict = state.observe(failing=False, now=now, repeat=every)
+                state.save(update_fields=NotificationState.OBSERVED)
+            if (
+                verdict.action == Verdict.NONE
+                and recovery
+                and not (state is not None and state.flapping)
+            ):
+                verdict = Verdict(Verdict.TELL)
+            if Event.RECOVERY in gets[channel.pk] and verdict.action != Verdict.NONE:
+                made.append(_record(channel, job, execution, Event.RECOVERY, verdict))
     return made
+
+
+def _record(
+    channel: NotificationChannel,
+    job: Job,
+    execution: Execution | None,
+    event: str,
+    verdict: Verdict,
+) -> NotificationDelivery:
+    """The delivery of a flood-controlled event: pending (sent after commit), or
+    `held`, recorded so that the delivery log shows what was kept back and the
+    run's event is not counted again when its end is heard twice."""
+    payload = _payload(event, job, execution)
+    payload.update(
+        reminder=verdict.action == Verdict.REMIND,
+        held_back=verdict.held_back,
+        held_since=_iso(verdict.held_since),
+        flapping=None
+        if verdict.flapping is None
+        else {"changes": verdict.flapping[0], "since": _iso(verdict.flapping[1])},
+    )
+    held = verdict.action == Verdict.HOLD
+    return NotificationDelivery.objects.create(
+        channel=channel,
+        job=job,
+        execution=execution,
+        event=event,
+        payload=payload,
+        status=NotificationDelivery.Status.HELD
+        if held
+        else NotificationDelivery.Status.PENDING,
+    )
 
 
 def _deliveries_send(ids: list[int]) -> None:
@@ -496,12 +678,39 @@ def _text(payload: dict[str, Any], escape: Callable[[str], str] = str) -> str:
         Event.SLOW: f"is slow: took {execution.get('duration') or 0:.1f}s, much "
         "longer than its average",
     }.get(payload["event"], payload["event"])
+    what = _flood_text(payload, what)
     line = f"[Karmchari] {escape(payload['app'])}/{escape(payload['job'])} {what}"
     if execution.get("reason"):
         line += f"\n{escape(execution['reason'])}"
     if execution.get("url"):
         line += f"\n{execution['url']}"
     return line
+
+
+def _flood_text(payload: dict[str, Any], what: str) -> str:
+    """What flood control adds to a failure, late or recovery message: the failures
+    held back since the last message, and flapping. Times in UTC, said so."""
+    held = payload.get("held_back") or 0
+    since = _utc(payload.get("held_since"))
+    more = f"{held} more failure{'s' if held != 1 else ''} since {since}"
+    flapping = payload.get("flapping")
+    if flapping:
+        changes = f"flapping: {flapping['changes']} changes since "
+        changes += _utc(flapping["since"])
+        if payload["event"] == Event.RECOVERY:
+            return f"{what}; {changes}" + (f"; {more} held back" if held else "")
+        return f"is {changes}" + (f"; {more} held back" if held else "") + f"; {what}"
+    if payload.get("reminder"):
+        return f"still failing: {more}; {what}"
+    if held and payload["event"] == Event.RECOVERY:
+        return f"{what}; {more} held back"
+    return what
+
+
+def _utc(iso: str | None) -> str:
+    if not iso:
+        return "(never)"
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:

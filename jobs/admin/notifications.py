@@ -24,7 +24,14 @@ class NotificationRuleForm(forms.ModelForm[NotificationRule]):
 
     class Meta:
         model = NotificationRule
-        fields = ["channel", "app", "job", "events", "slow_factor"]
+        fields = ["channel", "app", "job", "events", "slow_factor", "repeat_every"]
+        error_messages = {
+            "repeat_every": {
+                # Django's "Enter a valid duration." does not say what one is.
+                "invalid": "Enter a duration such as 01:00:00 (an hour), 00:15:00, "
+                "1 00:00:00 (a day) or 3600 (seconds); 0 sends every failure.",
+            }
+        }
 
 
 @admin.register(NotificationChannel)
@@ -37,7 +44,7 @@ class NotificationChannelAdmin(LockingAdmin[NotificationChannel]):
 @admin.register(NotificationRule)
 class NotificationRuleAdmin(AppScopedAdmin[NotificationRule]):
     form = NotificationRuleForm
-    list_display = ["channel", "app", "job", "events", "slow_factor"]
+    list_display = ["channel", "app", "job", "events", "slow_factor", "repeat_every"]
     list_select_related = ["channel", "app", "job"]
     list_filter = ["channel"]
     raw_id_fields = ["job"]

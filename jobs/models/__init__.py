@@ -20,6 +20,7 @@ from jobs.models.notifications import (
     NotificationChannel,
     NotificationDelivery,
     NotificationRule,
+    NotificationState,
 )
 from jobs.models.schedules import Schedule
 from jobs.models.tokens import ApiToken
@@ -38,6 +39,7 @@ __all__ = [
     "NotificationChannel",
     "NotificationDelivery",
     "NotificationRule",
+    "NotificationState",
     "Schedule",
     "secret_name_validator",
     "slug_validator",

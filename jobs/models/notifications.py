@@ -1,19 +1,32 @@
 """Operations: notifications (sent by jobs/notifications.py). NotificationChannel:
 where they go; NotificationRule: which events of an app's or job's runs go there;
-NotificationDelivery: the delivery log."""
+NotificationDelivery: the delivery log; NotificationState: what a channel was told
+about a job (flood control)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, validate_email
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
 from django.db.models import Q
 
 from jobs.models.apps import App
 from jobs.models.executions import Execution
 from jobs.models.jobs import Job
+
+# A rule's repeat_every: at most this (a reminder a month apart is no reminder).
+MAX_REPEAT_EVERY = timedelta(days=30)
+# A channel told of more state changes than this within repeat_every hears no more
+# of them until the job has been stable for repeat_every (flapping).
+FLAP_CHANGES = 4
+_REPEAT_EVERY_RANGE = (
+    "Enter a duration from 0 (send every failure) to 30 days, e.g. 01:00:00 for an "
+    "hour."
+)
 
 
 class NotificationChannel(models.Model):
@@ -113,6 +126,16 @@ class NotificationRule(models.Model):
         help_text="Slow means longer than this times the average "
         "(default KARMCHARI_NOTIFY_SLOW_FACTOR); at least 1.",
     )
+    repeat_every = models.DurationField(
+        default=timedelta(hours=1),
+        validators=[
+            MinValueValidator(timedelta(0), message=_REPEAT_EVERY_RANGE),
+            MaxValueValidator(MAX_REPEAT_EVERY, message=_REPEAT_EVERY_RANGE),
+        ],
+        help_text="While the job keeps failing (or running late), one reminder at "
+        "most this often; the failures in between are held back and counted. "
+        "0 sends every failure. [DD] [HH:[MM:]]ss, e.g. 01:00:00.",
+    )
 
     class Meta:
         constraints = [
@@ -121,6 +144,12 @@ class NotificationRule(models.Model):
                 | Q(app__isnull=False, job__isnull=True),
                 name="jobs_notificationrule_app_xor_job",
                 violation_error_message="A rule is for an app or for a job.",
+            ),
+            models.CheckConstraint(
+                condition=Q(repeat_every__gte=timedelta(0))
+                & Q(repeat_every__lte=MAX_REPEAT_EVERY),
+                name="jobs_notificationrule_repeat_every_range",
+                violation_error_message=_REPEAT_EVERY_RANGE,
             ),
         ]
 
@@ -135,6 +164,8 @@ class NotificationDelivery(models.Model):
         PENDING = "pending"
         SENT = "sent"
         FAILED = "failed"
+        # Recorded, never sent: flood control kept it back (NotificationState).
+        HELD = "held", "Held back"
 
     channel = models.ForeignKey(
         NotificationChannel, models.CASCADE, related_name="deliveries"
@@ -185,3 +216,188 @@ class NotificationDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.channel_id} ({self.status})"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one run is news of for one channel (NotificationState.observe)."""
+
+    TELL = "tell"  # send it: the first failure, a recovery, or every one (0)
+    REMIND = "remind"  # send it as a reminder: still failing, held_back since
+    HOLD = "hold"  # record it held back, do not send
+    NONE = "none"  # nothing to say
+
+    action: str
+    # The failure and late messages held back since held_since (the last message
+    # sent), which this one reports; 0 when none.
+    held_back: int = 0
+    held_since: datetime | None = None
+    # Flapping: (state changes, since when), reported with this message.
+    flapping: tuple[int, datetime] | None = None
+
+
+class NotificationState(models.Model):
+    """What a channel was told about a job, so that a job failing every minute does
+    not send a message a minute: only the first failure (or late run) goes out at
+    once; later ones are held back and counted until the rule's repeat_every has
+    passed, then one reminder reports them; a success after them is a recovery.
+
+    One row per channel and job, made at the first failure or late run the channel
+    hears of; jobs/notifications.py locks it (select_for_update) in the transaction
+    that records the delivery, so two workers ending runs of one job at once do not
+    both send the first failure."""
+
+    class Health(models.TextChoices):
+        OK = "ok"
+        FAILING = "failing"
+
+    channel = models.ForeignKey(
+        NotificationChannel, models.CASCADE, related_name="states"
+    )
+    # Indexed by the (job, channel) unique constraint, which leads with it.
+    job = models.ForeignKey(
+        Job, models.CASCADE, related_name="notification_states", db_index=False
+    )
+    told = models.CharField(
+        max_length=10,
+        choices=Health.choices,
+        default=Health.OK,
+        help_text="Failing from a failure or late run sent until the next success.",
+    )
+    told_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last message was sent."
+    )
+    held_back = models.PositiveIntegerField(
+        default=0, help_text="Failure and late messages held back since told_at."
+    )
+    health = models.CharField(
+        max_length=10,
+        choices=Health.choices,
+        default=Health.OK,
+        help_text="What the job's last run showed (differs from told while flapping).",
+    )
+    health_since = models.DateTimeField(null=True, blank=True)
+    changes = models.PositiveIntegerField(
+        default=0, help_text="Health changes since changes_since (flapping)."
+    )
+    changes_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The row every end of a run of the job locks, by job and channel.
+            models.UniqueConstraint(
+                fields=["job", "channel"], name="jobs_notificationstate_one_per_pair"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} -> {self.channel_id}: {self.told}"
+
+    @property
+    def flapping(self) -> bool:
+        return self.changes > FLAP_CHANGES
+
+    def observe(
+        self,
+        *,
+        failing: bool,
+        now: datetime,
+        repeat: timedelta,
+        last_success_at: datetime | None = None,
+    ) -> Verdict:
+        """A run of the job failed (or was late) or succeeded: record it and answer
+        what to tell the channel. `repeat` is the rule's repeat_every;
+        `last_success_at` the job's (a success this row never saw ends what it was
+        told). Changes the row in memory; the caller saves it."""
+        seen = self.Health.FAILING if failing else self.Health.OK
+        if failing and self._missed_a_success(last_success_at):
+            # Its channel was disabled, or its rules gone, while the job recovered:
+            # this failure starts a new story.
+            self.told = self.health = self.Health.OK
+            self.held_back, self.changes, self.changes_since = 0, 0, None
+        if not repeat:
+            # 0: every failure, as without flood control (no holding, no flapping).
+            if seen != self.health:
+                self.health, self.health_since = seen, now
+            self.changes, self.changes_since = 0, None
+            if failing or self.told == self.Health.FAILING:
+                return self._tell(seen, now)
+            return Verdict(Verdict.NONE)
+        flapped = None
+        changed = seen != self.health
+        if changed:
+            self.health, self.health_since = seen, now
+            if self.flapping:
+                self.changes += 1
+            elif self.changes_since is None or now - self.changes_since > repeat:
+                self.changes, self.changes_since = 1, now
+            else:
+                self.changes += 1
+        elif (
+            self.flapping
+            and self.health_since is not None
+            and now - self.health_since >= repeat
+        ):
+            # Stable for repeat_every: tell where it settled, once.
+            assert self.changes_since is not None
+            flapped = (self.changes, self.changes_since)
+            self.changes, self.changes_since = 0, None
+        if self.flapping:
+            assert self.changes_since is not None
+            flapping = (self.changes, self.changes_since)
+            if not failing:
+                # A recovery held back; a success after a success is no news.
+                return Verdict(Verdict.HOLD if changed else Verdict.NONE)
+            if self.told_at is None or now - self.told_at >= repeat:
+                return self._tell(seen, now, remind=True, flapping=flapping)
+            return self._hold(failing)
+        if failing:
+            if self.told == self.Health.OK:
+                return self._tell(seen, now, flapping=flapped)
+            if flapped or self.told_at is None or now - self.told_at >= repeat:
+                return self._tell(seen, now, remind=True, flapping=flapped)
+            return self._hold(failing)
+        if self.told == self.Health.FAILING or flapped:
+            return self._tell(seen, now, flapping=flapped)
+        return Verdict(Verdict.NONE)
+
+    # What observe() changes: a locked row is saved with these only.
+    OBSERVED = [
+        "told",
+        "told_at",
+        "held_back",
+        "health",
+        "health_since",
+        "changes",
+        "changes_since",
+    ]
+
+    def _missed_a_success(self, last_success_at: datetime | None) -> bool:
+        return (
+            self.health == self.Health.FAILING
+            and last_success_at is not None
+            and self.health_since is not None
+            and last_success_at > self.health_since
+        )
+
+    def _tell(
+        self,
+        told: str,
+        now: datetime,
+        *,
+        remind: bool = False,
+        flapping: tuple[int, datetime] | None = None,
+    ) -> Verdict:
+        verdict = Verdict(
+            Verdict.REMIND if remind else Verdict.TELL,
+            held_back=self.held_back,
+            held_since=self.told_at,
+            flapping=flapping,
+        )
+        self.told, self.told_at, self.held_back = told, now, 0
+        return verdict
+
+    def _hold(self, failing: bool) -> Verdict:
+        if failing:
+            self.held_back += 1
+        return Verdict(Verdict.HOLD)

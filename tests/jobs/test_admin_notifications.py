@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -38,7 +39,12 @@ def test_it_configures_notifications_in_the_admin(
     channel = NotificationChannel.objects.get()
     response = admin_client.post(
         "/admin/jobs/notificationrule/add/",
-        {"channel": channel.pk, "app": app.pk, "events": ["failure", "late"]},
+        {
+            "channel": channel.pk,
+            "app": app.pk,
+            "events": ["failure", "late"],
+            "repeat_every": "01:00:00",
+        },
     )
     assert response.status_code == 302, response.content[:2000]
     assert NotificationRule.objects.get().events == ["failure", "late"]
@@ -59,14 +65,20 @@ def test_it_refuses_a_slow_factor_below_one(
         response = admin_client.post(
             "/admin/jobs/notificationrule/add/",
             {"channel": channel.pk, "app": app.pk, "events": ["slow"],
-             "slow_factor": factor},
+             "slow_factor": factor, "repeat_every": "01:00:00"},
         )  # fmt: skip
         assert response.status_code == 200
         assert "greater than or equal to 1" in response.content.decode()
     assert not NotificationRule.objects.exists()
     response = admin_client.post(
         "/admin/jobs/notificationrule/add/",
-        {"channel": channel.pk, "app": app.pk, "events": ["slow"], "slow_factor": "2"},
+        {
+            "channel": channel.pk,
+            "app": app.pk,
+            "events": ["slow"],
+            "slow_factor": "2",
+            "repeat_every": "01:00:00",
+        },
         follow=True,
     )
     assert "slow -&gt; hook" in response.content.decode()  # its channel, by name
@@ -170,7 +182,12 @@ def test_it_does_not_bring_back_a_rule_deleted_while_its_page_was_saved(
 
     response = admin_client.post(
         f"/admin/jobs/notificationrule/{rule.pk}/change/",
-        {"channel": channel.pk, "app": rule.app_id, "events": ["late"]},
+        {
+            "channel": channel.pk,
+            "app": rule.app_id,
+            "events": ["late"],
+            "repeat_every": "01:00:00",
+        },
         follow=True,
     )
 
@@ -209,3 +226,87 @@ def test_it_keeps_a_channel_deleted_by_a_concurrent_request_deleted(
     assert answer.status_code == 302
     assert answer["Location"] == "/admin/jobs/notificationchannel/"
     assert not NotificationChannel.objects.exists()
+
+
+def _rule_page(admin_client: Client, app: App, repeat_every: str) -> HttpResponse:
+    channel, _ = NotificationChannel.objects.get_or_create(
+        name="hook", kind="webhook", target="https://x.test/h"
+    )
+    return admin_client.post(
+        "/admin/jobs/notificationrule/add/",
+        {
+            "channel": channel.pk,
+            "app": app.pk,
+            "events": ["failure"],
+            "repeat_every": repeat_every,
+        },
+    )
+
+
+def test_it_shows_a_new_rules_repeat_every_of_an_hour(admin_client: Client) -> None:
+    response = admin_client.get("/admin/jobs/notificationrule/add/")
+
+    assert 'name="repeat_every" value="01:00:00"' in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("00:15:00", timedelta(minutes=15)),
+        ("3600", timedelta(hours=1)),
+        ("1 00:00:00", timedelta(days=1)),
+        ("0", timedelta(0)),
+        ("30 00:00:00", timedelta(days=30)),
+    ],
+)
+def test_it_sets_a_rules_repeat_every(
+    admin_client: Client, make_app: Callable[..., App], value: str, stored: timedelta
+) -> None:
+    response = _rule_page(admin_client, make_app("ops"), value)
+
+    assert response.status_code == 302, response.content[:2000]
+    assert NotificationRule.objects.get().repeat_every == stored
+    listing = admin_client.get("/admin/jobs/notificationrule/").content.decode()
+    assert "Repeat every" in listing
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-00:00:01", "Enter a duration from 0 (send every failure) to 30 days"),
+        ("30 00:00:01", "Enter a duration from 0 (send every failure) to 30 days"),
+        ("an hour", "Enter a duration such as 01:00:00 (an hour)"),
+        ("", "This field is required."),
+    ],
+)
+def test_it_refuses_a_repeat_every_out_of_range_or_unreadable(
+    admin_client: Client, make_app: Callable[..., App], value: str, message: str
+) -> None:
+    response = _rule_page(admin_client, make_app("ops"), value)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in str(errors["repeat_every"]), errors
+    assert not NotificationRule.objects.exists()
+
+
+def test_it_lists_held_back_deliveries_in_the_delivery_log(
+    admin_client: Client, make_app: Callable[..., App], make_job: Callable[..., Any]
+) -> None:
+    """What flood control held back stays visible: the log filters on it."""
+    from jobs.models import NotificationDelivery
+
+    job = make_job(app=make_app("ops"), name="backup")
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h"
+    )
+    for status in ("sent", "held"):
+        NotificationDelivery.objects.create(
+            channel=channel, job=job, event="failure", status=status
+        )
+
+    response = admin_client.get("/admin/jobs/notificationdelivery/?status=held")
+
+    assert response.status_code == 200
+    assert [d.status for d in response.context["cl"].result_list] == ["held"]
+    assert "Held back" in response.content.decode()
