@@ -1228,27 +1228,33 @@ def test_it_holds_back_late_runs_the_same_way(
     """A stuck queue: a run a minute stays pending. The first late run is sent,
     the next ones held (once each: the check runs every few seconds), and after
     repeat_every a reminder counts them. Then the queue drains: a recovery."""
-    rule(job=job, kind="webhook", target=receiver.url, events=["late", "recovery"])
+    rule(
+        job=job,
+        kind="webhook",
+        target=receiver.url,
+        events=["late", "recovery"],
+        repeat_every=timedelta(minutes=10),
+    )
     schedule = make_schedule(job=job, epsilon=timedelta(seconds=30))
 
     def check(minute: float) -> int:
         with at(minute), django_capture_on_commit_callbacks(execute=True):
             return notifications.notifications_check_late()
 
-    for minute in range(61):
+    for minute in range(11):
         stuck_slots(job, schedule, range(minute, minute + 1))
         check(minute + 0.6)
-    check(60.7)
+    check(10.7)
 
     payloads = received(receiver)
     assert [(p["event"], p["reminder"], p["held_back"]) for p in payloads] == [
         ("late", False, 0),
-        ("late", True, 59),
+        ("late", True, 9),
     ]
-    assert held() == ["late"] * 59
-    assert NotificationDelivery.objects.filter(event="late").count() == 61
+    assert held() == ["late"] * 9
+    assert NotificationDelivery.objects.filter(event="late").count() == 11
 
-    with at(62):
+    with at(12):
         run(job, "succeeded", capture=django_capture_on_commit_callbacks)
     assert [p["event"] for p in received(receiver)][-1] == "recovery"
 
