@@ -33,15 +33,15 @@ def deliver_notification(self: Task[[int], None], delivery_id: int) -> None:
     KARMCHARI_NOTIFY_MAX_ATTEMPTS attempts have failed (then recorded as failed)."""
     from django.conf import settings
 
-    from jobs import notifications
+    from jobs import notification_sending as sending
 
     attempt = self.request.retries + 1
     final = attempt >= settings.KARMCHARI_NOTIFY_MAX_ATTEMPTS
     try:
-        notifications.notification_deliver(delivery_id=delivery_id, final=final)
-    except notifications.DeliveryFailed as exc:
+        sending.notification_deliver(delivery_id=delivery_id, final=final)
+    except sending.DeliveryFailed as exc:
         raise self.retry(
-            exc=exc, countdown=notifications.retry_countdown(attempt=attempt)
+            exc=exc, countdown=sending.retry_countdown(attempt=attempt)
         ) from None
 
 

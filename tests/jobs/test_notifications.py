@@ -18,7 +18,7 @@ from django.core import mail
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from jobs import notifications, retention, services
+from jobs import notification_sending, notifications, retention, services
 from jobs.models import (
     App,
     Execution,
@@ -148,7 +148,7 @@ def test_it_posts_a_signed_webhook_on_failure(
     assert request["headers"]["X-Karmchari-Event"] == "failure"
     timed = request["headers"]["X-Karmchari-Signature-V1"]
     assert timed.startswith(f"t={request['headers']['X-Karmchari-Timestamp']},v1=")
-    assert notifications.webhook_verify(secret="s3", body=body, header=timed)
+    assert notification_sending.webhook_verify(secret="s3", body=body, header=timed)
     payload = json.loads(body)
     assert payload["event"] == "failure"
     assert (payload["app"], payload["job"]) == ("ops", "backup")
@@ -173,7 +173,7 @@ def test_it_retries_a_failing_webhook_and_keeps_a_delivery_log(
     assert len(receiver.requests) == 3
     delivery = NotificationDelivery.objects.get()
     assert (delivery.status, delivery.attempts, delivery.error) == ("sent", 3, "")
-    assert [notifications.retry_countdown(attempt=n) for n in (1, 2, 3)] == [
+    assert [notification_sending.retry_countdown(attempt=n) for n in (1, 2, 3)] == [
         10.0,
         20.0,
         40.0,
@@ -381,19 +381,21 @@ def test_it_hears_of_a_new_rule_at_once_in_the_same_process(
 
 def test_it_verifies_a_timed_webhook_signature_only_fresh_and_untouched() -> None:
     body = b'{"event": "failure"}'
-    header = notifications.webhook_timed_signature(
+    header = notification_sending.webhook_timed_signature(
         secret="s3", body=body, timestamp=1_000_000
     )
 
     def verify(**changes: Any) -> bool:
         arguments = {"secret": "s3", "body": body, "header": header}
-        return notifications.webhook_verify(**{**arguments, **changes}, now=1_000_100)
+        return notification_sending.webhook_verify(
+            **{**arguments, **changes}, now=1_000_100
+        )
 
     assert verify()
     assert not verify(secret="other")
     assert not verify(body=body + b" ")
     # A request captured and replayed later than the tolerance is refused.
-    assert not notifications.webhook_verify(
+    assert not notification_sending.webhook_verify(
         secret="s3", body=body, header=header, now=1_000_000 + 301
     )
     assert not verify(header=header.replace("t=1000000", "t=1000050"))
@@ -507,7 +509,7 @@ def test_it_sends_nothing_through_a_channel_disabled_before_the_attempt(
     (it spams, or points somewhere wrong). The attempt still goes out."""
     delivery = queued_then_channel_disabled(job)
 
-    notifications.notification_deliver(delivery_id=delivery.pk, final=False)
+    notification_sending.notification_deliver(delivery_id=delivery.pk, final=False)
 
     assert mailoutbox == []
 
@@ -525,7 +527,7 @@ def test_it_escapes_slack_control_characters(
         kind="slack",
         target="https://hooks.slack.example/x",
     )
-    with mock.patch("jobs.notifications._post", return_value=200) as post:
+    with mock.patch("jobs.notification_sending._post", return_value=200) as post:
         finished_run(
             job,
             "failed",
@@ -793,7 +795,7 @@ def test_it_sends_a_delivery_again_whose_send_the_broker_refused(
     with empty, time_machine.travel(started + timedelta(seconds=61), tick=False):
         assert notifications.notifications_resend_stale(older_than=minute) == 1
         assert notifications.notifications_resend_stale(older_than=minute) == 0
-        notifications.notification_deliver(delivery_id=delivery.pk, final=False)
+        notification_sending.notification_deliver(delivery_id=delivery.pk, final=False)
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("sent", 1)
@@ -807,7 +809,7 @@ def test_it_leaves_deliveries_a_disabled_channel_stopped_out_of_the_failure_metr
     karmchari_notifications_failed must not fire for it."""
     delivery = queued_then_channel_disabled(job)
 
-    notifications.notification_deliver(delivery_id=delivery.pk, final=False)
+    notification_sending.notification_deliver(delivery_id=delivery.pk, final=False)
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.error) == (
@@ -1317,7 +1319,7 @@ def test_it_holds_back_the_changes_of_a_flapping_job_until_it_is_stable(
         (T0 + timedelta(minutes=3)).isoformat(),
     )
     day = T0.strftime("%Y-%m-%d")
-    assert notifications._text(last).splitlines()[0] == (
+    assert notification_sending._text(last).splitlines()[0] == (
         "[Karmchari] ops/backup recovered: succeeded after failing; flapping: 10 "
         f"changes since {day} {T0:%H:%M} UTC; 3 more failures since {day} "
         f"{T0 + timedelta(minutes=3):%H:%M} UTC held back"
@@ -1356,7 +1358,7 @@ def test_it_reminds_a_flapping_job_at_most_every_repeat_every(
     assert (reminder["reminder"], reminder["held_back"]) == (True, 30)
     assert reminder["flapping"] == {"changes": 65, "since": T0.isoformat()}
     assert (
-        notifications._text(reminder)
+        notification_sending._text(reminder)
         .splitlines()[0]
         .startswith("[Karmchari] ops/backup is flapping: 65 changes since ")
     )
