@@ -11,16 +11,18 @@ are keywords in EDN wherever the name allows.
 - `loads` reads EDN into that plain form: keywords become their names (without the
   colon), sets and lists become lists; it raises EdnError on anything unreadable or
   nested deeper than MAX_DEPTH. With `keywords=True` keyword *values* stay
-  `Keyword`s, for data that is shown back as sent; `plain` makes such data plain.
+  `Keyword`s and sets are `EdnSet`s (lists that `dumps` writes as `#{...}`), for
+  data that is shown back as sent; `plain` makes such data plain.
 - `to_json` is what liberator's JSON rendering makes of the same data: keyword keys
   and values as "ns/name" strings, #inst as ISO 8601, #uuid as a string, ratios as
   numbers.
 - `plain_json` turns read data into something a JSONField can store; `unstorable`
   says first why it cannot (NaN, an infinity, a number beyond a double: JSON has no
   room for them, and the database refuses the row; nesting deeper than MAX_DEPTH).
-- JSON stores a keyword, an #inst or a #uuid value as a string. `tags` lists where
-  read data holds them ([path, "keyword" | "inst" | "uuid"], kept beside the stored
-  data) and `retag` turns those strings back into what the client sent.
+- JSON stores a keyword, an #inst or a #uuid value as a string, and a set as a
+  list. `tags` lists where read data holds them ([path, "keyword" | "inst" | "uuid"
+  | "set"], kept beside the stored data) and `retag` turns those strings and lists
+  back into what the client sent.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from edn_format import Keyword
 
 __all__ = [
     "EdnError",
+    "EdnSet",
     "Keyword",
     "dumps",
     "keyword",
@@ -64,6 +67,25 @@ _INT_DIGITS = 4000
 
 class EdnError(ValueError):
     """Text that is not EDN (or uses a tag we cannot read)."""
+
+
+class EdnSet(list[Any]):
+    """An EDN set (`#{:a :b}`) in data shown back as sent: a list, as JSON stores
+    it (in the order read; a set has none), that `dumps` writes as a set again. A
+    list because its items need not be hashable (maps read as dicts)."""
+
+
+class _SetText(edn_format.TaggedElement):
+    """How `dumps` writes an EdnSet: edn_format writes only Python sets as EDN sets,
+    and those cannot hold dicts. Items written alike are written once (data edited
+    since may repeat one, and a Clojure reader refuses a set with a duplicate)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __str__(self) -> str:
+        written = dict.fromkeys(str(edn_format.dumps(item)) for item in self.items)
+        return "#{" + " ".join(written) + "}"
 
 
 # EDN's symbol grammar (a keyword is `:` and a symbol): a letter, `_` or one of
@@ -89,6 +111,8 @@ def _key_to_edn(key: Any) -> Any:
 def _to_edn(value: Any) -> Any:
     if isinstance(value, dict):
         return {_key_to_edn(key): _to_edn(item) for key, item in value.items()}
+    if isinstance(value, EdnSet):
+        return _SetText([_to_edn(item) for item in value])
     if isinstance(value, list | tuple):
         return [_to_edn(item) for item in value]
     if isinstance(value, datetime):
@@ -124,6 +148,8 @@ def _from_edn(value: Any, keywords: bool) -> Any:
         return {_key(key): _from_edn(item, keywords) for key, item in value.items()}
     if isinstance(value, str):
         return _text(value)
+    if keywords and isinstance(value, AbstractSet):
+        return EdnSet(_from_edn(item, keywords) for item in value)
     if isinstance(value, Sequence | AbstractSet):
         return [_from_edn(item, keywords) for item in value]
     if isinstance(value, edn_format.Symbol | edn_format.Char):
@@ -140,8 +166,9 @@ def _key(key: Any) -> str:
 
 
 def loads(text: str | bytes, *, keywords: bool = False) -> Any:
-    """One EDN value; None for empty text. Keyword values are their names, or with
-    `keywords` the Keywords themselves (keys are always their names)."""
+    """One EDN value; None for empty text. Keyword values are their names and sets
+    lists, or with `keywords` the Keywords themselves and EdnSets (keys are always
+    their names)."""
     if isinstance(text, bytes):
         try:
             text = text.decode()
@@ -168,7 +195,7 @@ def loads(text: str | bytes, *, keywords: bool = False) -> Any:
 
 def plain(value: Any) -> Any:
     """Data read with `keywords=True` as `loads` reads it without: keyword values
-    as their names."""
+    as their names, sets as lists."""
     if isinstance(value, Keyword):
         return value.name
     if isinstance(value, dict):
@@ -287,8 +314,9 @@ _TAGS = {Keyword: "keyword", datetime: "inst", uuid.UUID: "uuid"}
 
 def tags(value: Any) -> list[list[Any]]:
     """Where read data holds a keyword, an #inst or a #uuid value, which plain_json
-    stores as a string: `[path, tag]` each, the path being the keys and list
-    positions down to it, the tag "keyword", "inst" or "uuid"."""
+    stores as a string, or a set, which it stores as a list: `[path, tag]` each,
+    the path being the keys and list positions down to it, the tag "keyword",
+    "inst", "uuid" or "set"."""
     found: list[list[Any]] = []
     stack: list[tuple[list[Any], Any]] = [([], value)]
     while stack:
@@ -296,6 +324,8 @@ def tags(value: Any) -> list[list[Any]]:
         if isinstance(item, dict):
             stack.extend(([*path, str(key)], child) for key, child in item.items())
         elif isinstance(item, list | tuple):
+            if isinstance(item, EdnSet) and path:
+                found.append([path, "set"])
             stack.extend(([*path, index], child) for index, child in enumerate(item))
         else:
             tag = next((t for kind, t in _TAGS.items() if isinstance(item, kind)), None)
@@ -326,8 +356,8 @@ def _typed(text: str, tag: str) -> Any:
 
 def retag(stored: Any, found: Any) -> Any:
     """A copy of stored data (plain_json's) with the values `tags` found typed
-    again. An entry whose place holds no such string any more (the data was edited
-    since), or that is no entry at all, is passed over."""
+    again. An entry whose place holds no such string (or, for a set, no list) any
+    more (the data was edited since), or that is no entry at all, is passed over."""
     if not isinstance(found, list) or not found:
         return stored
     result = copy.deepcopy(stored)
@@ -346,6 +376,10 @@ def retag(stored: Any, found: Any) -> Any:
             holder = _child(holder, step)
         last = path[-1]
         if _child(holder, last) is None:
+            continue
+        if tag == "set":
+            if isinstance(holder[last], list):
+                holder[last] = EdnSet(holder[last])
             continue
         value = _typed(holder[last], tag) if isinstance(holder[last], str) else None
         if value is not None:

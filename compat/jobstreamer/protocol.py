@@ -121,11 +121,12 @@ def _first(data: dict[str, Any], *keys: str) -> Any:
 
 
 def _page(request: HttpRequest) -> tuple[int, int]:
-    """limit (default 20) and offset; JobStreamer's offset is 1-based (0 and 1 both
-    start at the first item)."""
+    """limit (default 20) and offset (default 0, echoed as the original's `(to-int
+    offset 0)`); JobStreamer's offset is 1-based (0 and 1 both start at the first
+    item)."""
     try:
         limit = int(request.GET.get("limit", PAGE))
-        offset = int(request.GET.get("offset", 1))
+        offset = int(request.GET.get("offset", 0))
     except ValueError:
         raise Problem(400, "limit and offset must be whole numbers.") from None
     if limit < 0 or offset < 0:
@@ -205,7 +206,13 @@ def _serve(**methods: View) -> View:
                 return _text("Resource not found.", 404)
             if problem.status == 403:
                 return _text("Permission denied", 403)
-            return answer(request, {"messages": problem.messages}, problem.status)
+            # `:messages` as the original's validation answers; `:message` as its
+            # other errors do (its console shows a refused schedule from it).
+            return answer(
+                request,
+                {"messages": problem.messages, "message": str(problem)},
+                problem.status,
+            )
 
     return view
 

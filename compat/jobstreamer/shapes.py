@@ -5,7 +5,8 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, F, Min, Q, Window
+from django.db.models.functions import RowNumber
 
 from agents import live
 from agents.models import Agent
@@ -134,14 +135,41 @@ def _schedule_map(job: Job) -> dict[str, Any] | None:
     }
 
 
-def job_summary(job: Job) -> dict[str, Any]:
-    """A job in lists. Needs `schedules` prefetched."""
+def latest_executions(jobs: list[Job]) -> dict[int, Execution]:
+    """Each job's latest execution (with its agent), in one query."""
+    ranked = (
+        Execution.objects.filter(job__in=jobs)
+        .select_related("agent")
+        .annotate(
+            rank=Window(
+                RowNumber(), partition_by=[F("job_id")], order_by=F("pk").desc()
+            )
+        )
+        .filter(rank=1)
+    )
+    return {execution.job_id: execution for execution in ranked}
+
+
+def _next_execution(job: Job) -> dict[str, Any] | None:
+    """When the job's schedules fire next. Needs `schedules` prefetched."""
+    upcoming = [
+        s.next_run_at for s in job.schedules.all() if s.enabled and s.next_run_at
+    ]
+    return {"job-execution/start-time": min(upcoming)} if upcoming else None
+
+
+def job_summary(job: Job, latest: Execution | None) -> dict[str, Any]:
+    """A job in lists: the README's keys, and the latest and next executions the
+    original lists (its console shows them, and stops or restarts the latest from
+    the list). Needs `schedules` prefetched."""
     return _without_none(
         {
             "job/id": job.name,
             "job/name": job.name,
             "job/restartable?": True,
             "job/schedule": _schedule_map(job),
+            "job/latest-execution": execution_map(latest) if latest else None,
+            "job/next-execution": _next_execution(job),
         }
     )
 
@@ -154,16 +182,28 @@ def job_map(job: Job) -> dict[str, Any]:
         failure=Count("pk", filter=Q(status__in=FAILURES)),
     )
     runs = job.timed_runs
-    average = Fraction(round(job.duration_total * 1000), runs) if runs else 0
+    average: int | Fraction = 0
+    if runs:
+        average = Fraction(round(job.duration_total * 1000), runs)
+        if average.denominator == 1:  # Clojure's (/ 78000 39) is 2000, no ratio
+            average = average.numerator
     upcoming = job.schedules.filter(enabled=True).aggregate(next=Min("next_run_at"))
     latest = job.executions.select_related("agent").order_by("-pk").first()
     extra = (
         {"job/command": job.spec.get("command")} if job.kind == Job.Kind.SHELL else {}
     )
+    definition = job_definition(job)
     return _without_none(
         {
-            **job_definition(job),
+            **definition,
             **extra,
+            # The definition as sent, as an EDN string (the original's pr-str of
+            # it): its console reads the job's structure from here. Not nested in
+            # itself when a client sends back a job map it read.
+            "job/edn-notation": edn.dumps(
+                {k: v for k, v in definition.items() if k != "job/edn-notation"}
+                or {"job/name": job.name}
+            ),
             "db/id": job.pk,
             "job/id": job.name,
             "job/name": job.name,

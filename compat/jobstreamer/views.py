@@ -31,6 +31,7 @@ from compat.jobstreamer.shapes import (
     execution_map,
     job_map,
     job_summary,
+    latest_executions,
     shell_command,
 )
 from compat.security import (
@@ -125,10 +126,11 @@ def _jobs_list(request: HttpRequest, user: Any, app: str) -> HttpResponse:
     hits = jobs.count()
     start = _start(offset, hits)
     page = list(jobs[start : start + limit])
+    latest = latest_executions(page)
     return answer(
         request,
         {
-            "results": [job_summary(job) for job in page],
+            "results": [job_summary(job, latest.get(job.pk)) for job in page],
             "hits": hits,
             "limit": limit,
             "offset": offset,

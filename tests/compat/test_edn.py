@@ -233,3 +233,40 @@ def test_it_passes_over_tags_whose_place_changed() -> None:
     ]
     assert edn.retag(stored, found) == stored
     assert edn.retag(stored, "junk") is stored
+
+
+def test_it_keeps_sets_as_sets_through_storage_when_asked() -> None:
+    text = '{:tags #{:a "b"} :nested [#{#{1}} #{}] :maps #{{:k #inst "2016"}}}'
+    typed = edn.loads(text, keywords=True)
+    assert isinstance(typed["tags"], edn.EdnSet)
+    assert sorted(map(str, typed["tags"])) == [":a", "b"]
+    # Without `keywords`, and made plain, a set is a list, as before.
+    assert not isinstance(edn.loads(text)["tags"], edn.EdnSet)
+    assert not isinstance(edn.plain(typed)["tags"], edn.EdnSet)
+    found = edn.tags(typed)
+    assert [["tags"], "set"] in found and [["nested", 0, 0], "set"] in found
+    stored = json.loads(json.dumps(edn.plain_json(typed)))
+    assert stored["nested"] == [[[1]], []] and stored["maps"] == [
+        {"k": "2016-01-01T00:00:00.000Z"}
+    ]
+    retyped = edn.retag(stored, json.loads(json.dumps(found)))
+    written = edn.dumps(retyped)
+    assert ":nested [#{#{1}} #{}]" in written
+    assert ':maps #{{:k #inst "2016-01-01T00:00:00' in written
+    again = edn.loads(written, keywords=True)
+    assert set(again["tags"]) == {Keyword("a"), "b"}
+    assert isinstance(again["nested"][0][0], edn.EdnSet)
+    # JSON has no sets: arrays, as liberator renders a Clojure set.
+    assert json.loads(edn.to_json(retyped))["nested"] == [[[1]], []]
+
+
+def test_it_writes_a_set_without_repeating_an_item() -> None:
+    # Data edited since it was stored may repeat one; Clojure refuses #{1 1}.
+    assert edn.dumps({"s": edn.EdnSet([1, 1, "a", "a"])}) == '{:s #{1 "a"}}'
+
+
+def test_it_passes_over_a_set_tag_whose_place_holds_no_list() -> None:
+    stored = {"s": "x", "l": [1]}
+    found = [[["s"], "set"], [["gone"], "set"], [["l", 0], "set"]]
+    assert edn.retag(stored, found) == stored
+    assert not isinstance(edn.retag(stored, found)["l"], edn.EdnSet)

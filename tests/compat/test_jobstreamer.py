@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -84,7 +85,8 @@ def test_it_registers_the_seed_job_as_a_stored_but_not_runnable_batch(
     assert job.kind == Job.Kind.BATCH
     assert job.spec["steps"][0]["batchlet"] == {"ref": "example.Batchlet"}
     listed = read(curl.get(f"/{app}/jobs"))
-    assert listed["hits"] == 1 and (listed["limit"], listed["offset"]) == (20, 1)
+    # No offset asked: 0, as the original's (to-int offset 0) echoes it.
+    assert listed["hits"] == 1 and (listed["limit"], listed["offset"]) == (20, 0)
     (item,) = listed["results"]
     assert item["job/id"] == "JOB-1" and item["job/restartable?"] is True
     detail = read(curl.get(f"/{app}/job/JOB-1"))
@@ -645,3 +647,117 @@ def test_it_shows_run_parameters_back_as_sent(curl: Client, app: str) -> None:
     )
     assert response.status_code == 400
     assert Execution.objects.count() == 1
+
+
+def test_it_shows_sets_back_as_sets(curl: Client, app: str) -> None:
+    body = (
+        '{:job/name "tagged" :job/command "true" :tags #{:nightly "db"} '
+        ":steps [{:id :s1 :on #{:completed}}]}"
+    )
+    created = send(curl, "post", f"/{app}/jobs", body)
+    assert created.status_code == 201, created.content
+    for response in (created, curl.get(f"/{app}/job/tagged")):
+        raw = response.content.decode()
+        assert ":on #{:completed}" in raw
+        shown = edn.loads(raw, keywords=True)
+        assert isinstance(shown["tags"], edn.EdnSet)
+        assert set(shown["tags"]) == {edn.Keyword("nightly"), "db"}
+    # Stored as JSON lists (what /api/ shows); JSON answers have arrays.
+    job = Job.objects.get(name="tagged")
+    assert sorted(job.legacy["jobstreamer"]["definition"]["tags"]) == ["db", "nightly"]
+    answer = json.loads(
+        curl.get(f"/{app}/job/tagged", HTTP_ACCEPT="application/json").content
+    )
+    assert answer["steps"] == [{"id": "s1", "on": ["completed"]}]
+    # A run's parameters keep theirs too, in :job-execution/job-parameters.
+    response = send(
+        curl, "post", f"/{app}/job/tagged/executions", '{:only #{"a"} :none #{}}'
+    )
+    assert response.status_code == 201, response.content
+    execution = Execution.objects.get()
+    assert execution.parameters["only"] == ["a"]
+    text = read(curl.get(f"/{app}/job/tagged/execution/{execution.pk}"))[
+        "job-execution/job-parameters"
+    ]
+    # (Key order aside: PostgreSQL's jsonb keeps its own.)
+    assert '#{"a"}' in text and ":none #{}" in text
+    parameters = edn.loads(text, keywords=True)
+    assert isinstance(parameters["none"], edn.EdnSet) and parameters["only"] == ["a"]
+
+
+def test_it_lists_jobs_with_their_latest_and_next_executions(
+    curl: Client, app: str, django_assert_num_queries: Any
+) -> None:
+    """As the original's default `with=execution`: its console shows them, and
+    stops, abandons or restarts the latest run from the list."""
+    for name in ("a", "b", "c"):
+        send(curl, "post", f"/{app}/jobs", f'{{:job/name "{name}" :job/command "x"}}')
+    send(
+        curl,
+        "post",
+        f"/{app}/job/a/schedule",
+        '{:schedule/cron-notation "0 0 * * * ?"}',
+    )
+    a, b = Job.objects.get(name="a"), Job.objects.get(name="b")
+    Execution.objects.create(job=a, status=Execution.Status.SUCCEEDED)
+    latest = Execution.objects.create(job=a, status=Execution.Status.FAILED)
+    Execution.objects.create(job=b, status=Execution.Status.PENDING)
+    # The user, the app, the count, the page, its schedules, its latest runs: as
+    # many for 3 jobs as for 300.
+    with django_assert_num_queries(6):
+        response = curl.get(f"/{app}/jobs")
+    results = {item["job/name"]: item for item in read(response)["results"]}
+    shown = results["a"]["job/latest-execution"]
+    assert shown["db/id"] == latest.pk
+    assert shown["job-execution/batch-status"] == {"db/ident": "batch-status/failed"}
+    start = results["a"]["job/next-execution"]["job-execution/start-time"]
+    assert start == Schedule.objects.get(job=a).next_run_at
+    assert results["b"]["job/latest-execution"]["job-execution/batch-status"] == {
+        "db/ident": "batch-status/queued"
+    }
+    assert "job/next-execution" not in results["b"]
+    assert "job/latest-execution" not in results["c"]
+
+
+def test_it_shows_the_definition_as_edn_notation(curl: Client, app: str) -> None:
+    """The original's :job/edn-notation, which its console reads the job from."""
+    body = '{:job/name "n" :job/command "true" :level :log/debug}'
+    send(curl, "post", f"/{app}/jobs", body)
+    shown = read(curl.get(f"/{app}/job/n"))
+    notation = edn.loads(shown["job/edn-notation"], keywords=True)
+    assert notation == {
+        "job/name": "n",
+        "job/command": "true",
+        "level": edn.Keyword("log/debug"),
+    }
+    # Sent back whole (a read-modify-write), it is not nested in itself.
+    put = send(curl, "put", f"/{app}/job/n", edn.dumps(shown))
+    assert put.status_code == 200, put.content
+    again = read(curl.get(f"/{app}/job/n"))
+    assert "job/edn-notation" not in edn.loads(again["job/edn-notation"])
+
+
+def test_it_answers_a_refusal_with_message_and_messages(curl: Client, app: str) -> None:
+    """`:messages` as the original's validation, `:message` as its other errors
+    (its console shows a refused schedule from `:message`)."""
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    response = send(
+        curl,
+        "post",
+        f"/{app}/job/MyShell/schedule",
+        '{:schedule/cron-notation "not cron"}',
+    )
+    assert response.status_code == 400
+    shown = read(response)
+    assert shown["messages"] and shown["message"] == shown["messages"][0]
+
+
+def test_it_shows_a_whole_average_as_an_integer(curl: Client, app: str) -> None:
+    send(curl, "post", f"/{app}/jobs", SHELL_JOB)
+    Job.objects.filter(name="MyShell").update(success_count=2, duration_total=3.0)
+    raw = curl.get(f"/{app}/job/MyShell").content.decode()
+    assert ":average 1500}" in raw or ":average 1500 " in raw
+    Job.objects.filter(name="MyShell").update(success_count=3, duration_total=1.0)
+    assert read(curl.get(f"/{app}/job/MyShell"))["job/stats"]["average"] == Fraction(
+        1000, 3
+    )

@@ -541,6 +541,48 @@ def test_it_accepts_null_and_well_typed_fields_kala_ignores(curl: Client) -> Non
 
 
 @pytest.mark.parametrize(
+    "value", ["1e400", "-1e400", "9" * 5000, "-0", '"\\u0000"', "[" * 2000 + "]" * 2000]
+)
+def test_it_accepts_any_valid_json_in_keys_kala_ignores(
+    curl: Client, value: str
+) -> None:
+    """Go's decoder skips unknown keys whatever valid JSON they hold: numbers no
+    double or Python int() holds, NUL, nesting past Python's recursion limit."""
+    body = (
+        f'{{"name": "n", "command": "true", "schedule": "{SCHEDULE}", '
+        f'"x_extra": {value}, "metadata": {{"other": {value}}}, '
+        f'"stats": [{{"more": {value}}}]}}'
+    )
+    response = post(curl, "/api/v1/job/", body)
+    assert response.status_code == 201, response.content
+    job_id = json.loads(response.content)["id"]
+    assert go(curl.get(f"/api/v1/job/{job_id}/"))["job"]["name"] == "n"
+
+
+@pytest.mark.parametrize(
+    ("member", "field"),
+    [
+        ('"retries": 1e400', "Job.retries of type uint"),
+        ('"retries": 1' + "0" * 5000, "Job.retries of type uint"),
+        ('"metadata": {"error_count": 1e400}', "Metadata.metadata.error_count"),
+        ('"stats": [{"execution_duration": 1e400}]', "JobStat.stats.execution"),
+    ],
+)
+def test_it_refuses_a_number_a_field_kala_reads_cannot_hold_as_go_does(
+    curl: Client, member: str, field: str
+) -> None:
+    response = post(
+        curl, "/api/v1/job/", f'{{"name": "n", "command": "true", {member}}}'
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    body = response.content.decode()
+    assert body.startswith("json: cannot unmarshal number ") and body.endswith("\n")
+    assert f"into Go struct field {field}" in body
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
     "spelling",
     [
         str.upper,
