@@ -20,6 +20,7 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from jobs.models import NotificationChannel, NotificationDelivery, NotificationRule
+from jobs.secrets import SecretError, channel_signing_key
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,11 @@ CHANNEL_DISABLED = "Not sent: the channel was disabled."
 
 class DeliveryFailed(Exception):
     """One attempt failed; the task retries until it runs out of attempts."""
+
+
+class CannotSign(DeliveryFailed):
+    """The channel's secret cannot be decrypted: no attempt can succeed until an
+    operator sets it again (or restores its key), so the delivery fails at once."""
 
 
 def webhook_signature(*, secret: str, body: bytes) -> str:
@@ -177,10 +183,15 @@ def _send(delivery: NotificationDelivery) -> int | None:
         "X-Karmchari-Delivery": str(delivery.pk),
         "X-Karmchari-Timestamp": str(timestamp),
     }
-    if channel.secret:
-        headers[SIGNATURE_HEADER] = webhook_signature(secret=channel.secret, body=body)
+    try:
+        # Stored encrypted (jobs/secrets.py): decrypted here, for this request only.
+        key = channel_signing_key(channel=channel)
+    except SecretError as exc:
+        raise CannotSign(f"Not sent: {exc.errors['secret']}") from None
+    if key:
+        headers[SIGNATURE_HEADER] = webhook_signature(secret=key, body=body)
         headers[TIMED_SIGNATURE_HEADER] = webhook_timed_signature(
-            secret=channel.secret, body=body, timestamp=timestamp
+            secret=key, body=body, timestamp=timestamp
         )
     return _post(channel.target, body, headers)
 
@@ -205,7 +216,8 @@ def notification_deliver(*, delivery_id: int, final: bool) -> NotificationDelive
         delivery.response_code = _send(delivery)
     except DeliveryFailed as exc:
         delivery.error = str(exc)
-        if final:
+        last = final or isinstance(exc, CannotSign)
+        if last:
             delivery.status = NotificationDelivery.Status.FAILED
         delivery.save(update_fields=["attempts", "error", "status"])
         logger.warning(
@@ -215,7 +227,7 @@ def notification_deliver(*, delivery_id: int, final: bool) -> NotificationDelive
             delivery.attempts,
             exc,
         )
-        if not final:
+        if not last:
             raise
         return delivery
     delivery.status = NotificationDelivery.Status.SENT

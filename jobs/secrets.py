@@ -10,6 +10,10 @@ Values go one way. The API, the admin and jobfiles show names and SECRET_MASK; o
 the worker that runs a job decrypts them (job_secrets_reveal), and it masks them in
 whatever the run prints (OutputMasker, mask_text).
 
+Notification channels' webhook signing keys (NotificationChannel.secret) are stored
+the same way, under the same keys (rotated with them); only the sender decrypts one
+(channel_signing_key), and the API and the admin say whether one is set, no more.
+
 Secret-looking values still sent inside a spec (old clients, compat APIs, jobfiles)
 are moved out of it by spec_split_secrets, the rule migration 0013 applied to the
 specs stored before.
@@ -33,7 +37,7 @@ from django.db import transaction
 from django.utils import timezone
 from requests.utils import requote_uri
 
-from jobs.models import Job, JobSecret
+from jobs.models import Job, JobSecret, NotificationChannel
 from jobs.runners import ENV_NAME, SECRET_MASK
 from jobs.runners.http import has_placeholder
 
@@ -320,8 +324,9 @@ def job_secrets_reveal(*, job_id: int) -> dict[str, str]:
 
 def secrets_rotate(*, batch: int = 500) -> tuple[int, list[str]]:
     """Encrypt every stored secret again under the first key, so older keys can be
-    removed. Answers how many were rotated and those no key could decrypt
-    ("app/job: NAME"), which are left as they are."""
+    removed: job secrets and notification channels' signing keys. Answers how many
+    were rotated and those no key could decrypt ("app/job: NAME", "notification
+    channel NAME"), which are left as they are."""
     keys = _keys()
     rotated = 0
     unreadable: list[str] = []
@@ -339,7 +344,42 @@ def secrets_rotate(*, batch: int = 500) -> tuple[int, list[str]]:
                 job = secret.job
                 unreadable.append(f"{job.app.name}/{job.name}: {secret.name}")
                 continue
-            # Only the value: an operator may rename or delete the row meanwhile.
-            JobSecret.objects.filter(pk=secret.pk).update(value=token)
-            rotated += 1
+            # Only the value, and only the one read: an operator may rename or
+            # delete the row meanwhile, or set a new value (already under the
+            # first key), which this must not overwrite with the old one.
+            rotated += JobSecret.objects.filter(
+                pk=secret.pk, value=secret.value
+            ).update(value=token)
+    channels = NotificationChannel.objects.exclude(secret="")
+    pks = list(channels.order_by("pk").values_list("pk", flat=True))
+    for start in range(0, len(pks), batch):
+        for pk, name, old in channels.filter(
+            pk__in=pks[start : start + batch]
+        ).values_list("pk", "name", "secret"):
+            try:
+                token = keys.rotate(old.encode()).decode()
+            except InvalidToken:
+                unreadable.append(f"notification channel {name}")
+                continue
+            rotated += NotificationChannel.objects.filter(pk=pk, secret=old).update(
+                secret=token
+            )
     return rotated, unreadable
+
+
+def channel_signing_key(*, channel: NotificationChannel) -> str:
+    """The channel's webhook signing key in the clear ("" when it has none): for
+    the sender, nobody else. SecretError when no configured key can decrypt it."""
+    if not channel.secret:
+        return ""
+    try:
+        return decrypt(channel.secret)
+    except InvalidToken:
+        raise SecretError(
+            {
+                "secret": f"The secret of notification channel {channel.name!r} "
+                "cannot be decrypted with KARMCHARI_SECRETS_KEYS (was its key "
+                "removed, or SECRET_KEY changed while no keys were set?): set it "
+                "again."
+            }
+        ) from None

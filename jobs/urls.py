@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
-from jobs import engine_views, views
+from jobs import engine_views, notification_views, views
 
 
 class Router(DefaultRouter):
@@ -18,6 +18,11 @@ router.register("apps", views.AppViewSet)
 router.register("jobs", views.JobViewSet)
 router.register("executions", views.ExecutionViewSet)
 router.register("schedules", views.ScheduleViewSet)
+router.register("notification-channels", notification_views.NotificationChannelViewSet)
+router.register("notification-rules", notification_views.NotificationRuleViewSet)
+router.register(
+    "notification-deliveries", notification_views.NotificationDeliveryViewSet
+)
 
 urlpatterns = [
     path("stats/", engine_views.StatsView.as_view(), name="stats"),

@@ -12,6 +12,8 @@ from django.http import HttpRequest
 from jobs import access
 from jobs.admin.base import AppScopedAdmin, LockingAdmin
 from jobs.models import NotificationChannel, NotificationDelivery, NotificationRule
+from jobs.models.notifications import MAX_SECRET_LENGTH
+from jobs.secrets import encrypt
 from karmchari_site.admin_ui import CappedPaginator
 
 
@@ -34,11 +36,95 @@ class NotificationRuleForm(forms.ModelForm[NotificationRule]):
         }
 
 
+class NotificationChannelForm(forms.ModelForm[NotificationChannel]):
+    """The secret is write-only: the page says whether one is set; a new one replaces
+    it, "Remove the secret" clears it, neither keeps it. Stored encrypted."""
+
+    new_secret = forms.CharField(
+        label="New secret",
+        required=False,
+        max_length=MAX_SECRET_LENGTH,
+        # Not the browser's saved login password, filled in unasked.
+        widget=forms.PasswordInput(
+            render_value=False, attrs={"autocomplete": "new-password"}
+        ),
+        help_text="Webhooks: the key of the X-Karmchari-Signature HMAC-SHA256 "
+        "headers. Stored encrypted and never shown again; leave empty to keep the "
+        "current one.",
+    )
+    clear_secret = forms.BooleanField(
+        label="Remove the secret",
+        required=False,
+        help_text="Requests are then sent unsigned.",
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "target", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        new, clear = cleaned.get("new_secret"), cleaned.get("clear_secret")
+        kind = cleaned.get("kind")
+        webhook = NotificationChannel.Kind.WEBHOOK
+        if new and clear:
+            self.add_error(
+                "new_secret",
+                "Enter a new secret or tick 'Remove the secret', not both.",
+            )
+        elif new and kind and kind != webhook:
+            self.add_error(
+                "new_secret",
+                "Only webhook channels sign their requests: leave this empty.",
+            )
+        elif (
+            kind
+            and kind != webhook
+            and "kind" in self.changed_data
+            and self.instance.secret
+            and not clear
+        ):
+            self.add_error(
+                "clear_secret",
+                "Only webhook channels sign their requests: tick this to remove the "
+                "secret and change the kind.",
+            )
+        return cleaned
+
+    def save(self, commit: bool = True) -> NotificationChannel:
+        if self.cleaned_data.get("new_secret"):
+            self.instance.secret = encrypt(self.cleaned_data["new_secret"])
+        elif self.cleaned_data.get("clear_secret"):
+            self.instance.secret = ""
+        return super().save(commit)
+
+
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(LockingAdmin[NotificationChannel]):
-    list_display = ["name", "kind", "target", "enabled", "created"]
+    form = NotificationChannelForm
+    list_display = ["name", "kind", "target", "signed", "enabled", "created"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "target"]
+    fields = [
+        "name",
+        "kind",
+        "target",
+        "enabled",
+        "secret_status",
+        "new_secret",
+        "clear_secret",
+    ]
+    readonly_fields = ["secret_status"]
+
+    @admin.display(boolean=True, description="Signed")
+    def signed(self, channel: NotificationChannel) -> bool:
+        return channel.has_secret
+
+    @admin.display(description="Secret")
+    def secret_status(self, channel: NotificationChannel) -> str:
+        if channel.has_secret:
+            return "Set (stored encrypted, never shown)"
+        return "Not set"
 
 
 @admin.register(NotificationRule)

@@ -18,6 +18,9 @@ from jobs.models.apps import App
 from jobs.models.executions import Execution
 from jobs.models.jobs import Job
 
+# A channel's secret as typed (the stored token is longer), as before it was
+# encrypted: migration 0023 can go back to the old column.
+MAX_SECRET_LENGTH = 200
 # A rule's repeat_every: at most this (a reminder a month apart is no reminder).
 MAX_REPEAT_EVERY = timedelta(days=30)
 # A channel told of more state changes than this within repeat_every hears no more
@@ -42,10 +45,14 @@ class NotificationChannel(models.Model):
     target = models.CharField(
         max_length=1000, help_text="The URL, or email addresses separated by commas."
     )
-    secret = models.CharField(
-        max_length=200,
+    # A Fernet token (jobs/secrets.py, as JobSecret.value), never the key itself: set
+    # it with jobs.secrets.encrypt(); only the sender decrypts it. Not editable, so no
+    # ModelForm or ModelSerializer shows it back by accident.
+    secret = models.TextField(
         blank=True,
-        help_text="Webhooks: key of the X-Karmchari-Signature HMAC-SHA256 header.",
+        editable=False,
+        help_text="Webhooks: key of the X-Karmchari-Signature HMAC-SHA256 header, "
+        "encrypted; never shown.",
     )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
@@ -55,6 +62,10 @@ class NotificationChannel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret)
 
     def clean(self) -> None:
         """A target its kind can send to (the admin shows why under the field); rows
@@ -159,6 +170,10 @@ class NotificationRule(models.Model):
 
 class NotificationDelivery(models.Model):
     """One notification to one channel, and how sending it went (the delivery log)."""
+
+    # The event of a test message (POST /api/notification-channels/{id}/test/): of
+    # no job, sent whatever the rules say.
+    TEST_EVENT = "test"
 
     class Status(models.TextChoices):
         PENDING = "pending"

@@ -15,6 +15,7 @@ from django.test import Client
 
 from jobs.admin.notifications import NotificationChannelAdmin, NotificationRuleAdmin
 from jobs.models import App, NotificationChannel, NotificationRule
+from jobs.secrets import decrypt, encrypt
 from tests.jobs.test_races import race
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
@@ -310,3 +311,124 @@ def test_it_lists_held_back_deliveries_in_the_delivery_log(
     assert response.status_code == 200
     assert [d.status for d in response.context["cl"].result_list] == ["held"]
     assert "Held back" in response.content.decode()
+
+
+# --- The channel's secret: write-only ------------------------------------------------
+
+
+def _channel_page(admin_client: Client, pk: int | None = None, **data: Any) -> Any:
+    data = {
+        "name": "hook",
+        "kind": "webhook",
+        "target": "https://x.test/h",
+        "enabled": "on",
+        **data,
+    }
+    page = f"{pk}/change" if pk else "add"
+    path = f"/admin/jobs/notificationchannel/{page}/"
+    return admin_client.post(path, data)
+
+
+def test_it_stores_a_channel_secret_set_in_the_admin_encrypted(
+    admin_client: Client,
+) -> None:
+    response = _channel_page(admin_client, new_secret="s3cr3t-key")
+
+    assert response.status_code == 302, response.content[:2000]
+    token = NotificationChannel.objects.get().secret
+    assert "s3cr3t-key" not in token
+    assert decrypt(token) == "s3cr3t-key"
+
+
+def test_it_never_shows_a_channel_secret_back(admin_client: Client) -> None:
+    channel = NotificationChannel.objects.create(
+        name="hook",
+        kind="webhook",
+        target="https://x.test/h",
+        secret=encrypt("k3y!"),
+        enabled=False,
+    )
+
+    page = admin_client.get(f"/admin/jobs/notificationchannel/{channel.pk}/change/")
+    listing = admin_client.get("/admin/jobs/notificationchannel/")
+
+    html = page.content.decode()
+    assert "Set (stored encrypted, never shown)" in html
+    assert "k3y!" not in html
+    assert channel.secret not in html  # not even the token
+    assert 'name="new_secret"' in html
+    assert 'autocomplete="new-password"' in html
+    columns = listing.content.decode()
+    assert "Signed" in columns
+    assert 'alt="True"' in columns  # signed (the only true column: it is disabled)
+
+
+def test_it_keeps_replaces_and_clears_a_channel_secret(admin_client: Client) -> None:
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h", secret=encrypt("one")
+    )
+    token = channel.secret
+
+    assert _channel_page(admin_client, channel.pk, name="renamed").status_code == 302
+    assert NotificationChannel.objects.get().secret == token  # kept as it was
+
+    assert _channel_page(admin_client, channel.pk, new_secret="two").status_code == 302
+    assert decrypt(NotificationChannel.objects.get().secret) == "two"
+
+    assert _channel_page(admin_client, channel.pk, clear_secret="on").status_code == 302
+    assert NotificationChannel.objects.get().secret == ""
+    page = admin_client.get(f"/admin/jobs/notificationchannel/{channel.pk}/change/")
+    assert "Not set" in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"new_secret": "two", "clear_secret": "on"}, "new_secret", "not both"),
+        (
+            {"kind": "slack", "target": "https://hooks.slack.example/x"},
+            "clear_secret",
+            "tick this to remove the secret",
+        ),
+        (
+            {"kind": "slack", "new_secret": "two"},
+            "new_secret",
+            "Only webhook channels sign their requests",
+        ),
+        ({"new_secret": "x" * 201}, "new_secret", "at most 200 characters"),
+    ],
+)
+def test_it_refuses_a_channel_secret_it_cannot_keep_as_asked(
+    admin_client: Client, data: dict[str, str], field: str, message: str
+) -> None:
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h", secret=encrypt("one")
+    )
+
+    response = _channel_page(admin_client, channel.pk, **data)
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert message in str(errors[field]), errors
+    stored = NotificationChannel.objects.get()
+    assert (stored.kind, decrypt(stored.secret)) == ("webhook", "one")
+
+
+def test_it_changes_a_signed_webhook_to_slack_when_its_secret_is_removed(
+    admin_client: Client,
+) -> None:
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h", secret=encrypt("one")
+    )
+
+    response = _channel_page(
+        admin_client,
+        channel.pk,
+        kind="slack",
+        target="https://hooks.slack.example/x",
+        clear_secret="on",
+    )
+
+    assert response.status_code == 302, response.content[:2000]
+    stored = NotificationChannel.objects.get()
+    assert (stored.kind, stored.secret) == ("slack", "")

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 import pytest
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -22,18 +22,27 @@ from rest_framework.test import APIClient
 
 from jobs import logs, services
 from jobs.checks import check_secrets_keys
-from jobs.models import App, Execution, ExecutionLogChunk, Job, JobSecret
+from jobs.models import (
+    App,
+    Execution,
+    ExecutionLogChunk,
+    Job,
+    JobSecret,
+    NotificationChannel,
+)
 from jobs.runners import SECRET_MASK
 from jobs.runners.shell import ShellRunner
 from jobs.secrets import (
     OutputMasker,
     SecretError,
+    channel_signing_key,
     decrypt,
     encrypt,
     header_secret_name,
     job_secrets_reveal,
     job_secrets_set,
     mask_text,
+    secrets_rotate,
     spec_split_secrets,
 )
 
@@ -112,6 +121,77 @@ def test_it_names_what_no_key_can_decrypt_on_rotation(
     assert "cannot decrypt ops/j: LOST_TOKEN" in err.getvalue()
     assert "LOST_TOKEN" in caught.value.errors
     assert "gone" not in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_it_rotates_notification_channels_secrets_with_the_job_secrets() -> None:
+    with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_1]):
+        signed = NotificationChannel.objects.create(
+            name="hook", kind="webhook", target="https://x.test/h", secret=encrypt("k")
+        )
+    NotificationChannel.objects.create(
+        name="plain", kind="webhook", target="https://x.test/p"
+    )
+
+    with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_2, KEY_1]):
+        out = io.StringIO()
+        call_command("rotate_secrets", stdout=out)
+
+    assert "Re-encrypted 1 secret(s)" in out.getvalue()
+    token = NotificationChannel.objects.get(pk=signed.pk).secret
+    assert Fernet(KEY_2.encode()).decrypt(token.encode()) == b"k"
+    assert NotificationChannel.objects.get(name="plain").secret == ""
+    with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_2]):
+        rotated = NotificationChannel.objects.get(pk=signed.pk)
+        assert channel_signing_key(channel=rotated) == "k"
+
+
+@pytest.mark.django_db
+def test_it_names_a_channel_secret_no_key_can_decrypt_on_rotation() -> None:
+    with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_1]):
+        token = encrypt("lost")
+    NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h", secret=token
+    )
+    err = io.StringIO()
+
+    with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_2]):
+        with pytest.raises(CommandError, match="1 secret"):
+            call_command("rotate_secrets", stdout=io.StringIO(), stderr=err)
+        with pytest.raises(SecretError) as caught:
+            channel_signing_key(channel=NotificationChannel.objects.get())
+
+    assert "cannot decrypt notification channel hook" in err.getvalue()
+    assert NotificationChannel.objects.get().secret == token  # left as it was
+    assert "'hook' cannot be decrypted" in caught.value.errors["secret"]
+
+
+@pytest.mark.django_db
+def test_it_does_not_overwrite_a_secret_set_while_rotating(
+    make_job: Callable[..., Job], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator sets a new value between rotation's read and its write: the new
+    value (already under the first key) stays."""
+    job = make_job()
+    channel = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target="https://x.test/h", secret=encrypt("old")
+    )
+    job_secrets_set(job=job, secrets={"TOKEN": "old"})
+    real_rotate = MultiFernet.rotate
+
+    def set_meanwhile(self: MultiFernet, msg: bytes) -> bytes:
+        job_secrets_set(job=job, secrets={"TOKEN": "new"})
+        NotificationChannel.objects.filter(pk=channel.pk).update(secret=encrypt("new"))
+        return real_rotate(self, msg)
+
+    monkeypatch.setattr(MultiFernet, "rotate", set_meanwhile)
+    with override_settings(KARMCHARI_SECRETS_KEYS=[KEY_1]):
+        rotated, unreadable = secrets_rotate()
+        assert job_secrets_reveal(job_id=job.pk) == {"TOKEN": "new"}
+        stored = NotificationChannel.objects.get()
+        assert channel_signing_key(channel=stored) == "new"
+
+    assert (rotated, unreadable) == (0, [])
 
 
 def test_it_warns_in_the_deploy_checks_while_secrets_use_the_derived_key() -> None:
