@@ -54,6 +54,15 @@ def check_notifications() -> None:
     notifications.notifications_check_late()
 
 
+@shared_task(name="jobs.remind_notifications", ignore_result=True)
+def remind_notifications() -> int:
+    """Reminders of jobs still failing that no run brings (sent by beat's
+    housekeeping with the late check)."""
+    from jobs import notifications
+
+    return notifications.notifications_remind_due()
+
+
 @shared_task(name="jobs.prune_executions", ignore_result=True)
 def prune_executions() -> int:
     """Retention: beat sends this every KARMCHARI_PRUNE_SECONDS."""

@@ -1,9 +1,15 @@
-"""What the operator console's tests share: a clean cache, agents and staff clients."""
+"""What the operator console's tests share: a clean cache, agents and staff clients;
+for the notifications' tests, a webhook receiver, rules and runs."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -12,6 +18,16 @@ from django.test import Client
 from django.utils import timezone
 
 from agents.models import Agent
+from jobs import notifications, secrets, services
+from jobs.models import (
+    App,
+    Execution,
+    Job,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+)
+from jobs.runners import Outcome
 
 NumQueries = Callable[..., object]
 
@@ -42,3 +58,146 @@ def staff(*perms: str) -> Client:
     client = Client()
     client.force_login(user)
     return client
+
+
+# --- Notifications (tests/jobs/test_notifications.py, test_notification_sending.py) ---
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records requests and answers with the
+    queued status codes, each alone or with headers (then 200)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.answers: list[int | tuple[int, dict[str, str]]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append(
+                    {
+                        "method": self.command,
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
+                )
+                answer = receiver.answers.pop(0) if receiver.answers else 200
+                code, headers = answer if isinstance(answer, tuple) else (answer, {})
+                self.send_response(code)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+def rule(
+    job: Job | None = None, app: App | None = None, **channel: Any
+) -> NotificationRule:
+    events = channel.pop("events")
+    slow_factor = channel.pop("slow_factor", None)
+    repeat = (
+        {"repeat_every": channel.pop("repeat_every")}
+        if "repeat_every" in channel
+        else {}
+    )
+    if channel.get("secret"):
+        channel["secret"] = secrets.encrypt(channel["secret"])
+    made = NotificationChannel.objects.create(name=f"c{channel['kind']}", **channel)
+    return NotificationRule.objects.create(
+        channel=made, job=job, app=app, events=events, slow_factor=slow_factor, **repeat
+    )
+
+
+def run(
+    job: Job,
+    status: str,
+    seconds: float = 1.0,
+    capture: Callable[..., Any] | None = None,
+) -> Execution:
+    execution = Execution.objects.create(
+        job=job,
+        status=Execution.Status.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=seconds),
+    )
+    assert capture is not None
+    with capture(execute=True):
+        services.execution_finish(
+            execution=execution,
+            outcome=Outcome(status=status, exit_code=0 if status == "succeeded" else 2),
+        )
+    return execution
+
+
+def channel_rule(
+    name: str,
+    *,
+    job: Job,
+    events: list[str],
+    slow_factor: float | None = None,
+    kind: str = "email",
+    target: str = "ops@example.com",
+) -> NotificationRule:
+    channel = NotificationChannel.objects.create(name=name, kind=kind, target=target)
+    return NotificationRule.objects.create(
+        channel=channel, job=job, events=events, slow_factor=slow_factor
+    )
+
+
+def finished_run(
+    job: Job,
+    status: str,
+    capture: Callable[..., Any],
+    seconds: float = 1.0,
+    reason: str = "",
+) -> Execution:
+    execution = Execution.objects.create(
+        job=job,
+        status=Execution.Status.RUNNING,
+        started_at=timezone.now() - timedelta(seconds=seconds),
+    )
+    with capture(execute=True):
+        services.execution_finish(
+            execution=execution,
+            outcome=Outcome(
+                status=status,
+                exit_code=0 if status == "succeeded" else 2,
+                reason=reason,
+            ),
+        )
+    return execution
+
+
+def queued_then_channel_disabled(job: Job) -> NotificationDelivery:
+    """A failure's delivery, queued; then the operator disables its channel."""
+    rule = channel_rule("ops", job=job, events=["failure"])
+    execution = Execution.objects.create(
+        job=job, status="failed", finished_at=timezone.now()
+    )
+    with mock.patch("jobs.tasks.deliver_notification.delay"):
+        [delivery] = notifications.notifications_queue(
+            job=job, execution=execution, events=["failure"]
+        )
+    NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
+    return delivery

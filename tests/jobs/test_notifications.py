@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
 
 import pytest
 import time_machine
 from django.core import mail
-from django.test.utils import override_settings
 from django.utils import timezone
 
 from jobs import notification_sending, notifications, retention, services
@@ -30,57 +26,16 @@ from jobs.models import (
 from jobs.models.notifications import NotificationState
 from jobs.runners import Outcome
 from karmchari_site.celery import app as celery_app
+from tests.jobs.conftest import (
+    Receiver,
+    channel_rule,
+    finished_run,
+    queued_then_channel_disabled,
+    rule,
+    run,
+)
 
 pytestmark = pytest.mark.django_db
-
-
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records requests and answers with the
-    queued status codes, each alone or with headers (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: list[int | tuple[int, dict[str, str]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append(
-                    {
-                        "method": self.command,
-                        "headers": dict(self.headers),
-                        "body": body,
-                    }
-                )
-                answer = receiver.answers.pop(0) if receiver.answers else 200
-                code, headers = answer if isinstance(answer, tuple) else (answer, {})
-                self.send_response(code)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            do_GET = do_POST
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -94,138 +49,6 @@ def eager() -> Iterator[None]:
 @pytest.fixture
 def job(make_app: Callable[..., App], make_job: Callable[..., Job]) -> Job:
     return make_job(app=make_app("ops"), name="backup")
-
-
-def rule(
-    job: Job | None = None, app: App | None = None, **channel: Any
-) -> NotificationRule:
-    events = channel.pop("events")
-    slow_factor = channel.pop("slow_factor", None)
-    repeat = (
-        {"repeat_every": channel.pop("repeat_every")}
-        if "repeat_every" in channel
-        else {}
-    )
-    made = NotificationChannel.objects.create(name=f"c{channel['kind']}", **channel)
-    return NotificationRule.objects.create(
-        channel=made, job=job, app=app, events=events, slow_factor=slow_factor, **repeat
-    )
-
-
-def run(
-    job: Job,
-    status: str,
-    seconds: float = 1.0,
-    capture: Callable[..., Any] | None = None,
-) -> Execution:
-    execution = Execution.objects.create(
-        job=job,
-        status=Execution.Status.RUNNING,
-        started_at=timezone.now() - timedelta(seconds=seconds),
-    )
-    assert capture is not None
-    with capture(execute=True):
-        services.execution_finish(
-            execution=execution,
-            outcome=Outcome(status=status, exit_code=0 if status == "succeeded" else 2),
-        )
-    return execution
-
-
-def test_it_posts_a_signed_webhook_on_failure(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
-) -> None:
-    rule(job=job, kind="webhook", target=receiver.url, secret="s3", events=["failure"])
-
-    run(job, "succeeded", capture=django_capture_on_commit_callbacks)
-    assert receiver.requests == []
-    execution = run(job, "failed", capture=django_capture_on_commit_callbacks)
-
-    [request] = receiver.requests
-    body = request["body"]
-    expected = hmac.new(b"s3", body, hashlib.sha256).hexdigest()
-    assert request["headers"]["X-Karmchari-Signature"] == f"sha256={expected}"
-    assert request["headers"]["X-Karmchari-Event"] == "failure"
-    timed = request["headers"]["X-Karmchari-Signature-V1"]
-    assert timed.startswith(f"t={request['headers']['X-Karmchari-Timestamp']},v1=")
-    assert notification_sending.webhook_verify(secret="s3", body=body, header=timed)
-    payload = json.loads(body)
-    assert payload["event"] == "failure"
-    assert (payload["app"], payload["job"]) == ("ops", "backup")
-    assert payload["execution"]["id"] == execution.pk
-    assert payload["execution"]["exit_code"] == 2
-    delivery = NotificationDelivery.objects.get()
-    assert (delivery.status, delivery.attempts, delivery.response_code) == (
-        "sent",
-        1,
-        200,
-    )
-
-
-def test_it_retries_a_failing_webhook_and_keeps_a_delivery_log(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
-) -> None:
-    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
-    receiver.answers = [500, 502]
-
-    run(job, "failed", capture=django_capture_on_commit_callbacks)
-
-    assert len(receiver.requests) == 3
-    delivery = NotificationDelivery.objects.get()
-    assert (delivery.status, delivery.attempts, delivery.error) == ("sent", 3, "")
-    assert [notification_sending.retry_countdown(attempt=n) for n in (1, 2, 3)] == [
-        10.0,
-        20.0,
-        40.0,
-    ]
-
-
-@override_settings(KARMCHARI_NOTIFY_MAX_ATTEMPTS=2)
-def test_it_gives_up_after_the_last_attempt_and_counts_it(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
-) -> None:
-    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
-    receiver.answers = [500, 500, 500]
-
-    run(job, "failed", capture=django_capture_on_commit_callbacks)
-
-    assert len(receiver.requests) == 2
-    delivery = NotificationDelivery.objects.get()
-    assert delivery.status == "failed"
-    assert delivery.error.startswith("HTTP 500")
-    [family] = list(notifications.notification_metrics())
-    assert {s.labels["kind"]: s.value for s in family.samples}["webhook"] == 1
-
-
-def test_it_emails_through_djangos_mail_settings(
-    job: Job,
-    mailoutbox: list[mail.EmailMessage],
-    django_capture_on_commit_callbacks: Callable[..., Any],
-) -> None:
-    rule(
-        job=job,
-        kind="email",
-        target="ops@example.com, me@example.com",
-        events=["failure"],
-    )
-
-    run(job, "failed", capture=django_capture_on_commit_callbacks)
-
-    [message] = mailoutbox
-    assert message.to == ["ops@example.com", "me@example.com"]
-    assert message.subject.startswith("[Karmchari] ops/backup failed")
-
-
-def test_it_posts_slack_text(
-    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
-) -> None:
-    rule(job=job, kind="slack", target=receiver.url, events=["success"])
-
-    run(job, "succeeded", capture=django_capture_on_commit_callbacks)
-
-    [request] = receiver.requests
-    text = json.loads(request["body"])["text"]
-    assert text.startswith("[Karmchari] ops/backup succeeded")
 
 
 def test_it_notifies_recovery_after_failures_only(
@@ -379,69 +202,6 @@ def test_it_hears_of_a_new_rule_at_once_in_the_same_process(
     assert NotificationDelivery.objects.filter(job=job, event="failure").count() == 1
 
 
-def test_it_verifies_a_timed_webhook_signature_only_fresh_and_untouched() -> None:
-    body = b'{"event": "failure"}'
-    header = notification_sending.webhook_timed_signature(
-        secret="s3", body=body, timestamp=1_000_000
-    )
-
-    def verify(**changes: Any) -> bool:
-        arguments = {"secret": "s3", "body": body, "header": header}
-        return notification_sending.webhook_verify(
-            **{**arguments, **changes}, now=1_000_100
-        )
-
-    assert verify()
-    assert not verify(secret="other")
-    assert not verify(body=body + b" ")
-    # A request captured and replayed later than the tolerance is refused.
-    assert not notification_sending.webhook_verify(
-        secret="s3", body=body, header=header, now=1_000_000 + 301
-    )
-    assert not verify(header=header.replace("t=1000000", "t=1000050"))
-    assert not verify(header="t=abc,v1=00")
-    assert not verify(header="garbage")
-
-
-def channel_rule(
-    name: str,
-    *,
-    job: Job,
-    events: list[str],
-    slow_factor: float | None = None,
-    kind: str = "email",
-    target: str = "ops@example.com",
-) -> NotificationRule:
-    channel = NotificationChannel.objects.create(name=name, kind=kind, target=target)
-    return NotificationRule.objects.create(
-        channel=channel, job=job, events=events, slow_factor=slow_factor
-    )
-
-
-def finished_run(
-    job: Job,
-    status: str,
-    capture: Callable[..., Any],
-    seconds: float = 1.0,
-    reason: str = "",
-) -> Execution:
-    execution = Execution.objects.create(
-        job=job,
-        status=Execution.Status.RUNNING,
-        started_at=timezone.now() - timedelta(seconds=seconds),
-    )
-    with capture(execute=True):
-        services.execution_finish(
-            execution=execution,
-            outcome=Outcome(
-                status=status,
-                exit_code=0 if status == "succeeded" else 2,
-                reason=reason,
-            ),
-        )
-    return execution
-
-
 def test_it_uses_each_rules_own_slow_factor(
     job: Job,
     mailoutbox: list[mail.EmailMessage],
@@ -486,58 +246,6 @@ def test_it_ignores_the_slow_factor_of_a_rule_without_slow(
     finished_run(job, "succeeded", django_capture_on_commit_callbacks, seconds=20)  # 2x
 
     assert not NotificationDelivery.objects.filter(event="slow").exists()
-
-
-def queued_then_channel_disabled(job: Job) -> NotificationDelivery:
-    """A failure's delivery, queued; then the operator disables its channel."""
-    rule = channel_rule("ops", job=job, events=["failure"])
-    execution = Execution.objects.create(
-        job=job, status="failed", finished_at=timezone.now()
-    )
-    with mock.patch("jobs.tasks.deliver_notification.delay"):
-        [delivery] = notifications.notifications_queue(
-            job=job, execution=execution, events=["failure"]
-        )
-    NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
-    return delivery
-
-
-def test_it_sends_nothing_through_a_channel_disabled_before_the_attempt(
-    job: Job, mailoutbox: list[mail.EmailMessage]
-) -> None:
-    """A delivery waiting for its (next) attempt; the operator disables the channel
-    (it spams, or points somewhere wrong). The attempt still goes out."""
-    delivery = queued_then_channel_disabled(job)
-
-    notification_sending.notification_deliver(delivery_id=delivery.pk, final=False)
-
-    assert mailoutbox == []
-
-
-def test_it_escapes_slack_control_characters(
-    job: Job, django_capture_on_commit_callbacks: Callable[..., Any]
-) -> None:
-    """Slack reads `<...>` as links and mentions and `&` as an entity: a run whose
-    reason says `<!channel>` pings the whole channel. Slack asks senders to escape
-    &, < and > in text."""
-    channel_rule(
-        "slack",
-        job=job,
-        events=["failure"],
-        kind="slack",
-        target="https://hooks.slack.example/x",
-    )
-    with mock.patch("jobs.notification_sending._post", return_value=200) as post:
-        finished_run(
-            job,
-            "failed",
-            django_capture_on_commit_callbacks,
-            reason="if a < b && c > d then <!channel>",
-        )
-
-    text = json.loads(post.call_args.args[1])["text"]
-    assert "<!channel>" not in text
-    assert "if a &lt; b &amp;&amp; c &gt; d then &lt;!channel&gt;" in text
 
 
 def test_it_prunes_the_delivery_log_with_the_executions_it_was_about(
@@ -740,30 +448,6 @@ def test_it_notifies_a_run_that_started_after_its_window(
     notifications.execution_changed(execution=stale)  # learns the rule targets
     with django_assert_num_queries(0):
         notifications.execution_changed(execution=stale)
-
-
-def test_it_does_not_follow_a_redirect(
-    job: Job,
-    receiver: Receiver,
-    settings: Any,
-    django_capture_on_commit_callbacks: Callable[..., Any],
-) -> None:
-    """requests would follow a 301 with a GET without the body: the receiver never
-    hears of the event, yet the log said `sent`."""
-    settings.KARMCHARI_NOTIFY_MAX_ATTEMPTS = 1
-    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
-    moved = receiver.url.replace("/hook", "/moved")
-    receiver.answers = [(301, {"Location": moved})]
-
-    run(job, "failed", capture=django_capture_on_commit_callbacks)
-
-    assert [r["method"] for r in receiver.requests] == ["POST"]
-    delivery = NotificationDelivery.objects.get()
-    assert delivery.status == "failed"
-    assert delivery.error == (
-        f"HTTP 301: redirected to {moved}; notifications are not sent on: set the "
-        "channel's target to that URL."
-    )
 
 
 def test_it_sends_a_delivery_again_whose_send_the_broker_refused(
@@ -1453,3 +1137,381 @@ def test_it_refuses_a_repeat_every_out_of_range_in_the_database(job: Job) -> Non
     NotificationRule.objects.create(
         channel=channel, job=job, events=["failure"], repeat_every=timedelta(days=30)
     )
+
+
+# --- Reminders on a timer ------------------------------------------------------------
+
+
+def sweep(minute: float, capture: Callable[..., Any]) -> int:
+    """Beat's reminder sweep at `minute` after T0, its sends run."""
+    with at(minute), capture(execute=True):
+        return notifications.notifications_remind_due()
+
+
+def test_it_reminds_on_a_timer_of_a_job_that_does_not_run_again(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """Failures at minutes 0, 10 and 20, then no run (its schedule disabled): an
+    hour after the failure was sent, the sweep sends the reminder its next failure
+    would have, counting the two held back and naming the last run; then one an
+    hour. A failure after a reminder is held back as after any message, and counted
+    from it."""
+    rule(job=job, kind="slack", target=receiver.url, events=["failure", "recovery"])
+    capture = django_capture_on_commit_callbacks
+    runs = []
+    for minute in (0, 10, 20):
+        with at(minute):
+            runs.append(run(job, "failed", capture=capture))
+
+    assert [sweep(minute, capture) for minute in (30, 59.9, 60, 61, 119)] == [
+        0,
+        0,
+        1,
+        0,
+        0,
+    ]
+    texts = [r["text"].splitlines()[0] for r in received(receiver)]
+    since = T0.strftime("%Y-%m-%d %H:%M UTC")
+    assert texts[1] == (
+        f"[Karmchari] ops/backup still failing: 2 more failures since {since}; "
+        "failed (failed, exit code 2)"
+    )
+    reminder = NotificationDelivery.objects.filter(status="sent").first()  # newest
+    assert reminder is not None
+    assert (reminder.event, reminder.execution_id) == ("failure", None)
+    payload = reminder.payload
+    assert (payload["reminder"], payload["held_back"]) == (True, 2)
+    assert payload["held_since"] == T0.isoformat()
+    assert payload["execution"]["id"] == runs[-1].pk
+    state = NotificationState.objects.get()
+    assert (state.told, state.told_at, state.held_back) == (
+        "failing",
+        T0 + timedelta(hours=1),
+        0,
+    )
+
+    assert sweep(120, capture) == 1
+    assert received(receiver)[-1]["text"].startswith(
+        "[Karmchari] ops/backup still failing: 0 more failures since "
+    )
+    with at(130):
+        run(job, "failed", capture=capture)
+    with at(140):
+        run(job, "succeeded", capture=capture)
+    assert sweep(200, capture) == 0
+    assert received(receiver)[-1]["text"].splitlines()[0] == (
+        "[Karmchari] ops/backup recovered: succeeded after failing; 1 more failure "
+        f"since {(T0 + timedelta(hours=2)):%Y-%m-%d %H:%M} UTC held back"
+    )
+    assert len(receiver.requests) == 4
+
+
+def test_it_reminds_on_a_timer_of_a_stuck_queue(
+    job: Job,
+    receiver: Receiver,
+    make_schedule: Callable[..., Any],
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """A weekly job's run stays pending (no worker for its queue): the late check
+    sends `late` once, and finds no new slot to be late; the sweep reminds of it
+    every repeat_every."""
+    rule(
+        job=job,
+        kind="webhook",
+        target=receiver.url,
+        events=["late"],
+        repeat_every=timedelta(minutes=30),
+    )
+    schedule = make_schedule(job=job, epsilon=timedelta(seconds=30))
+    stuck_slots(job, schedule, range(1))
+    capture = django_capture_on_commit_callbacks
+    with at(1), capture(execute=True):
+        assert notifications.notifications_check_late() == 1
+
+    assert [sweep(minute, capture) for minute in (30, 31, 45, 61)] == [0, 1, 0, 1]
+    payloads = received(receiver)
+    assert [(p["event"], p["reminder"]) for p in payloads] == [
+        ("late", False),
+        ("late", True),
+        ("late", True),
+    ]
+    late = Execution.objects.get()
+    assert {p["execution"]["id"] for p in payloads} == {late.pk}
+    assert payloads[1]["execution"]["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not-yet",
+        "repeat-every-0",
+        "channel-disabled",
+        "job-disabled",
+        "job-deleted",
+        "rule-deleted",
+        "rule-without-failure",
+        "succeeded-unseen",
+        "recovered",
+        "recovery-only",
+    ],
+)
+def test_it_reminds_no_one_not_owed_a_reminder_in_one_query(
+    job: Job,
+    make_job: Callable[..., Job],
+    case: str,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+    django_assert_num_queries: Callable[..., Any],
+) -> None:
+    """An hour after a failure was sent, the sweep sends nothing when the channel
+    is disabled (its failures would not be sent either), the job disabled (an
+    operator parked it) or deleted, its rules gone or no longer wanting failures,
+    or repeat_every is 0 (every failure is sent as it happens: no reminders); nor
+    when the job succeeded since, seen by the channel or not. A healthy job, with
+    rules of its own, is beside it. It costs one query."""
+    capture = django_capture_on_commit_callbacks
+    made = rule(
+        job=job,
+        kind="email",
+        target="ops@example.com",
+        events=["recovery"] if case == "recovery-only" else ["failure"],
+        repeat_every=timedelta(0) if case == "repeat-every-0" else timedelta(hours=1),
+    )
+    healthy = make_job(app=job.app, name="healthy")
+    NotificationRule.objects.create(
+        channel=made.channel, job=healthy, events=["failure", "recovery"]
+    )
+    with at(0):
+        run(job, "failed", capture=capture)
+        run(healthy, "failed", capture=capture)
+        run(healthy, "succeeded", capture=capture)
+    if case == "channel-disabled":
+        NotificationChannel.objects.filter(pk=made.channel_id).update(enabled=False)
+    elif case == "job-disabled":
+        Job.objects.filter(pk=job.pk).update(enabled=False)
+    elif case == "job-deleted":
+        job.delete()
+    elif case == "rule-deleted":
+        made.delete()
+    elif case == "rule-without-failure":
+        NotificationRule.objects.filter(pk=made.pk).update(events=["success"])
+    elif case == "succeeded-unseen":
+        Job.objects.filter(pk=job.pk).update(last_success_at=T0 + timedelta(minutes=1))
+    elif case == "recovered":
+        with at(1):
+            run(job, "succeeded", capture=capture)
+    deliveries = NotificationDelivery.objects.count()
+
+    with at(30 if case == "not-yet" else 90), django_assert_num_queries(1):
+        assert notifications.notifications_remind_due() == 0
+    assert NotificationDelivery.objects.count() == deliveries
+
+
+def test_it_reminds_by_the_same_rules_as_a_run_would(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """The app's rule to the channel says 10 minutes, but the job has rules of its
+    own, which replace the app's: a day for failures, 2 hours for failures and
+    successes, 5 minutes for successes only (no flood control there). The shortest
+    of those with failures wins: a reminder after 2 hours."""
+    made = rule(
+        app=job.app,
+        kind="webhook",
+        target=receiver.url,
+        events=["failure"],
+        repeat_every=timedelta(minutes=10),
+    )
+    for events, every in (
+        (["failure"], timedelta(days=1)),
+        (["failure", "success"], timedelta(hours=2)),
+        (["success"], timedelta(minutes=5)),
+    ):
+        NotificationRule.objects.create(
+            channel=made.channel, job=job, events=events, repeat_every=every
+        )
+    capture = django_capture_on_commit_callbacks
+    with at(0):
+        run(job, "failed", capture=capture)
+
+    assert [sweep(minute, capture) for minute in (6, 11, 119, 120)] == [0, 0, 0, 1]
+    assert [p["reminder"] for p in received(receiver)] == [False, True]
+
+
+def test_it_reminds_on_a_timer_of_a_flapping_job_that_stopped_failing(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """It failed and succeeded in turn every minute (four changes told, then held
+    back: flapping), and stopped at a failure at minute 10. An hour after the last
+    message (the recovery at minute 3) the sweep says it flaps and failed; an hour
+    later, stable since minute 10, it says where it settled; then it is a job still
+    failing like any other."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure", "recovery"])
+    capture = django_capture_on_commit_callbacks
+    for minute in range(11):
+        with at(minute):
+            run(job, "failed" if minute % 2 == 0 else "succeeded", capture=capture)
+    assert len(receiver.requests) == 4
+    since = T0.isoformat()
+
+    assert [sweep(minute, capture) for minute in (62, 63, 100, 123, 183)] == [
+        0,
+        1,
+        0,
+        1,
+        1,
+    ]
+    flapped, settled, still = received(receiver)[4:]
+    assert (flapped["event"], flapped["reminder"], flapped["held_back"]) == (
+        "failure",
+        True,
+        4,
+    )
+    assert flapped["flapping"] == {"changes": 11, "since": since}
+    assert (settled["flapping"], settled["held_back"]) == (
+        {"changes": 11, "since": since},
+        0,
+    )
+    assert (still["flapping"], still["reminder"]) == (None, True)
+    state = NotificationState.objects.get()
+    assert (state.told, state.flapping) == ("failing", False)
+
+
+def test_it_sends_one_reminder_when_the_state_changes_between_read_and_write(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """Between the sweep's read of a state row and its update, a failed run's end
+    sends the reminder (then another sweep would find it told): the sweep's
+    conditional update finds the row changed and sends nothing."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    capture = django_capture_on_commit_callbacks
+    with at(0):
+        run(job, "failed", capture=capture)
+    real = notifications._remind
+
+    def run_ends_first(state: NotificationState, *, now: Any) -> Any:
+        run(job, "failed", capture=capture)
+        return real(state, now=now)
+
+    with mock.patch("jobs.notifications._remind", run_ends_first):
+        assert sweep(60, capture) == 0
+
+    assert [p["reminder"] for p in received(receiver)] == [False, True]
+    assert received(receiver)[-1]["execution"]["finished_at"] == (
+        (T0 + timedelta(minutes=60)).isoformat()
+    )
+    assert NotificationState.objects.get().told_at == T0 + timedelta(minutes=60)
+
+
+def test_it_sends_one_reminder_when_two_sweeps_overlap(
+    job: Job, receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """Two workers sweep at once (beat sent the task twice): both read the row owed
+    a reminder; the one that updates it first sends it, the other nothing."""
+    rule(job=job, kind="webhook", target=receiver.url, events=["failure"])
+    capture = django_capture_on_commit_callbacks
+    with at(0):
+        run(job, "failed", capture=capture)
+    real = notifications._remind
+    inner: list[int] = []
+
+    def other_sweep_first(state: NotificationState, *, now: Any) -> Any:
+        if not inner:
+            with mock.patch("jobs.notifications._remind", real):
+                inner.append(notifications.notifications_remind_due())
+        return real(state, now=now)
+
+    with mock.patch("jobs.notifications._remind", other_sweep_first):
+        assert sweep(60, capture) == 0
+
+    assert inner == [1]
+    assert [p["reminder"] for p in received(receiver)] == [False, True]
+
+
+@pytest.mark.parametrize("first", ["sweep", "run"])
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_one_reminder_when_a_sweep_and_a_run_end_race(
+    make_app: Callable[..., App], make_job: Callable[..., Job], first: str
+) -> None:
+    """The sweep and a failed run's end, on two connections, both find the channel
+    owed a reminder. The first holds the state row (the sweep by its update, the
+    run's end by its select_for_update) while it records the reminder; the second
+    waits for it, then finds the row changed: the run's failure is held back and
+    counted, or the sweep sends nothing."""
+    from django.db import connection
+
+    from tests.jobs.test_races import in_thread, race
+    from tests.waiting import wait_for
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks need PostgreSQL: SQLite serialises writers, no race")
+    job = make_job(app=make_app("ops"), name="backup")
+    made = channel_rule("ops", job=job, events=["failure"])
+    hour_ago = timezone.now() - timedelta(hours=1, seconds=1)
+    NotificationState.objects.create(
+        job=job,
+        channel=made.channel,
+        told="failing",
+        told_at=hour_ago,
+        health="failing",
+        health_since=hour_ago,
+        held_back=2,
+    )
+    end = Execution.objects.create(job=job, status="failed", finished_at=timezone.now())
+    notifications.forget_rule_targets()
+    second: list[threading.Thread] = []
+    answers: list[Any] = []
+
+    def sweep_now() -> int:
+        return notifications.notifications_remind_due()
+
+    def end_now() -> None:
+        notifications.execution_changed(execution=end)
+
+    def waiting_on_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            return bool(cursor.fetchone()[0])
+
+    def meanwhile() -> None:
+        t, out = in_thread(end_now if first == "sweep" else sweep_now)
+        second.append(t)
+        answers.append(out)
+        wait_for(lambda: waiting_on_a_lock() or not t.is_alive(), timeout=10)
+
+    with mock.patch("jobs.tasks.deliver_notification.delay"):
+        # Each held in _record: after it took the row, before it records.
+        if first == "sweep":
+            assert race("jobs.notifications._record", sweep_now, meanwhile) == 1
+        else:
+            race("jobs.notifications._record", end_now, meanwhile)
+        second[0].join(10)
+    assert not second[0].is_alive()
+
+    deliveries = NotificationDelivery.objects.filter(event="failure")
+    reminder = deliveries.get(status="pending")
+    assert (reminder.payload["reminder"], reminder.payload["held_back"]) == (True, 2)
+    state = NotificationState.objects.get()
+    if first == "sweep":
+        assert reminder.execution_id is None
+        assert deliveries.filter(status="held", execution=end).exists()
+        assert state.held_back == 1
+    else:
+        assert reminder.execution_id == end.pk
+        assert answers[0] == [0]
+        assert state.held_back == 0
+    assert deliveries.count() == (2 if first == "sweep" else 1)
+
+
+def test_it_sends_the_reminders_task_with_the_late_check(fresh_cache: None) -> None:
+    """Beat's housekeeping asks every second; the tasks go at most every
+    KARMCHARI_NOTIFY_CHECK_SECONDS."""
+    with (
+        mock.patch("jobs.tasks.check_notifications.delay") as check,
+        mock.patch("jobs.tasks.remind_notifications.delay") as remind,
+    ):
+        notifications.notifications_check_due()
+        notifications.notifications_check_due()
+
+    assert (check.call_count, remind.call_count) == (1, 1)
