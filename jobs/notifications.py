@@ -345,7 +345,7 @@ def notifications_queue(
     sending = [d for d in made if d.status == NotificationDelivery.Status.PENDING]
     if sending:
         ids = [delivery.pk for delivery in sending]
-        transaction.on_commit(lambda: _deliveries_send(ids))
+        transaction.on_commit(lambda: deliveries_send(ids))
     return sending
 
 
@@ -475,7 +475,7 @@ def _flood_payload(
     return payload
 
 
-def _deliveries_send(ids: list[int]) -> None:
+def deliveries_send(ids: list[int]) -> None:
     """Send the deliveries' tasks. A broker outage is logged, not raised: the rows
     stay pending and beat's sweep (notifications_resend_stale) sends them later."""
     from jobs.tasks import deliver_notification
@@ -780,7 +780,7 @@ def _remind(state: NotificationState, *, now: datetime) -> NotificationDelivery 
         if not claimed:
             return None
         delivery = _record(state.channel, job, None, event, verdict, payload)
-        transaction.on_commit(lambda: _deliveries_send([delivery.pk]))
+        transaction.on_commit(lambda: deliveries_send([delivery.pk]))
     return delivery
 
 
@@ -818,7 +818,7 @@ def notifications_resend_stale(*, older_than: timedelta, batch: int = 500) -> in
     queue = deliver_notification.app.conf.task_default_queue
     if outbox._messages_waiting([queue]).get(queue) != 0:
         return 0
-    _deliveries_send(ids)
+    deliveries_send(ids)
     return len(ids)
 
 

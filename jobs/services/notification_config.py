@@ -7,7 +7,6 @@ never comes back out of here. What is sent, and when, is jobs/notifications.py's
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
@@ -23,10 +22,9 @@ from jobs.models import (
     NotificationDelivery,
     NotificationRule,
 )
+from jobs.notifications import deliveries_send
 from jobs.secrets import encrypt
 from jobs.services.base import Conflict, Gone, actor_name
-
-logger = logging.getLogger(__name__)
 
 
 def _sealed(secret: str) -> str:
@@ -115,23 +113,8 @@ def notification_channel_test(
         delivery = NotificationDelivery.objects.create(
             channel=channel, event=NotificationDelivery.TEST_EVENT, payload=payload
         )
-        transaction.on_commit(lambda: _send(delivery.pk))
+        transaction.on_commit(lambda: deliveries_send([delivery.pk]))
     return delivery
-
-
-def _send(delivery_id: int) -> None:
-    """A broker outage is logged, not raised: the row stays pending and beat's sweep
-    (jobs.notifications.notifications_resend_stale) sends it later."""
-    from jobs.tasks import deliver_notification
-
-    try:
-        deliver_notification.delay(delivery_id)
-    except Exception:
-        logger.warning(
-            "test notification %s: could not send its task; it is sent again later",
-            delivery_id,
-            exc_info=True,
-        )
 
 
 # --- Rules ---------------------------------------------------------------------------
