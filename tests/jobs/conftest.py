@@ -14,6 +14,7 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -28,6 +29,7 @@ from jobs.models import (
     NotificationRule,
 )
 from jobs.runners import Outcome
+from karmchari_site.celery import app as celery_app
 
 NumQueries = Callable[..., object]
 
@@ -103,6 +105,24 @@ class Receiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def waiting_on_a_lock() -> bool:
+    """Whether a session of this test database waits on a row lock (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.fixture
+def eager() -> Iterator[None]:
+    """Tasks run in-process when sent (retries included, without their countdown)."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,19 +19,10 @@ from rest_framework.test import APIClient
 from jobs import notification_sending
 from jobs.models import NotificationChannel, NotificationDelivery
 from jobs.secrets import decrypt, encrypt
-from karmchari_site.celery import app as celery_app
 from tests.jobs.conftest import Receiver
 
 KEY_1 = Fernet.generate_key().decode()
 KEY_2 = Fernet.generate_key().decode()
-
-
-@pytest.fixture
-def eager() -> Iterator[None]:
-    """Tasks run in-process when sent (retries included, without their countdown)."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.mark.django_db

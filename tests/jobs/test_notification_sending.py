@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -17,7 +17,6 @@ from django.test.utils import override_settings
 
 from jobs import notification_sending, notifications
 from jobs.models import App, Job, NotificationDelivery
-from karmchari_site.celery import app as celery_app
 from tests.jobs.conftest import (
     Receiver,
     channel_rule,
@@ -27,15 +26,7 @@ from tests.jobs.conftest import (
     run,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def eager() -> Iterator[None]:
-    """Tasks run in-process when sent (retries included, without their countdown)."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -25,7 +25,6 @@ from jobs.models import (
 )
 from jobs.models.notifications import NotificationState
 from jobs.runners import Outcome
-from karmchari_site.celery import app as celery_app
 from tests.jobs.conftest import (
     Receiver,
     channel_rule,
@@ -33,17 +32,10 @@ from tests.jobs.conftest import (
     queued_then_channel_disabled,
     rule,
     run,
+    waiting_on_a_lock,
 )
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def eager() -> Iterator[None]:
-    """Tasks run in-process when sent (retries included, without their countdown)."""
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 
 
 @pytest.fixture
@@ -1079,14 +1071,6 @@ def test_it_sends_one_first_failure_when_two_workers_end_runs_at_once(
     notifications.forget_rule_targets()
     second: list[threading.Thread] = []
 
-    def waiting_on_a_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            )
-            return bool(cursor.fetchone()[0])
-
     def meanwhile() -> None:
         t, _ = in_thread(lambda: notifications.execution_changed(execution=ends[1]))
         second.append(t)
@@ -1465,14 +1449,6 @@ def test_it_sends_one_reminder_when_a_sweep_and_a_run_end_race(
 
     def end_now() -> None:
         notifications.execution_changed(execution=end)
-
-    def waiting_on_a_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database()"
-            )
-            return bool(cursor.fetchone()[0])
 
     def meanwhile() -> None:
         t, out = in_thread(end_now if first == "sweep" else sweep_now)
