@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -63,15 +63,47 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text) if _UNSTORABLE.search(text) else text
 
 
+V = TypeVar("V", bound=Callable[..., HttpResponse])
+
+
+def reads_raw_body(view: V) -> V:
+    """Mark a view that reads its body itself, whatever its Content-Type (the
+    compat APIs: Kala decodes any body as JSON, JobStreamer ignores a form):
+    RefuseUnstorableMiddleware does not read it as a form, where a `%00` in a JSON
+    text sent by `curl -d` would be a NUL."""
+    view.reads_raw_body = True  # type: ignore[attr-defined]
+    return view
+
+
 class RefuseUnstorableMiddleware:
-    """400 for unstorable text in the path, the query string or a form body."""
+    """400 for unstorable text in the path, the query string or a form body (the
+    last only for views that read forms: not those marked `reads_raw_body`)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if why := unstorable(request.path):
+            return self._refuse(why, "URL")
+        if found := unstorable_path(dict(request.GET.lists())):
+            return self._refuse(found[1], "query string")
+        return self.get_response(request)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: Any,
+        view_kwargs: Any,
+    ) -> HttpResponse | None:
+        # Only url-encoded bodies: reading a multipart one here would consume the
+        # stream the view parses (its fields are checked by their serializers).
+        if request.content_type != "application/x-www-form-urlencoded" or getattr(
+            view_func, "reads_raw_body", False
+        ):
+            return None
         try:
-            found = self._found(request)
+            found = unstorable_path(dict(request.POST.lists()))
         except RequestDataTooBig:
             # Reading the form here is the first read of the body: answer as the
             # API does for a JSON body (jobs.views), not with Django's HTML 400.
@@ -82,22 +114,10 @@ class RefuseUnstorableMiddleware:
             if request.path_info.startswith("/api/"):
                 return JsonResponse({"detail": why}, status=413)
             return HttpResponse(why, status=413, content_type="text/plain")
-        if found:
-            why, where = found
-            return HttpResponseBadRequest(
-                f"{why} Found in the {where}.", content_type="text/plain"
-            )
-        return self.get_response(request)
+        return self._refuse(found[1], "form body") if found else None
 
     @staticmethod
-    def _found(request: HttpRequest) -> tuple[str, str] | None:
-        if why := unstorable(request.path):
-            return why, "URL"
-        if found := unstorable_path(dict(request.GET.lists())):
-            return found[1], "query string"
-        # Only url-encoded bodies: reading a multipart one here would consume the
-        # stream the view parses (its fields are checked by their serializers).
-        form = request.content_type == "application/x-www-form-urlencoded"
-        if form and (found := unstorable_path(dict(request.POST.lists()))):
-            return found[1], "form body"
-        return None
+    def _refuse(why: str, where: str) -> HttpResponse:
+        return HttpResponseBadRequest(
+            f"{why} Found in the {where}.", content_type="text/plain"
+        )

@@ -15,7 +15,7 @@ from compat.security import (
     REALM,
     authorize,
 )
-from karmchari_site.text import unstorable_path
+from karmchari_site.text import reads_raw_body, unstorable_path
 
 EDN = "application/edn"
 JSON = "application/json"
@@ -168,6 +168,7 @@ def _route(**methods: View) -> View:
     serve = _serve(**methods)
 
     @csrf_exempt
+    @reads_raw_body
     def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
         origin = settings.KARMCHARI_JOBSTREAMER_CORS_ORIGIN
         if not origin:

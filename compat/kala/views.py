@@ -51,6 +51,7 @@ from jobs.models import App, Execution, Job, Schedule, slug_validator
 from jobs.permissions import SHELL_DENIED, may_change_jobs
 from jobs.runners import SpecError
 from jobs.schedules import IntervalSchedule
+from karmchari_site.text import reads_raw_body
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ def _route(**methods: View) -> View:
     allowed = ", ".join(sorted(methods))
 
     @csrf_exempt
+    @reads_raw_body
     def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
         handler = methods.get(request.method or "")
         if handler is None:

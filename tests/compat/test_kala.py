@@ -109,6 +109,15 @@ def test_it_prints_what_the_seed_examples_print(curl: Client) -> None:
     assert (response.status_code, response.content) == (404, b"")
 
 
+def test_it_keeps_a_percent_escape_in_a_body_curl_sent_as_a_form(
+    curl: Client,
+) -> None:
+    """curl -d labels a JSON body as a form; Kala reads it as JSON, so `%00` in it
+    is three characters, not a NUL to refuse."""
+    job_id = create(curl, name="percent", command="printf '100%00'")
+    assert Job.objects.get(uid=job_id).spec["command"] == "printf '100%00'"
+
+
 def test_it_prints_job_stats_as_the_seed_shows(curl: Client) -> None:
     job_id = create(curl, schedule=SCHEDULE)
     # A job that never ran: Kala's null, not [].
