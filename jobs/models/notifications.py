@@ -304,6 +304,15 @@ class NotificationState(models.Model):
                 fields=["job", "channel"], name="jobs_notificationstate_one_per_pair"
             ),
         ]
+        indexes = [
+            # The reminders' timer (jobs.notifications._reminders_due) reads only
+            # failing pairs, longest untold first: few rows among one per pair.
+            models.Index(
+                fields=["told_at"],
+                name="jobs_notificationstate_failing",
+                condition=models.Q(health="failing"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.job_id} -> {self.channel_id}: {self.told}"
