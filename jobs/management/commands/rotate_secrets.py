@@ -1,5 +1,6 @@
-"""python manage.py rotate_secrets: encrypt every job secret again under the first
-key of KARMCHARI_SECRETS_KEYS, so the keys after it can be removed.
+"""python manage.py rotate_secrets: encrypt every job secret and every webhook
+channel's signing secret again under the first key of KARMCHARI_SECRETS_KEYS, so the
+keys after it can be removed.
 
 Key rotation: put a new key first (KARMCHARI_SECRETS_KEYS=new,old), restart web and
 workers, run this, then drop the old key. Safe to run again, and while jobs run.
@@ -15,7 +16,10 @@ from jobs.secrets import secrets_rotate
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt every job secret with the first key of KARMCHARI_SECRETS_KEYS."
+    help = (
+        "Re-encrypt every job secret and notification channel secret with the "
+        "first key of KARMCHARI_SECRETS_KEYS."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         rotated, unreadable = secrets_rotate()
