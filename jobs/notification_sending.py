@@ -121,7 +121,10 @@ def _flood_text(payload: dict[str, Any], what: str) -> str:
             return f"{what}; {changes}" + (f"; {more} held back" if held else "")
         return f"is {changes}" + (f"; {more} held back" if held else "") + f"; {what}"
     if payload.get("reminder"):
-        return f"still failing: {more}; {what}"
+        # A timer reminder of a job that has not run again holds back nothing.
+        return (
+            f"still failing: {more if held else f'nothing new since {since}'}; {what}"
+        )
     if held and payload["event"] == Event.RECOVERY:
         return f"{what}; {more} held back"
     return what

@@ -1176,7 +1176,7 @@ def test_it_reminds_on_a_timer_of_a_job_that_does_not_run_again(
 
     assert sweep(120, capture) == 1
     assert received(receiver)[-1]["text"].startswith(
-        "[Karmchari] ops/backup still failing: 0 more failures since "
+        "[Karmchari] ops/backup still failing: nothing new since "
     )
     with at(130):
         run(job, "failed", capture=capture)
