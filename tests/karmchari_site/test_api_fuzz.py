@@ -70,14 +70,32 @@ schema.config.operations = OperationsConfig(
 
 @pytest.fixture(autouse=True)
 def seeded(db: None) -> None:
-    """An app, a job, a schedule and a run with the ids updates are sent to (ids far
-    above what the sequences hand out during a test)."""
-    from jobs.models import App, Execution, Job, Schedule
+    """An app, a job, a schedule, a run, a notification channel, rule and delivery
+    with the ids updates are sent to (ids far above what the sequences hand out
+    during a test)."""
+    from jobs.models import (
+        App,
+        Execution,
+        Job,
+        NotificationChannel,
+        NotificationDelivery,
+        NotificationRule,
+        Schedule,
+    )
 
     app = App.objects.create(name="seed")
     job = Job.objects.create(pk=SEED, app=app, name="seed", spec={"command": "true"})
     Schedule.objects.create(pk=SEED, job=job, kind="cron", expression="*/5 * * * *")
     Execution.objects.create(pk=SEED, job=job, status=Execution.Status.RUNNING)
+    channel = NotificationChannel.objects.create(
+        pk=SEED, name="seed", kind="webhook", target="https://hooks.example.com/seed"
+    )
+    NotificationRule.objects.create(
+        pk=SEED, channel=channel, job=job, events=["failure"]
+    )
+    NotificationDelivery.objects.create(
+        pk=SEED, channel=channel, job=job, event="failure", payload={}
+    )
 
 
 @pytest.fixture
