@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.db.models.query import QuerySet
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -300,7 +300,13 @@ class ExecutionEngineActions:
 
     @extend_schema(
         parameters=[LogQuerySerializer],
-        responses={(200, "text/event-stream"): SSE_EVENT_SCHEMA},
+        responses={
+            (200, "text/event-stream"): SSE_EVENT_SCHEMA,
+            204: OpenApiResponse(
+                description="A reconnect (Last-Event-ID) past the end of a finished "
+                "run: nothing more will come; an EventSource stops."
+            ),
+        },
     )
     @action(
         detail=True,
@@ -310,7 +316,8 @@ class ExecutionEngineActions:
     )
     def log_stream(self, request: Request, pk: str | None = None) -> Any:
         """Server-Sent Events: `output` events ({offset, text}) as the run writes,
-        then `end` ({status}). Reconnecting with Last-Event-ID resumes."""
+        then `end` ({status}). Reconnecting with Last-Event-ID resumes; past the
+        end of a finished run it answers 204, which stops an EventSource."""
         execution = self._execution()
         query = LogQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -318,6 +325,12 @@ class ExecutionEngineActions:
         last_id = request.headers.get("Last-Event-ID", "")
         if last_id.isascii() and last_id.isdigit() and len(last_id) <= 18:
             offset = int(last_id)
+            # A reconnect after the end: 204 tells an EventSource to stop (HTML's
+            # server-sent events), where a new stream would send `end` again and
+            # the browser would reconnect every `retry` for ever.
+            piece = logs.log_read(execution=execution, offset=offset, limit=4)
+            if piece.finished and not piece.data:
+                return HttpResponse(status=204)
         stream = _LogEvents(execution, offset, query.validated_data["limit"])
         response = StreamingHttpResponse(
             _async_events(stream)

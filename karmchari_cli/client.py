@@ -227,6 +227,12 @@ class Client:
         )
         with response:
             self._check(response)
+            if response.status_code == 204:
+                # A reconnect past the end of a finished run (its `end` event was
+                # lost with the connection): the end, with the run's status.
+                status = self.get(f"executions/{execution_id}/")["status"]
+                yield offset, {"event": "end", "status": status, "next_offset": offset}
+                return
             kind = response.headers.get("Content-Type") or "no content type"
             if kind.partition(";")[0].strip().lower() != "text/event-stream":
                 # A proxy's login page, or a URL that is not Karmchari's.

@@ -564,3 +564,21 @@ def test_it_reads_past_a_hole_in_the_stream_of_a_finished_run(
     text, finished = _read_all(api, execution)
     assert finished
     assert text == b"one\ntwo\nthree\n"
+
+
+def test_it_tells_an_event_source_reconnecting_after_the_end_to_stop(
+    api: APIClient, execution: Execution
+) -> None:
+    """HTML's server-sent events: a 204 stops an EventSource, which would otherwise
+    reconnect every `retry` after the end and be sent `end` again for ever."""
+    logs.LogWriter(execution.pk, clock=Clock()).write(b"hello\n")
+    path = f"/api/executions/{execution.pk}/log/stream/"
+    running = api.get(path, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="6")
+    assert running.status_code == 200  # still running: the stream waits for more
+    finish(execution)
+
+    after_end = api.get(path, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="6")
+    assert after_end.status_code == 204
+    # A new stream (no Last-Event-ID) is the whole log and its end, as before.
+    first = api.get(path, HTTP_ACCEPT="text/event-stream")
+    assert b"event: end" in b"".join(first.streaming_content)

@@ -151,6 +151,38 @@ def test_it_reconnects_the_follow_stream_when_the_connection_drops(
     assert calls == ["", "6"]
 
 
+def test_it_ends_the_follow_when_the_reconnect_finds_the_run_over(
+    fake_server: Callable[..., str],
+) -> None:
+    """The connection breaks after the last output, before the end event: the
+    reconnect answers 204 (nothing more will come), and the end is the run's
+    status, read from the API."""
+    calls: list[str] = []
+
+    def handle(handler: http.server.BaseHTTPRequestHandler) -> None:
+        if "/log/stream/" not in handler.path:
+            _answer_json(handler, b'{"id": 1, "status": "failed"}')
+            return
+        calls.append(handler.headers.get("Last-Event-ID", ""))
+        if len(calls) > 1:
+            handler.send_response(204)
+            handler.end_headers()
+            return
+        _start_stream(handler)
+        _chunk(
+            handler, 'id: 6\nevent: output\ndata: {"offset": 0, "text": "ok\\n"}\n\n'
+        )
+        handler.close_connection = True
+        handler.request.shutdown(2)
+
+    fake_server(handle)
+    client = Client(load_settings(url=None, token=None))
+    events = list(client.log_events(1))
+    assert events[-1] == {"event": "end", "status": "failed", "next_offset": 6}
+    assert [e.get("text") for e in events[:-1]] == ["ok\n"]
+    assert calls == ["", "6"]
+
+
 @pytest.mark.timeout(30)
 def test_it_gives_up_on_a_silent_stream_after_a_few_reconnects(
     fake_server: Callable[..., str], monkeypatch: pytest.MonkeyPatch
