@@ -58,9 +58,9 @@ def check_notifications() -> None:
 def remind_notifications() -> int:
     """Reminders of jobs still failing that no run brings (sent by beat's
     housekeeping with the late check)."""
-    from jobs import notifications
+    from jobs import notification_reminders
 
-    return notifications.notifications_remind_due()
+    return notification_reminders.notifications_remind_due()
 
 
 @shared_task(name="jobs.prune_executions", ignore_result=True)

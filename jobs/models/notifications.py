@@ -305,7 +305,7 @@ class NotificationState(models.Model):
             ),
         ]
         indexes = [
-            # The reminders' timer (jobs.notifications._reminders_due) reads only
+            # The reminders' timer (jobs.notification_reminders._reminders_due) reads only
             # failing pairs, longest untold first: few rows among one per pair.
             models.Index(
                 fields=["told_at"],

@@ -3,6 +3,7 @@ for the notifications' tests, a webhook receiver, rules and runs."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.db import connection
@@ -221,3 +223,36 @@ def queued_then_channel_disabled(job: Job) -> NotificationDelivery:
         )
     NotificationChannel.objects.filter(pk=rule.channel_id).update(enabled=False)
     return delivery
+
+
+# --- Flood control (test_notifications.py, test_notification_reminders.py) ----------
+
+T0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+
+
+def at(minutes: float) -> Any:
+    """Time frozen `minutes` after T0."""
+    return time_machine.travel(T0 + timedelta(minutes=minutes), tick=False)
+
+
+def received(receiver: Receiver) -> list[dict[str, Any]]:
+    return [json.loads(r["body"]) for r in receiver.requests]
+
+
+def held() -> list[str]:
+    return list(
+        NotificationDelivery.objects.filter(status="held")
+        .order_by("id")
+        .values_list("event", flat=True)
+    )
+
+
+def stuck_slots(job: Job, schedule: Any, minutes: range) -> None:
+    """Scheduled runs of these minutes after T0 that never started."""
+    for minute in minutes:
+        Execution.objects.create(
+            job=job,
+            schedule=schedule,
+            scheduled_for=T0 + timedelta(minutes=minute),
+            trigger="schedule",
+        )
