@@ -305,8 +305,9 @@ class NotificationState(models.Model):
             ),
         ]
         indexes = [
-            # The reminders' timer (jobs.notification_reminders._reminders_due) reads only
-            # failing pairs, longest untold first: few rows among one per pair.
+            # The reminders' timer (jobs.notification_reminders._reminders_due)
+            # reads only failing pairs, longest untold first: few rows among one
+            # per pair.
             models.Index(
                 fields=["told_at"],
                 name="jobs_notificationstate_failing",
