@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 
@@ -14,6 +14,8 @@ from jobs.admin.base import AppScopedAdmin, LockingAdmin
 from jobs.models import NotificationChannel, NotificationDelivery, NotificationRule
 from jobs.models.notifications import MAX_SECRET_LENGTH
 from jobs.secrets import encrypt
+from jobs.services import notification_config
+from jobs.services.base import Conflict, Gone
 from karmchari_site.admin_ui import CappedPaginator
 
 
@@ -115,6 +117,31 @@ class NotificationChannelAdmin(LockingAdmin[NotificationChannel]):
         "clear_secret",
     ]
     readonly_fields = ["secret_status"]
+    actions = ["send_test"]
+
+    @admin.action(
+        description="Send a test message to selected channels", permissions=["change"]
+    )
+    def send_test(
+        self, request: HttpRequest, queryset: QuerySet[NotificationChannel]
+    ) -> None:
+        """Queue a test message per channel; the delivery log says how each went."""
+        sent = 0
+        for channel in queryset.order_by("name"):
+            try:
+                notification_config.notification_channel_test(
+                    channel=channel, user=request.user
+                )
+            except (Conflict, Gone) as exc:  # disabled, or deleted since listed
+                self.message_user(request, f"{exc} Left out.", messages.WARNING)
+                continue
+            sent += 1
+        if sent:
+            self.message_user(
+                request,
+                f"Queued a test message to {sent} channel(s): see Notification "
+                "deliveries for how each went.",
+            )
 
     @admin.display(boolean=True, description="Signed")
     def signed(self, channel: NotificationChannel) -> bool:

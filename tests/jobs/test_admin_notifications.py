@@ -5,17 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.db import connection
 from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.test import Client
 
 from jobs.admin.notifications import NotificationChannelAdmin, NotificationRuleAdmin
-from jobs.models import App, NotificationChannel, NotificationRule
+from jobs.models import (
+    App,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationRule,
+)
 from jobs.secrets import decrypt, encrypt
+from tests.jobs.conftest import Receiver
 from tests.jobs.test_races import race
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
@@ -432,3 +439,51 @@ def test_it_changes_a_signed_webhook_to_slack_when_its_secret_is_removed(
     assert response.status_code == 302, response.content[:2000]
     stored = NotificationChannel.objects.get()
     assert (stored.kind, stored.secret) == ("slack", "")
+
+
+def test_it_sends_a_test_message_to_the_selected_channels(
+    admin_client: Client,
+    receiver: Receiver,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    """Queued for a worker like any notification; a disabled channel is left out,
+    saying why."""
+    hook = NotificationChannel.objects.create(
+        name="hook", kind="webhook", target=receiver.url
+    )
+    off = NotificationChannel.objects.create(
+        name="off", kind="webhook", target=receiver.url, enabled=False
+    )
+    with (
+        mock.patch("jobs.tasks.deliver_notification.delay") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = admin_client.post(
+            "/admin/jobs/notificationchannel/",
+            {"action": "send_test", "_selected_action": [hook.pk, off.pk]},
+            follow=True,
+        )
+    said = _messages(response)
+    assert any("'off' is disabled" in m and "Left out." in m for m in said)
+    assert any("Queued a test message to 1 channel(s)" in m for m in said)
+    [delivery] = NotificationDelivery.objects.all()
+    assert (delivery.channel, delivery.event, delivery.status) == (
+        hook,
+        "test",
+        "pending",
+    )
+    assert delivery.payload["execution"]["reason"].endswith("this channel works.")
+    send.assert_called_once_with(delivery.pk)
+
+
+def test_it_offers_the_test_message_only_to_who_may_change_channels(
+    client: Client, django_user_model: type[User]
+) -> None:
+    viewer = django_user_model.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(
+        Permission.objects.get(codename="view_notificationchannel")
+    )
+    client.force_login(viewer)
+    page = client.get("/admin/jobs/notificationchannel/")
+    assert page.status_code == 200
+    assert b"send_test" not in page.content
