@@ -86,6 +86,12 @@ def _slack_escape(text: str) -> str:
 
 def _text(payload: dict[str, Any], escape: Callable[[str], str] = str) -> str:
     execution = payload.get("execution") or {}
+    if payload["event"] == NotificationDelivery.TEST_EVENT:
+        # Of no job: says which channel, so that one test of several is told apart.
+        channel = escape(str(payload.get("channel", "")))
+        return f"[Karmchari] test message to channel {channel}\n" + escape(
+            str(execution.get("reason", ""))
+        )
     attempts = execution.get("attempt") or 1
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     what = {

@@ -16,7 +16,8 @@ from django.core import mail
 from django.test.utils import override_settings
 
 from jobs import notification_sending, notifications
-from jobs.models import App, Job, NotificationDelivery
+from jobs.models import App, Job, NotificationChannel, NotificationDelivery
+from jobs.services import notification_config
 from tests.jobs.conftest import (
     Receiver,
     channel_rule,
@@ -213,4 +214,29 @@ def test_it_does_not_follow_a_redirect(
     assert delivery.error == (
         f"HTTP 301: redirected to {moved}; notifications are not sent on: set the "
         "channel's target to that URL."
+    )
+
+
+def test_it_names_the_channel_in_a_test_message(
+    receiver: Receiver, django_capture_on_commit_callbacks: Callable[..., Any]
+) -> None:
+    """A test message is of no job: its email subject and Slack text say which
+    channel it tests, and who sent it."""
+    email = NotificationChannel.objects.create(
+        name="ops-mail", kind="email", target="ops@example.com"
+    )
+    slack = NotificationChannel.objects.create(
+        name="ops-<slack>", kind="slack", target=receiver.url
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        for channel in (email, slack):
+            notification_config.notification_channel_test(channel=channel)
+
+    [message] = mail.outbox
+    assert message.subject == "[Karmchari] test message to channel ops-mail"
+    assert "this channel works." in message.body
+    [request] = receiver.requests
+    assert json.loads(request["body"])["text"] == (
+        "[Karmchari] test message to channel ops-&lt;slack&gt;\n"
+        "A test message from Karmchari, sent by the system: this channel works."
     )
