@@ -16,6 +16,7 @@ from jobs import control
 from jobs.logs import log_key
 from jobs.models import App, Execution, Job, Schedule
 from karmchari_site import embedded
+from tests.receiver import Receiver
 from tests.tokens import make_token
 
 
@@ -151,3 +152,11 @@ def make_schedule(make_job: Callable[..., Job]) -> Callable[..., Schedule]:
         )
 
     return make
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook endpoint on 127.0.0.1 that records what it is sent."""
+    server = Receiver()
+    yield server
+    server.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from jobs import secrets
 from jobs.models import NotificationChannel
 from tests.browser.conftest import PASSWORD, SKIP_REASON
 from tests.integration.conftest import Processes
-from tests.jobs.conftest import Receiver
+from tests.receiver import Receiver
 from tests.waiting import wait_for
 
 if TYPE_CHECKING:
@@ -26,13 +25,6 @@ if TYPE_CHECKING:
 expect = pytest.importorskip("playwright.sync_api", reason=SKIP_REASON).expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 def test_it_keeps_a_channel_secret_hidden_and_sends_a_signed_test_message(

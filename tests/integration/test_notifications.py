@@ -7,25 +7,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
 
 import pytest
 import requests
 from django.contrib.auth.models import User
 
 from tests.integration.conftest import Processes
-from tests.jobs.conftest import Receiver
+from tests.receiver import Receiver
 from tests.tokens import make_token
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

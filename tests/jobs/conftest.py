@@ -1,14 +1,13 @@
 """What the operator console's tests share: a clean cache, agents and staff clients;
-for the notifications' tests, a webhook receiver, rules and runs."""
+for the notifications' tests, rules, runs and flood-control helpers (the webhook
+receiver is tests/receiver.py)."""
 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from unittest import mock
 
@@ -32,6 +31,7 @@ from jobs.models import (
 )
 from jobs.runners import Outcome
 from karmchari_site.celery import app as celery_app
+from tests.receiver import Receiver
 
 NumQueries = Callable[..., object]
 
@@ -67,48 +67,6 @@ def staff(*perms: str) -> Client:
 # --- Notifications (tests/jobs/test_notifications.py, test_notification_sending.py) ---
 
 
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records requests and answers with the
-    queued status codes, each alone or with headers (then 200)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.answers: list[int | tuple[int, dict[str, str]]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append(
-                    {
-                        "method": self.command,
-                        "headers": dict(self.headers),
-                        "body": body,
-                    }
-                )
-                answer = receiver.answers.pop(0) if receiver.answers else 200
-                code, headers = answer if isinstance(answer, tuple) else (answer, {})
-                self.send_response(code)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            do_GET = do_POST
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def waiting_on_a_lock() -> bool:
     """Whether a session of this test database waits on a row lock (PostgreSQL)."""
     with connection.cursor() as cursor:
@@ -125,13 +83,6 @@ def eager() -> Iterator[None]:
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = False
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 def rule(

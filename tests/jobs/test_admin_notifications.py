@@ -22,8 +22,8 @@ from jobs.models import (
     NotificationRule,
 )
 from jobs.secrets import decrypt, encrypt
-from tests.jobs.conftest import Receiver
 from tests.jobs.test_races import race
+from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_cache")]
 

@@ -25,7 +25,6 @@ from jobs.models import (
 from jobs.models.notifications import NotificationState
 from tests.jobs.conftest import (
     T0,
-    Receiver,
     at,
     channel_rule,
     received,
@@ -34,6 +33,7 @@ from tests.jobs.conftest import (
     stuck_slots,
     waiting_on_a_lock,
 )
+from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from jobs import notification_sending
 from jobs.models import NotificationChannel, NotificationDelivery
 from jobs.secrets import decrypt, encrypt
-from tests.jobs.conftest import Receiver
+from tests.receiver import Receiver
 
 KEY_1 = Fernet.generate_key().decode()
 KEY_2 = Fernet.generate_key().decode()

@@ -19,13 +19,13 @@ from jobs import notification_sending, notifications
 from jobs.models import App, Job, NotificationChannel, NotificationDelivery
 from jobs.services import notification_config
 from tests.jobs.conftest import (
-    Receiver,
     channel_rule,
     finished_run,
     queued_then_channel_disabled,
     rule,
     run,
 )
+from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 

@@ -27,7 +27,6 @@ from jobs.models.notifications import NotificationState
 from jobs.runners import Outcome
 from tests.jobs.conftest import (
     T0,
-    Receiver,
     at,
     channel_rule,
     finished_run,
@@ -39,6 +38,7 @@ from tests.jobs.conftest import (
     stuck_slots,
     waiting_on_a_lock,
 )
+from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("eager")]
 
